@@ -1,0 +1,1 @@
+"""Hardware protocols and their simulators."""

@@ -1,0 +1,1 @@
+"""Receipt printers: the interface (``base``) and implementations (``sim``; ESC/POS later)."""

@@ -1,0 +1,1 @@
+"""Code readers: frames to QR payloads (replay source; camera and scanner later)."""

@@ -1,0 +1,1 @@
+"""Bill validators: the interface (``base``) and implementations (``sim``; eSSP, ID-003 later)."""

@@ -1,0 +1,115 @@
+"""The bill validator interface every driver implements (simulator, eSSP, ID-003).
+
+Values are integer minor units of the note's currency, as the device's channel table says.
+
+Money safety lives at this interface: :meth:`BillValidator.stack` calls ``on_credit`` at the
+device's *safe credit point* (eSSP CREDIT, ID-003 VEND VALID) and acknowledges the device only
+after ``on_credit`` returned, so the kiosk commits the credit to its journal first.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One banknote as the device identifies it."""
+
+    channel: int
+    value: int  # minor units of ``currency``
+    currency: str
+
+
+class FaultKind(enum.StrEnum):
+    JAM = "jam"
+    FRAUD = "fraud"
+    CASHBOX_FULL = "cashbox_full"
+    CASHBOX_REMOVED = "cashbox_removed"
+    FAILURE = "failure"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class NoteEscrowed:
+    """A note waits in escrow for :meth:`BillValidator.stack` or :meth:`return_note`."""
+
+    note: Note
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRejected:
+    """The device refused a note by itself (unknown, fake, inhibited). Never credited."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoteReturned:
+    """A note was given back to the customer from escrow."""
+
+    note: Note
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """The device cannot take notes until the fault is cleared."""
+
+    kind: FaultKind
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultCleared:
+    """The device reports normal operation again."""
+
+
+ValidatorEvent = NoteEscrowed | NoteRejected | NoteReturned | Fault | FaultCleared
+
+CreditCallback = Callable[[Note], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PowerUpReport:
+    """What the device says about a note in flight when it (or the host) restarted.
+
+    ``in_escrow``: a note was held and is being returned to the customer (not credited).
+    ``stacked``: a note reached the cashbox whose credit the host may not have committed.
+    """
+
+    in_escrow: Note | None = None
+    stacked: Note | None = None
+
+
+class BillValidator(Protocol):
+    """A note acceptor. All methods are coroutines on the daemon's event loop."""
+
+    name: str
+
+    async def open(self) -> PowerUpReport:
+        """Open the port, reset/sync the device, and report notes in flight at power-up."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def enable(self, accept: frozenset[int] | None = None) -> None:
+        """Accept notes whose value is in ``accept`` (all channels when ``None``)."""
+        ...
+
+    async def disable(self) -> None: ...
+
+    async def next_event(self) -> ValidatorEvent:
+        """Wait for the next event from the device."""
+        ...
+
+    async def stack(self, on_credit: CreditCallback) -> Note:
+        """Stack the escrowed note. ``on_credit`` runs at the safe credit point, before the
+        device is acknowledged. Raises ``DeviceFault`` if the note did not reach the cashbox."""
+        ...
+
+    async def return_note(self) -> Note:
+        """Give the escrowed note back to the customer."""
+        ...

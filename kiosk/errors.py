@@ -1,0 +1,76 @@
+"""The kiosk's exceptions: one tree, each error saying what to do about it.
+
+::
+
+    KioskError
+     ├── ConfigError(KioskError, ValueError)   bad configuration: fix the file named; exit 2
+     ├── MoneyError(KioskError, ValueError)    an amount that cannot be represented exactly
+     ├── PayloadError(KioskError, ValueError)  a scanned code the kiosk does not accept
+     ├── StorageError(KioskError, OSError)     the journal cannot be read or written
+     ├── DeviceError(KioskError, OSError)      a device is missing or misbehaves
+     └── ProviderError(KioskError)             a provider call failed
+          ├── ProviderRefused                  the provider said no, for good: nothing moved
+          ├── ProviderAmbiguous                the call may or may not have taken effect:
+          │                                    ask the provider for the state before anything else
+          └── ProviderProtocolError            a broken or forged reply (bad signature, bad JSON);
+                                               treated as ambiguous by the money flows
+
+Driver errors (``drivers.errors``) are translated to :class:`DeviceError` at the boundary with
+``raise ... from exc``; httpx errors to the provider errors likewise.
+"""
+
+from __future__ import annotations
+
+
+class KioskError(Exception):
+    """Root of every error the kiosk raises on purpose."""
+
+
+class ConfigError(KioskError, ValueError):
+    """The configuration is wrong. ``str()`` names the file, the key and the expected form."""
+
+    def __init__(self, file: str, key: str, expected: str) -> None:
+        self.file, self.key, self.expected = file, key, expected
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: expected {expected}")
+
+
+class MoneyError(KioskError, ValueError):
+    """An amount or currency that cannot be represented exactly in minor units."""
+
+
+class PayloadError(KioskError, ValueError):
+    """A decoded code the kiosk refuses (unknown form, foreign host, bad length, replayed)."""
+
+
+class StorageError(KioskError, OSError):
+    """The journal cannot be opened, migrated or written: check the disk and the state dir."""
+
+
+class DeviceError(KioskError, OSError):
+    """A device is missing, faulted or answered out of protocol: the kiosk goes out of service."""
+
+    def __init__(self, device: str, message: str) -> None:
+        self.device = device
+        super().__init__(f"{device}: {message}")
+
+
+class ProviderError(KioskError):
+    """A provider call failed. ``code`` is the provider's own code when it gave one."""
+
+    def __init__(self, provider: str, message: str, code: str | None = None) -> None:
+        self.provider, self.code = provider, code
+        suffix = f" (code {code})" if code else ""
+        super().__init__(f"{provider}: {message}{suffix}")
+
+
+class ProviderRefused(ProviderError):
+    """The provider refused for good (business error). Nothing moved; do not retry as is."""
+
+
+class ProviderAmbiguous(ProviderError):
+    """The outcome is unknown (timeout, reset, 5xx after sending). Query the state first."""
+
+
+class ProviderProtocolError(ProviderError):
+    """The reply is broken or its signature does not verify. Treat the outcome as unknown."""

@@ -1,0 +1,187 @@
+"""Money as integer minor units with the currency's exponent. No floats anywhere.
+
+Wire formats (all exact, all refusing what they cannot represent):
+
+- PayBy: a JSON *number* with the currency's decimals, e.g. ``150.00`` (``Decimal`` here; the
+  PayBy client serialises it unquoted). Also accepts the strings the PHP SDK sends.
+- Rapyd: a decimal string in a URL path segment, e.g. ``/withdraw/<acct>/150.00``.
+- Paysera and Cashii: integer minor units, e.g. ``15000``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from kiosk.errors import MoneyError
+
+
+@dataclass(frozen=True, slots=True)
+class Currency:
+    """An ISO-4217-style code and its exponent (number of decimals of the minor unit)."""
+
+    code: str
+    exponent: int
+
+
+CURRENCIES: Final[dict[str, Currency]] = {
+    c.code: c
+    for c in (
+        Currency("AED", 2),
+        Currency("EUR", 2),
+        Currency("GBP", 2),
+        Currency("USD", 2),
+        Currency("SYP", 2),
+        Currency("TRY", 2),
+        Currency("BUSD", 8),  # PayBy crypto refunds, Decimal(12,8)
+    )
+}
+
+_DECIMAL_RE: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+
+
+def currency(code: str) -> Currency:
+    """The currency for ``code``, or :class:`MoneyError` naming the supported ones."""
+    try:
+        return CURRENCIES[code]
+    except (KeyError, TypeError):
+        raise MoneyError(
+            f"unknown currency {code!r}; supported: {', '.join(sorted(CURRENCIES))}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An exact amount: ``minor`` units of ``currency`` (15000 AED = AED 150.00)."""
+
+    minor: int
+    currency: Currency
+
+    def __post_init__(self) -> None:
+        if type(self.minor) is not int:  # bool and float are refused on purpose
+            raise MoneyError(f"minor units must be an int, got {type(self.minor).__name__}")
+
+    @classmethod
+    def of(cls, minor: int, code: str) -> Money:
+        return cls(minor, currency(code))
+
+    @classmethod
+    def zero(cls, code: str) -> Money:
+        return cls(0, currency(code))
+
+    @property
+    def code(self) -> str:
+        return self.currency.code
+
+    def _same(self, other: Money) -> None:
+        if self.currency != other.currency:
+            raise MoneyError(f"cannot combine {self.code} with {other.code}")
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.minor + other.minor, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.minor - other.minor, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor < other.minor
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor <= other.minor
+
+    def __gt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor > other.minor
+
+    def __ge__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor >= other.minor
+
+    def to_decimal(self) -> Decimal:
+        """The major-unit value with exactly ``exponent`` decimals: ``Decimal('150.00')``."""
+        return Decimal(self.minor).scaleb(-self.currency.exponent)
+
+    def to_decimal_str(self) -> str:
+        """``'150.00'``; never scientific notation."""
+        return f"{self.to_decimal():.{self.currency.exponent}f}"
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.to_decimal_str()}"
+
+    @classmethod
+    def from_decimal(cls, value: Decimal | int | str, code: str) -> Money:
+        """Exact conversion from a major-unit decimal; refuses extra precision, NaN, floats."""
+        cur = currency(code)
+        if isinstance(value, bool) or isinstance(value, float):
+            raise MoneyError(f"refusing {type(value).__name__} amount {value!r}: not exact")
+        if isinstance(value, str):
+            text = value.strip()
+            if not _DECIMAL_RE.fullmatch(text):
+                raise MoneyError(f"not a decimal amount: {value!r}")
+            value = Decimal(text)
+        try:
+            dec = Decimal(value)
+            if not dec.is_finite():
+                raise MoneyError(f"not a finite amount: {value!r}")
+            scaled = dec.scaleb(cur.exponent)
+            if scaled != scaled.to_integral_value():
+                raise MoneyError(
+                    f"{value} {code} has more than {cur.exponent} decimals"
+                )
+            return cls(int(scaled), cur)
+        except InvalidOperation as exc:
+            raise MoneyError(f"not a decimal amount: {value!r}") from exc
+
+    @classmethod
+    def parse(cls, text: str) -> Money:
+        """``'AED 150.00'`` or ``'150.00 AED'`` (CLI and config input)."""
+        parts = text.split()
+        if len(parts) != 2:
+            raise MoneyError(f"expected 'CUR 12.34', got {text!r}")
+        a, b = parts
+        if a.isalpha():
+            return cls.from_decimal(b, a.upper())
+        return cls.from_decimal(a, b.upper())
+
+    # --- provider wire formats -------------------------------------------------------------
+
+    def to_payby(self) -> dict[str, object]:
+        """PayBy Money object; ``amount`` is a Decimal that the PayBy JSON writer emits bare."""
+        return {"currency": self.code, "amount": self.to_decimal()}
+
+    @classmethod
+    def from_payby(cls, obj: object) -> Money:
+        """From PayBy's ``{"currency", "amount"}``; amount a JSON number (parsed as Decimal/int)
+        or a decimal string."""
+        if not isinstance(obj, dict):
+            raise MoneyError(f"PayBy amount must be an object, got {type(obj).__name__}")
+        amount, code = obj.get("amount"), obj.get("currency")
+        if not isinstance(code, str) or not isinstance(amount, (Decimal, int, str)):
+            raise MoneyError(f"PayBy amount malformed: {obj!r}")
+        return cls.from_decimal(amount, code)
+
+    def to_rapyd_path(self) -> str:
+        """Decimal string for a Rapyd path segment: ``'150.00'``."""
+        if self.minor < 0:
+            raise MoneyError("Rapyd path amounts must not be negative")
+        return self.to_decimal_str()
+
+    @classmethod
+    def from_rapyd(cls, value: str | int | Decimal, code: str) -> Money:
+        return cls.from_decimal(value, code)
+
+    def to_minor_units(self) -> int:
+        """Paysera ``price`` and Cashii ``amount``: integer minor units."""
+        return self.minor
+
+    @classmethod
+    def from_minor_units(cls, value: object, code: str) -> Money:
+        if type(value) is not int:
+            raise MoneyError(f"expected integer minor units, got {value!r}")
+        return cls(value, currency(code))
