@@ -10,6 +10,8 @@
      ├── DeviceError(KioskError, OSError)      a device is missing or misbehaves
      └── ProviderError(KioskError)             a provider call failed
           ├── ProviderRefused                  the provider said no, for good: nothing moved
+          ├── ProviderUnavailable              the request was not delivered (connect failed,
+          │                                    rate limited): nothing happened, safe to retry
           ├── ProviderAmbiguous                the call may or may not have taken effect:
           │                                    ask the provider for the state before anything else
           └── ProviderProtocolError            a broken or forged reply (bad signature, bad JSON);
@@ -66,6 +68,10 @@ class ProviderError(KioskError):
 
 class ProviderRefused(ProviderError):
     """The provider refused for good (business error). Nothing moved; do not retry as is."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The request did not reach the provider (connect error, rate limit). Safe to retry later."""
 
 
 class ProviderAmbiguous(ProviderError):
