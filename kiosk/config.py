@@ -1,0 +1,374 @@
+"""Configuration: one TOML file parsed once into frozen typed objects, plus a secrets file.
+
+Where it comes from: ``--config PATH``, else ``$KIOSK_CONFIG``, else ``/etc/kiosk/kiosk.toml``.
+Every error is a :class:`ConfigError` naming the file, the key (dotted) and the expected form;
+the CLI exits with status 2 on it. Unknown keys are errors too, so a typo never silently falls
+back to a default.
+
+The secrets file (``kiosk.secrets_file``) holds keys only; the kiosk refuses to read it when
+group or others may read it (``chmod 600``). Secrets are never logged: :class:`Secrets` hides
+its values from ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kiosk.errors import ConfigError, MoneyError
+from kiosk.money import Currency, currency
+
+DEFAULT_CONFIG = Path("/etc/kiosk/kiosk.toml")
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,24}")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorConfig:
+    driver: str = "sim"
+    """``sim`` (simulated); ``essp`` and ``id003`` arrive with the serial drivers."""
+    port: str = "/dev/kiosk-validator"
+    """pyserial port URL (udev-stable name, ``spy://`` for a hexdump of the wire)."""
+    notes: tuple[int, ...] = (500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+    """Simulator only: note values of its channels, in minor units of ``kiosk.currency``."""
+    escrow_timeout_s: float = 30.0
+    """Simulator only: seconds a note waits in escrow before the device returns it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterConfig:
+    driver: str = "sim"
+    port: str = "/dev/kiosk-printer"
+    paper_mm: int = 80
+    """58 or 80: 32 or 48 characters a line."""
+    out_dir: Path | None = None
+    """Simulator only: where receipts are rendered (text and PNG). Default state_dir/receipts."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderConfig:
+    driver: str = "replay"
+    """``replay`` (images dropped in ``path``); the camera and scanner arrive later."""
+    path: Path | None = None
+    """Replay only: directory watched for frames. Default state_dir/frames."""
+    poll_s: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class PanelConfig:
+    """BCM pin numbers of the GPIO panel."""
+
+    confirm: int = 5
+    cancel: int = 6
+    door: int = 26
+    led_green: int = 17
+    led_amber: int = 27
+    led_red: int = 22
+    buzzer: int = 18
+
+
+@dataclass(frozen=True, slots=True)
+class PayByConfig:
+    base_url: str = "https://api.payby.com/sgs/api"
+    partner_id: str = ""
+    """The store's PayBy merchant id (``Partner-Id``), at most 12 characters."""
+    public_key_file: Path = Path("/etc/kiosk/payby_public.pem")
+    """PayBy's public key (from the merchant portal) that verifies every response."""
+    token_hosts: tuple[str, ...] = ("checkout.payby.com",)
+    """Hosts a scanned tokenUrl may point at (https only)."""
+    resolve_token_path: str = "/acquire2/cashTopUp/resolveToken"
+    """NOT in PayBy's public API: how the store reads the order behind a tokenUrl."""
+    pay_token_path: str = "/acquire2/cashTopUp/payOrder"
+    """NOT in PayBy's public API: how the store pays that order from its wallet."""
+    timeout_s: float = 15.0
+    """Per-request timeout (connect, read, write), seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    file: Path
+    kiosk_id: str
+    location: str
+    currency: Currency
+    state_dir: Path
+    secrets_file: Path
+    inactivity_timeout_s: float
+    """Seconds without customer activity before a journey ends (notes in ⇒ owed)."""
+    support_line: str
+    simulate: bool
+    validator: ValidatorConfig
+    printer: PrinterConfig
+    reader: ReaderConfig
+    panel: PanelConfig
+    payby: PayByConfig | None
+    """``None`` when the ``[payby]`` table is absent: the journey is then refused."""
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.db"
+
+    @property
+    def receipts_dir(self) -> Path:
+        return self.printer.out_dir or self.state_dir / "receipts"
+
+    @property
+    def frames_dir(self) -> Path:
+        return self.reader.path or self.state_dir / "frames"
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    journal_key: bytes = field(repr=False)
+    """HMAC key for the keyed hashes of codes kept in the journal."""
+    payby_private_key: bytes | None = field(default=None, repr=False)
+    """The store's RSA private key (PEM) that signs PayBy requests."""
+
+
+class _Table:
+    """A TOML table being read: typed getters that remember which keys were used."""
+
+    def __init__(self, file: Path, prefix: str, data: object) -> None:
+        self.file, self.prefix = str(file), prefix
+        if not isinstance(data, dict):
+            raise ConfigError(self.file, prefix or "(top level)", "a table")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, expected: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), expected)
+
+    def get(self, name: str, kind: type[T], default: T, expected: str) -> T:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if kind is float and type(value) is int:
+            value = float(value)
+        if type(value) is not kind:
+            raise self.error(name, expected)
+        return value  # type: ignore[no-any-return]
+
+    def check(self, name: str, value: T, ok: Callable[[T], bool], expected: str) -> T:
+        if not ok(value):
+            raise self.error(name, expected)
+        return value
+
+    def sub(self, name: str) -> _Table:
+        self.used.add(name)
+        return _Table(Path(self.file), self.key(name), self.data.get(name, {}))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used))
+            raise self.error(unknown[0], f"a known key (one of: {known})")
+
+
+def _positive(x: float) -> bool:
+    return x > 0
+
+
+def _int_list(t: _Table, name: str, default: tuple[int, ...], expected: str) -> tuple[int, ...]:
+    raw = t.get(name, list, list(default), expected)
+    if not raw or not all(type(v) is int and v > 0 for v in raw):
+        raise t.error(name, expected)
+    return tuple(raw)
+
+
+def _str_list(t: _Table, name: str, default: tuple[str, ...], expected: str) -> tuple[str, ...]:
+    raw = t.get(name, list, list(default), expected)
+    if not raw or not all(isinstance(v, str) and v for v in raw):
+        raise t.error(name, expected)
+    return tuple(v.lower() for v in raw)
+
+
+def _path(t: _Table, name: str, default: Path, expected: str = "a path string") -> Path:
+    return Path(t.get(name, str, str(default), expected))
+
+
+def _validator(t: _Table) -> ValidatorConfig:
+    d = ValidatorConfig()
+    v = ValidatorConfig(
+        driver=t.check(
+            "driver", t.get("driver", str, d.driver, '"sim"'), lambda s: s == "sim",
+            '"sim" (the eSSP and ID-003 drivers are not in this build yet)',
+        ),
+        port=t.get("port", str, d.port, "a pyserial port URL string"),
+        notes=_int_list(t, "notes", d.notes, "a non-empty list of positive minor-unit integers"),
+        escrow_timeout_s=t.check(
+            "escrow_timeout_s", t.get("escrow_timeout_s", float, d.escrow_timeout_s, "seconds"),
+            _positive, "a positive number of seconds",
+        ),
+    )
+    t.done()
+    return v
+
+
+def _printer(t: _Table) -> PrinterConfig:
+    d = PrinterConfig()
+    out = t.get("out_dir", str, "", "a path string")
+    p = PrinterConfig(
+        driver=t.check("driver", t.get("driver", str, d.driver, '"sim"'), lambda s: s == "sim",
+                       '"sim" (the ESC/POS driver is not in this build yet)'),
+        port=t.get("port", str, d.port, "a pyserial port URL string"),
+        paper_mm=t.check("paper_mm", t.get("paper_mm", int, d.paper_mm, "58 or 80"),
+                         lambda n: n in (58, 80), "58 or 80"),
+        out_dir=Path(out) if out else None,
+    )
+    t.done()
+    return p
+
+
+def _reader(t: _Table) -> ReaderConfig:
+    d = ReaderConfig()
+    path = t.get("path", str, "", "a path string")
+    r = ReaderConfig(
+        driver=t.check("driver", t.get("driver", str, d.driver, '"replay"'),
+                       lambda s: s == "replay", '"replay" (camera and scanner arrive later)'),
+        path=Path(path) if path else None,
+        poll_s=t.check("poll_s", t.get("poll_s", float, d.poll_s, "seconds"), _positive,
+                       "a positive number of seconds"),
+    )
+    t.done()
+    return r
+
+
+def _panel(t: _Table) -> PanelConfig:
+    d = PanelConfig()
+    pins: dict[str, int] = {}
+    for name in ("confirm", "cancel", "door", "led_green", "led_amber", "led_red", "buzzer"):
+        pins[name] = t.check(
+            name, t.get(name, int, getattr(d, name), "a BCM pin number 0-27"),
+            lambda n: 0 <= n <= 27, "a BCM pin number 0-27",
+        )
+    if len(set(pins.values())) != len(pins):
+        raise t.error("(pins)", "seven distinct BCM pin numbers")
+    t.done()
+    return PanelConfig(**pins)
+
+
+def _payby(t: _Table) -> PayByConfig:
+    d = PayByConfig()
+    c = PayByConfig(
+        base_url=t.check("base_url", t.get("base_url", str, d.base_url, "a URL"),
+                         lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
+                         "an https:// URL (http only on loopback)"),
+        partner_id=t.check("partner_id", t.get("partner_id", str, d.partner_id, "a string"),
+                           lambda s: 0 < len(s) <= 12, "the store's PayBy merchant id (1-12 chars)"),
+        public_key_file=_path(t, "public_key_file", d.public_key_file),
+        token_hosts=_str_list(t, "token_hosts", d.token_hosts, "a non-empty list of host names"),
+        resolve_token_path=t.get("resolve_token_path", str, d.resolve_token_path, "a path"),
+        pay_token_path=t.get("pay_token_path", str, d.pay_token_path, "a path"),
+        timeout_s=t.check("timeout_s", t.get("timeout_s", float, d.timeout_s, "seconds"),
+                          _positive, "a positive number of seconds"),
+    )
+    t.done()
+    return c
+
+
+def resolve_path(cli_value: str | None) -> Path:
+    """``--config``, else ``$KIOSK_CONFIG``, else the default path."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get("KIOSK_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load(path: Path, *, simulate: bool = False) -> Config:
+    """Read and check ``path``. ``simulate`` forces simulated hardware (``kiosk run --simulate``)."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "an existing TOML file (see README: Configuration)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"a readable UTF-8 file ({exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"valid TOML ({exc})") from exc
+
+    top = _Table(path, "", raw)
+    k = top.sub("kiosk")
+    kiosk_id = k.check("id", k.get("id", str, "", "a string"), _ID_RE.fullmatch,
+                       "1-24 characters of A-Z a-z 0-9 _ -")
+    code = k.get("currency", str, "AED", "a currency code")
+    try:
+        cur = currency(code)
+    except MoneyError:
+        raise k.error("currency", "one of AED, BUSD, EUR, GBP, SYP, TRY, USD") from None
+    state_dir = _path(k, "state_dir", Path("/var/lib/kiosk"))
+    cfg_kiosk = {
+        "kiosk_id": kiosk_id,
+        "location": k.get("location", str, "", "a string"),
+        "currency": cur,
+        "state_dir": state_dir,
+        "secrets_file": _path(k, "secrets_file", path.parent / "secrets.toml"),
+        "inactivity_timeout_s": k.check(
+            "inactivity_timeout_s", k.get("inactivity_timeout_s", float, 60.0, "seconds"),
+            _positive, "a positive number of seconds"),
+        "support_line": k.get("support_line", str, "", "a string"),
+    }
+    k.done()
+
+    hw = top.sub("hardware")
+    sim = hw.get("simulate", bool, False, "true or false") or simulate
+    validator = _validator(hw.sub("validator"))
+    printer = _printer(hw.sub("printer"))
+    reader = _reader(hw.sub("reader"))
+    panel = _panel(hw.sub("panel"))
+    hw.done()
+    payby = _payby(top.sub("payby")) if "payby" in raw else None
+    top.done()
+    return Config(file=path, simulate=sim, validator=validator, printer=printer, reader=reader,
+                  panel=panel, payby=payby, **cfg_kiosk)
+
+
+def load_secrets(path: Path) -> Secrets:
+    """Read the secrets file, refusing one that group or others can read."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "an existing secrets file (mode 600)") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(str(path), "", f"mode 600 (it is {stat.S_IMODE(st.st_mode):o}: "
+                          f"run chmod 600 {path})")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(path), "", f"a readable TOML file ({type(exc).__name__})") from None
+    top = _Table(path, "", raw)
+    key_hex = top.get("journal_key", str, "", "64 hex characters")
+    try:
+        journal_key = bytes.fromhex(key_hex)
+    except ValueError:
+        journal_key = b""
+    if len(journal_key) < 32:
+        raise top.error("journal_key", "at least 64 hex characters (32 random bytes)")
+    private_key = None
+    if "payby" in raw:
+        p = top.sub("payby")
+        pem = p.get("private_key", str, "", "a PEM private key string")
+        if "PRIVATE KEY-----" not in pem:
+            raise p.error("private_key", "a PEM private key ('-----BEGIN PRIVATE KEY-----...')")
+        private_key = pem.encode()
+        p.done()
+    top.done()
+    return Secrets(journal_key=journal_key, payby_private_key=private_key)
+
+
+def read_public_key(cfg: PayByConfig, config_file: Path) -> bytes:
+    try:
+        pem = cfg.public_key_file.read_bytes()
+    except OSError:
+        raise ConfigError(str(config_file), "payby.public_key_file",
+                          f"a readable PEM public key file ({cfg.public_key_file})") from None
+    if b"PUBLIC KEY-----" not in pem:
+        raise ConfigError(str(config_file), "payby.public_key_file", "a PEM public key")
+    return pem

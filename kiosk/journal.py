@@ -1,0 +1,497 @@
+"""The journal: every step of every transaction, durable before it happens.
+
+SQLite through sqlite-utils, WAL, ``synchronous=FULL`` (a commit is fsync'd before it returns).
+
+Tables (``MIGRATIONS``):
+
+- ``transactions``: one row per customer journey; ``state`` is the state machine's state
+  (``kiosk.journeys``), ``credited`` the sum of notes credited, ``owed`` the open liability.
+- ``events``: append-only log (triggers refuse UPDATE and DELETE), one row per transition,
+  note, fault and decision; ``tx_id`` is NULL for kiosk-level events.
+- ``effects``: a side effect's *intent* (committed before the side effect) and its *outcome*
+  (committed right after): ``intent`` → ``done`` | ``failed`` | ``unknown``. After a crash, an
+  ``intent`` row says exactly which step was in flight. ``idem_key`` is unique: the key that
+  makes a provider call resumable.
+- ``liabilities``: money owed to a customer, open until a technician settles it.
+- ``receipts``: the print queue; a receipt that failed stays ``queued`` for reprint.
+- ``used_codes``: keyed hashes (HMAC-SHA256) of codes already used. Codes, OTPs, tokenUrls
+  and secrets are never written here in the clear.
+
+One writer: :class:`Journal` is synchronous and owned by one thread; :class:`AsyncJournal`
+runs it on a single dedicated thread that the event loop awaits, so the loop never blocks on
+disk and writes never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import sqlite_utils
+
+from kiosk.errors import StorageError
+from kiosk.journeys import JOURNEYS, TERMINAL
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE transactions (
+        id INTEGER PRIMARY KEY,
+        ref TEXT NOT NULL UNIQUE,
+        journey TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        state TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        amount_due INTEGER NOT NULL DEFAULT 0,
+        credited INTEGER NOT NULL DEFAULT 0,
+        dispensed INTEGER NOT NULL DEFAULT 0,
+        owed INTEGER NOT NULL DEFAULT 0,
+        provider_ref TEXT,
+        code_hash TEXT,
+        reason TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX transactions_state ON transactions(state);
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tx_id INTEGER REFERENCES transactions(id),
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_tx ON events(tx_id);
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TABLE effects (
+        id INTEGER PRIMARY KEY,
+        tx_id INTEGER NOT NULL REFERENCES transactions(id),
+        kind TEXT NOT NULL,
+        idem_key TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('intent', 'done', 'failed', 'unknown')),
+        amount INTEGER,
+        request TEXT NOT NULL DEFAULT '{}',
+        outcome TEXT NOT NULL DEFAULT '{}',
+        started_at TEXT NOT NULL,
+        ended_at TEXT
+    );
+    CREATE INDEX effects_tx ON effects(tx_id);
+    CREATE TABLE liabilities (
+        id INTEGER PRIMARY KEY,
+        tx_id INTEGER NOT NULL REFERENCES transactions(id),
+        amount INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'settled')),
+        created_at TEXT NOT NULL,
+        settled_at TEXT,
+        settled_note TEXT
+    );
+    CREATE TABLE receipts (
+        id INTEGER PRIMARY KEY,
+        tx_id INTEGER REFERENCES transactions(id),
+        kind TEXT NOT NULL,
+        document TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'printed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        printed_at TEXT
+    );
+    CREATE TABLE used_codes (
+        hash TEXT PRIMARY KEY,
+        tx_id INTEGER REFERENCES transactions(id),
+        at TEXT NOT NULL
+    );
+    """,
+)
+
+
+def now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    id: int
+    ref: str
+    journey: str
+    provider: str
+    state: str
+    currency: str
+    amount_due: int
+    credited: int
+    dispensed: int
+    owed: int
+    provider_ref: str | None
+    code_hash: str | None
+    reason: str | None
+    created_at: str
+    updated_at: str
+
+    @property
+    def closed(self) -> bool:
+        return self.state in TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    id: int
+    tx_id: int
+    kind: str
+    idem_key: str
+    status: str
+    amount: int | None
+    request: dict[str, Any]
+    outcome: dict[str, Any]
+    started_at: str
+    ended_at: str | None
+
+
+def _dumps(data: dict[str, Any] | None) -> str:
+    return json.dumps(data or {}, sort_keys=True, separators=(",", ":"))
+
+
+class Journal:
+    """Synchronous journal. Use from one thread only (the daemon wraps it in AsyncJournal)."""
+
+    def __init__(self, db: sqlite_utils.Database, kiosk_id: str, code_key: bytes) -> None:
+        self.db = db
+        self.kiosk_id = kiosk_id
+        self._code_key = code_key
+        self._depth = 0
+
+    @classmethod
+    def open(cls, path: Path, *, kiosk_id: str, code_key: bytes) -> Journal:
+        """Open (creating and migrating) the journal at ``path``."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+            db = sqlite_utils.Database(conn)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            journal = cls(db, kiosk_id, code_key)
+            journal._migrate()
+        except sqlite3.Error as exc:
+            raise StorageError(f"journal {path}: {exc}; check the disk and the state dir") from exc
+        return journal
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # --- transactions of the database ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One durable commit; nested calls join the outer one (savepoints)."""
+        conn = self.db.conn
+        name = f"sp{self._depth}"
+        conn.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            conn.execute("ROLLBACK" if self._depth == 0 else f"ROLLBACK TO {name}")
+            if self._depth:
+                conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            self._depth -= 1
+            conn.execute("COMMIT" if self._depth == 0 else f"RELEASE {name}")
+
+    def _migrate(self) -> None:
+        if "_migrations" not in self.db.table_names():
+            self.db["_migrations"].create({"version": int, "applied_at": str}, pk="version")
+        done = {r["version"] for r in self.db["_migrations"].rows}
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            with self.atomic():
+                for statement in _split_sql(script):
+                    self.db.execute(statement)
+                self.db.execute(
+                    "INSERT INTO _migrations (version, applied_at) VALUES (?, ?)",
+                    [version, now_iso()],
+                )
+
+    @property
+    def schema_version(self) -> int:
+        row = self.db.execute("SELECT MAX(version) FROM _migrations").fetchone()
+        return int(row[0] or 0)
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def _event(self, tx_id: int | None, kind: str, data: dict[str, Any] | None = None,
+               from_state: str | None = None, to_state: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO events (tx_id, at, kind, from_state, to_state, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [tx_id, now_iso(), kind, from_state, to_state, _dumps(data)],
+        )
+
+    def log(self, kind: str, data: dict[str, Any] | None = None, tx_id: int | None = None) -> None:
+        """A kiosk-level (or transaction) event with no state change: faults, door, decisions."""
+        with self.atomic():
+            self._event(tx_id, kind, data)
+
+    def begin(self, journey: str, *, currency: str, code_hash: str | None = None,
+              amount_due: int = 0) -> Tx:
+        j = JOURNEYS[journey]
+        at = now_iso()
+        with self.atomic():
+            cur = self.db.execute(
+                "INSERT INTO transactions (ref, journey, provider, state, currency, amount_due,"
+                " code_hash, created_at, updated_at) VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?)",
+                [journey, j.provider, j.initial, currency, amount_due, code_hash, at, at],
+            )
+            tx_id = int(cur.lastrowid or 0)
+            ref = f"{self.kiosk_id}-{tx_id:06d}"
+            self.db.execute("UPDATE transactions SET ref = ? WHERE id = ?", [ref, tx_id])
+            self._event(tx_id, "begin", {"journey": journey}, None, j.initial)
+        return self.get(tx_id)
+
+    def transition(self, tx_id: int, to_state: str, *, data: dict[str, Any] | None = None,
+                   **fields: Any) -> Tx:
+        """Move ``tx_id`` to ``to_state`` (checked against its journey) and set ``fields``
+        (amount_due, provider_ref, reason) in the same commit."""
+        allowed = {"amount_due", "provider_ref", "reason"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"cannot set {sorted(set(fields) - allowed)} on a transaction")
+        with self.atomic():
+            tx = self.get(tx_id)
+            JOURNEYS[tx.journey].check(tx.state, to_state)
+            sets = ", ".join(f"{k} = ?" for k in ["state", "updated_at", *fields])
+            self.db.execute(
+                f"UPDATE transactions SET {sets} WHERE id = ?",  # noqa: S608 - keys allow-listed
+                [to_state, now_iso(), *fields.values(), tx_id],
+            )
+            self._event(tx_id, "transition", {**(data or {}), **fields}, tx.state, to_state)
+        return self.get(tx_id)
+
+    def intent(self, tx_id: int, kind: str, idem_key: str, *, amount: int | None = None,
+               request: dict[str, Any] | None = None) -> Effect:
+        """Commit the intent of a side effect before doing it. Re-declaring the same
+        ``idem_key`` returns the existing effect (a resumed step keeps its key)."""
+        with self.atomic():
+            existing = self.effect_by_key(idem_key)
+            if existing is not None:
+                return existing
+            cur = self.db.execute(
+                "INSERT INTO effects (tx_id, kind, idem_key, status, amount, request, started_at)"
+                " VALUES (?, ?, ?, 'intent', ?, ?, ?)",
+                [tx_id, kind, idem_key, amount, _dumps(request), now_iso()],
+            )
+            effect_id = int(cur.lastrowid or 0)
+            self._event(tx_id, f"{kind}.intent", {"effect": effect_id, "amount": amount,
+                                                  **(request or {})})
+        return self.effect(effect_id)
+
+    def outcome(self, effect_id: int, status: str, *, outcome: dict[str, Any] | None = None,
+                credit: int = 0, dispensed: int = 0) -> Effect:
+        """Commit a side effect's outcome; ``credit``/``dispensed`` move the transaction's
+        totals in the same commit."""
+        if status not in ("done", "failed", "unknown"):
+            raise ValueError(f"bad outcome status {status!r}")
+        with self.atomic():
+            eff = self.effect(effect_id)
+            self.db.execute(
+                "UPDATE effects SET status = ?, outcome = ?, ended_at = ? WHERE id = ?",
+                [status, _dumps(outcome), now_iso(), effect_id],
+            )
+            if credit or dispensed:
+                self.db.execute(
+                    "UPDATE transactions SET credited = credited + ?, dispensed = dispensed + ?,"
+                    " updated_at = ? WHERE id = ?",
+                    [credit, dispensed, now_iso(), eff.tx_id],
+                )
+            self._event(eff.tx_id, f"{eff.kind}.{status}",
+                        {"effect": effect_id, "credit": credit, **(outcome or {})})
+        return self.effect(effect_id)
+
+    def owe(self, tx_id: int, amount: int, reason: str) -> None:
+        """Record a liability to the customer (adds to ``transactions.owed``)."""
+        if amount <= 0:
+            return
+        with self.atomic():
+            tx = self.get(tx_id)
+            self.db.execute(
+                "INSERT INTO liabilities (tx_id, amount, currency, reason, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [tx_id, amount, tx.currency, reason, now_iso()],
+            )
+            self.db.execute("UPDATE transactions SET owed = owed + ? WHERE id = ?",
+                            [amount, tx_id])
+            self._event(tx_id, "liability", {"amount": amount, "reason": reason})
+
+    def settle_liability(self, liability_id: int, note: str) -> None:
+        with self.atomic():
+            row = self.db.execute("SELECT tx_id, amount, status FROM liabilities WHERE id = ?",
+                                  [liability_id]).fetchone()
+            if row is None or row[2] != "open":
+                raise ValueError(f"no open liability {liability_id}")
+            self.db.execute(
+                "UPDATE liabilities SET status = 'settled', settled_at = ?, settled_note = ?"
+                " WHERE id = ?", [now_iso(), note, liability_id])
+            self.db.execute("UPDATE transactions SET owed = owed - ? WHERE id = ?",
+                            [row[1], row[0]])
+            self._event(row[0], "liability.settled", {"liability": liability_id, "note": note})
+
+    def use_code(self, code: str, tx_id: int | None) -> bool:
+        """Remember a code by its keyed hash; False if it was used before."""
+        digest = self.code_hash(code)
+        with self.atomic():
+            if self.db.execute("SELECT 1 FROM used_codes WHERE hash = ?", [digest]).fetchone():
+                return False
+            self.db.execute("INSERT INTO used_codes (hash, tx_id, at) VALUES (?, ?, ?)",
+                            [digest, tx_id, now_iso()])
+        return True
+
+    def code_hash(self, code: str) -> str:
+        return hmac.new(self._code_key, code.encode(), hashlib.sha256).hexdigest()
+
+    def queue_receipt(self, tx_id: int | None, kind: str, document: dict[str, Any]) -> int:
+        with self.atomic():
+            cur = self.db.execute(
+                "INSERT INTO receipts (tx_id, kind, document, created_at) VALUES (?, ?, ?, ?)",
+                [tx_id, kind, _dumps(document), now_iso()],
+            )
+            receipt_id = int(cur.lastrowid or 0)
+            self._event(tx_id, "receipt.queued", {"receipt": receipt_id, "kind": kind})
+        return receipt_id
+
+    def receipt_result(self, receipt_id: int, error: str | None) -> None:
+        with self.atomic():
+            if error is None:
+                self.db.execute(
+                    "UPDATE receipts SET status = 'printed', printed_at = ?,"
+                    " attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                    [now_iso(), receipt_id])
+            else:
+                self.db.execute(
+                    "UPDATE receipts SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                    [error, receipt_id])
+            tx = self.db.execute("SELECT tx_id FROM receipts WHERE id = ?",
+                                 [receipt_id]).fetchone()
+            self._event(tx[0] if tx else None, "receipt.printed" if error is None
+                        else "receipt.failed", {"receipt": receipt_id, "error": error})
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def get(self, tx_id: int) -> Tx:
+        rows = list(self.db.query("SELECT * FROM transactions WHERE id = ?", [tx_id]))
+        if not rows:
+            raise KeyError(f"no transaction {tx_id}")
+        return Tx(**rows[0])
+
+    def find(self, ref: str) -> Tx | None:
+        rows = list(self.db.query("SELECT * FROM transactions WHERE ref = ? OR id = ?",
+                                  [ref, ref]))
+        return Tx(**rows[0]) if rows else None
+
+    def transactions(self, *, open_only: bool = False, limit: int = 50) -> list[Tx]:
+        where = f"WHERE state NOT IN ({','.join('?' * len(TERMINAL))})" if open_only else ""
+        args: list[Any] = sorted(TERMINAL) if open_only else []
+        return [Tx(**r) for r in self.db.query(
+            f"SELECT * FROM transactions {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
+            [*args, limit])]
+
+    def effect(self, effect_id: int) -> Effect:
+        rows = list(self.db.query("SELECT * FROM effects WHERE id = ?", [effect_id]))
+        return _effect(rows[0])
+
+    def effect_by_key(self, idem_key: str) -> Effect | None:
+        rows = list(self.db.query("SELECT * FROM effects WHERE idem_key = ?", [idem_key]))
+        return _effect(rows[0]) if rows else None
+
+    def effects(self, tx_id: int, *, kind: str | None = None,
+                status: str | None = None) -> list[Effect]:
+        sql, args = "SELECT * FROM effects WHERE tx_id = ?", [tx_id]
+        for col, val in (("kind", kind), ("status", status)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        return [_effect(r) for r in self.db.query(sql + " ORDER BY id", args)]
+
+    def events(self, tx_id: int | None = None, *, limit: int = 200) -> list[dict[str, Any]]:
+        if tx_id is None:
+            rows = self.db.query("SELECT * FROM events ORDER BY seq DESC LIMIT ?", [limit])
+        else:
+            rows = self.db.query("SELECT * FROM events WHERE tx_id = ? ORDER BY seq", [tx_id])
+        return [{**r, "data": json.loads(r["data"])} for r in rows]
+
+    def liabilities(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        where = "WHERE status = 'open'" if open_only else ""
+        return list(self.db.query(f"SELECT * FROM liabilities {where} ORDER BY id"))  # noqa: S608
+
+    def receipts(self, tx_id: int | None = None, *,
+                 queued_only: bool = False) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM receipts WHERE 1=1", []
+        if tx_id is not None:
+            sql, args = sql + " AND tx_id = ?", [tx_id]
+        if queued_only:
+            sql += " AND status = 'queued'"
+        return [{**r, "document": json.loads(r["document"])}
+                for r in self.db.query(sql + " ORDER BY id", args)]
+
+
+def _effect(row: dict[str, Any]) -> Effect:
+    return Effect(**{**row, "request": json.loads(row["request"]),
+                     "outcome": json.loads(row["outcome"])})
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    out: list[str] = []
+    buf = ""
+    for part in script.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf.strip())
+            buf = ""
+    return out
+
+
+class AsyncJournal:
+    """The journal behind one writer thread that the event loop awaits."""
+
+    def __init__(self, journal: Journal, executor: ThreadPoolExecutor) -> None:
+        self.sync = journal
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, path: Path, *, kiosk_id: str, code_key: bytes) -> AsyncJournal:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        loop = asyncio.get_running_loop()
+        journal = await loop.run_in_executor(
+            executor, lambda: Journal.open(path, kiosk_id=kiosk_id, code_key=code_key))
+        return cls(journal, executor)
+
+    async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn`` (a method of ``self.sync``) on the writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def close(self) -> None:
+        await self.call(self.sync.close)
+        self._executor.shutdown(wait=True)
