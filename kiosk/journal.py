@@ -366,6 +366,11 @@ class Journal:
                             [digest, tx_id, now_iso()])
         return True
 
+    def code_seen(self, code: str) -> bool:
+        digest = self.code_hash(code)
+        return self.db.execute("SELECT 1 FROM used_codes WHERE hash = ?", [digest]).fetchone() \
+            is not None
+
     def code_hash(self, code: str) -> str:
         return hmac.new(self._code_key, code.encode(), hashlib.sha256).hexdigest()
 

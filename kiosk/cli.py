@@ -1,0 +1,187 @@
+"""The ``kiosk`` command. Subcommands import what they need when they run (start-up time).
+
+Exit status: 0 success, 1 failure, 2 bad configuration or usage (the message names the file,
+the key and the expected form).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from kiosk.errors import ConfigError, KioskError
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = os.environ.get("KIOSK_LOG_LEVEL", "DEBUG" if verbose else "INFO").upper()
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace, simulate: bool = False):  # type: ignore[no-untyped-def]
+    from kiosk import config
+
+    cfg = config.load(config.resolve_path(args.config), simulate=simulate)
+    return cfg, config.load_secrets(cfg.secrets_file)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kiosk.daemon import Daemon
+
+    cfg, secrets = _load(args, simulate=args.simulate)
+    return asyncio.run(Daemon(cfg, secrets).run())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kiosk.demo import run_demo
+
+    return run_demo(Path(args.out) if args.out else None)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from kiosk.sandbox.server import serve_forever
+
+    serve_forever(Path(args.dir), args.host, args.port)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kiosk.bench import footprint
+
+    return footprint(idle_s=args.idle_s, runs=args.runs)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg, secrets = _load(args)
+    if cfg.payby is not None:
+        from kiosk.config import read_public_key
+
+        read_public_key(cfg.payby, cfg.file)
+        if secrets.payby_private_key is None:
+            raise ConfigError(str(cfg.secrets_file), "payby.private_key", "a PEM private key")
+    print(f"{cfg.file}: ok (kiosk {cfg.kiosk_id}, {cfg.currency.code}, "
+          f"{'simulated' if cfg.simulate else 'real'} hardware)")
+    return 0
+
+
+def _journal(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from kiosk.journal import Journal
+
+    cfg, secrets = _load(args)
+    return Journal.open(cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key)
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from kiosk.money import Money
+
+    j = _journal(args)
+    if args.ref:
+        tx = j.find(args.ref)
+        if tx is None:
+            print(f"no transaction {args.ref}", file=sys.stderr)
+            return 1
+        print(json.dumps({"transaction": tx.__dict__ if hasattr(tx, "__dict__") else
+                          {f: getattr(tx, f) for f in tx.__slots__},
+                          "events": j.events(tx.id)}, indent=2, default=str))
+        return 0
+    for tx in j.transactions(open_only=args.open, limit=args.limit):
+        print(f"{tx.ref}  {tx.created_at}  {tx.journey:<15} {tx.state:<12} "
+              f"due {Money.of(tx.amount_due, tx.currency)}  in {Money.of(tx.credited, tx.currency)}"
+              f"{'  OWED ' + str(Money.of(tx.owed, tx.currency)) if tx.owed else ''}")
+    return 0
+
+
+def cmd_liabilities(args: argparse.Namespace) -> int:
+    from kiosk.money import Money
+
+    j = _journal(args)
+    if args.settle is not None:
+        if not args.note:
+            print("--note is required to settle a liability", file=sys.stderr)
+            return 2
+        j.settle_liability(args.settle, args.note)
+        print(f"liability {args.settle} settled")
+        return 0
+    rows = j.liabilities(open_only=not args.all)
+    for r in rows:
+        tx = j.get(r["tx_id"])
+        print(f"#{r['id']}  {tx.ref}  {Money.of(r['amount'], r['currency'])}  {r['reason']}  "
+              f"{r['status']}  {r['created_at']}")
+    if not rows:
+        print("no liabilities")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiosk", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", help="TOML config (default $KIOSK_CONFIG, "
+                        "else /etc/kiosk/kiosk.toml)")
+        return sp
+
+    r = with_config(sub.add_parser("run", help="run the daemon"))
+    r.add_argument("--simulate", action="store_true", help="simulated hardware")
+    r.set_defaults(fn=cmd_run)
+
+    d = sub.add_parser("demo", help="the PayBy Cash Top Up journey on simulated hardware")
+    d.add_argument("--out", help="directory for the receipts, journal and logs (default: temp)")
+    d.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("sandbox", help="local provider sandbox (PayBy) on loopback")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8700)
+    s.add_argument("--dir", default="./sandbox-state", help="the sandbox's ledger and keys")
+    s.set_defaults(fn=cmd_sandbox)
+
+    b = sub.add_parser("bench", help="benchmarks a technician can run on a Pi")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    fp = bsub.add_parser("footprint", help="start-up time, memory, idle CPU")
+    fp.add_argument("--idle-s", type=float, default=10.0, help="idle window for the CPU figure")
+    fp.add_argument("--runs", type=int, default=3, help="start-ups to time (median printed)")
+    fp.set_defaults(fn=cmd_bench)
+
+    c = sub.add_parser("config", help="configuration")
+    csub = c.add_subparsers(dest="config_cmd", required=True)
+    with_config(csub.add_parser("check", help="check the config and secrets; exit 2 if bad")
+                ).set_defaults(fn=cmd_config_check)
+
+    jr = with_config(sub.add_parser("journal", help="list transactions or show one"))
+    jr.add_argument("ref", nargs="?", help="a transaction reference (e.g. KSK1-000042)")
+    jr.add_argument("--open", action="store_true", help="only transactions not yet ended")
+    jr.add_argument("--limit", type=int, default=50)
+    jr.set_defaults(fn=cmd_journal)
+
+    li = with_config(sub.add_parser("liabilities", help="money owed to customers"))
+    li.add_argument("--all", action="store_true", help="include settled ones")
+    li.add_argument("--settle", type=int, metavar="ID", help="mark liability ID as settled")
+    li.add_argument("--note", help="how it was settled (with --settle)")
+    li.set_defaults(fn=cmd_liabilities)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"kiosk: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KioskError as exc:
+        print(f"kiosk: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The kiosk daemon (``kiosk run``): one customer at a time, unattended, under systemd.
+
+Start-up: open the journal, build and open the devices, settle every transaction left open
+by a crash (``flows.recovery``), then tell systemd READY=1 and ping its watchdog. Then wait
+for a code; each code starts a journey that owns the devices until it ends. A missing or
+faulted device puts the kiosk out of service (red LED, codes refused) until it recovers.
+SIGTERM stops between journeys or, inside one, at once: the journal already holds every step,
+and the next start recovers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from drivers.errors import DriverError
+from drivers.panel import PanelEvent, PanelState
+from drivers.validator.base import Fault, FaultCleared, PowerUpReport
+from kiosk.config import Config, Secrets, read_public_key
+from kiosk.errors import PayloadError
+from kiosk.flows.context import Context, Sources
+from kiosk.hardware import Hardware, build
+from kiosk.journal import AsyncJournal
+from kiosk.router import PayByTopUp, route
+from kiosk.sdnotify import Notifier, watchdog_interval_s
+
+log = logging.getLogger("kiosk.daemon")
+
+IDLE_TICK_S = 30.0  # how often an idle kiosk retries devices and settles pending payments
+RESULT_HOLD_S = 3.0  # how long DONE / REFUSED stay on the panel
+
+
+class Daemon:
+    def __init__(self, config: Config, secrets: Secrets, notifier: Notifier | None = None) -> None:
+        self.config, self.secrets = config, secrets
+        self.notifier = notifier or Notifier()
+        self.stopping = asyncio.Event()
+        self.validator_ok = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        c = self.config
+        started = time.monotonic()
+        journal = await AsyncJournal.open(c.journal_path, kiosk_id=c.kiosk_id,
+                                          code_key=self.secrets.journal_key)
+        hw = await build(c)
+        http: Any = None
+        try:
+            await hw.panel.open()
+            await hw.printer.open()
+            await hw.reader.open()
+            power_up = await self._open_validator(hw)
+            payby = None
+            if c.payby is not None:
+                http, payby = self._payby_client()
+            ctx = Context(config=c, journal=journal, validator=hw.validator, printer=hw.printer,
+                          panel=hw.panel, payby=payby)
+            if not self.validator_ok:
+                ctx.out_of_service.set()
+            from kiosk.flows.recovery import recover
+
+            settled = await recover(ctx, power_up or PowerUpReport())
+            for tx in settled:
+                log.warning("recovered %s -> %s", tx.ref, tx.state)
+            await journal.call(journal.sync.log, "daemon.ready",
+                               {"recovered": len(settled), "simulate": c.simulate})
+            log.info("ready in %.0f ms (kiosk %s%s)", (time.monotonic() - started) * 1000,
+                     c.kiosk_id, ", simulated hardware" if c.simulate else "")
+            self.notifier.ready(f"ready; recovered {len(settled)}")
+            watchdog = asyncio.create_task(self._watchdog())
+            serve = asyncio.create_task(self._serve(ctx, hw))
+            stop = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait({serve, stop}, return_when=asyncio.FIRST_COMPLETED)
+            self.notifier.stopping()
+            for task in (serve, stop, watchdog):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if serve.done() and not serve.cancelled() and serve.exception():
+                raise serve.exception()  # type: ignore[misc]
+            await journal.call(journal.sync.log, "daemon.stopped")
+            return 0
+        finally:
+            if http is not None:
+                await http.aclose()
+            await hw.close()
+            await journal.close()
+
+    def _payby_client(self) -> tuple[Any, Any]:
+        import httpx
+
+        from kiosk.providers.payby import PayByClient, Signer, Verifier
+
+        p = self.config.payby
+        assert p is not None
+        if self.secrets.payby_private_key is None:
+            from kiosk.errors import ConfigError
+
+            raise ConfigError(str(self.config.secrets_file), "payby.private_key",
+                              "the store's PEM private key (the [payby] table is configured)")
+        http = httpx.AsyncClient(timeout=httpx.Timeout(p.timeout_s))
+        client = PayByClient(
+            http, base_url=p.base_url, partner_id=p.partner_id,
+            signer=Signer(self.secrets.payby_private_key),
+            verifier=Verifier(read_public_key(p, self.config.file)),
+            resolve_token_path=p.resolve_token_path, pay_token_path=p.pay_token_path,
+        )
+        return http, client
+
+    async def _open_validator(self, hw: Hardware) -> PowerUpReport | None:
+        try:
+            report = await hw.validator.open()
+        except (DriverError, OSError) as exc:
+            if self.validator_ok or not hasattr(self, "_validator_logged"):
+                log.error("validator: cannot open (%s): out of service", exc)
+                self._validator_logged = True
+            self.validator_ok = False
+            return None
+        if not self.validator_ok:
+            log.info("validator: open")
+        self.validator_ok = True
+        return report
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval_s()
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _serve(self, ctx: Context, hw: Hardware) -> None:
+        """The idle loop: wait for a code, a panel event or a device event."""
+        j = ctx.journal
+        while True:
+            oos = ctx.out_of_service.is_set()
+            hw.panel.show(PanelState.OUT_OF_SERVICE if oos else PanelState.READY)
+            self.notifier.status("out of service" if oos else "ready")
+            sources = Sources(code=hw.reader.next_code, panel=hw.panel.next_event,
+                              validator=hw.validator.next_event)
+            try:
+                got = await sources.next(IDLE_TICK_S)
+            finally:
+                await sources.close()
+            if got is None:
+                await self._idle_tick(ctx, hw)
+                continue
+            name, event = got
+            if name == "validator":
+                await self._device_event(ctx, event)
+            elif name == "panel":
+                if event in (PanelEvent.DOOR_OPEN, PanelEvent.DOOR_CLOSED):
+                    await j.call(j.sync.log, f"door.{'open' if event == PanelEvent.DOOR_OPEN else 'closed'}")
+                    log.info("door %s", "open" if event == PanelEvent.DOOR_OPEN else "closed")
+            elif oos:
+                log.info("code refused: out of service")
+                hw.panel.show(PanelState.REFUSED)
+                await asyncio.sleep(RESULT_HOLD_S)
+            else:
+                await self._journey(ctx, event)
+                await asyncio.sleep(RESULT_HOLD_S)
+
+    async def _journey(self, ctx: Context, text: str) -> None:
+        c = self.config
+        hosts = c.payby.token_hosts if c.payby else ()
+        try:
+            request = route(text, payby_hosts=hosts)
+        except PayloadError as exc:
+            log.info("code refused: %s", exc)  # the message never holds the code
+            await ctx.journal.call(ctx.journal.sync.log, "code.refused", {"reason": str(exc)})
+            ctx.panel.show(PanelState.REFUSED)
+            return
+        if isinstance(request, PayByTopUp):
+            if ctx.payby is None:
+                ctx.panel.show(PanelState.REFUSED)
+                return
+            from kiosk.flows.payby_cashin import PayByCashIn
+
+            ctx.panel.show(PanelState.READING)
+            tx = await PayByCashIn(ctx, request.token_url).run()
+            log.info("%s: ended %s", tx.ref, tx.state)
+
+    async def _device_event(self, ctx: Context, event: object) -> None:
+        j = ctx.journal
+        if isinstance(event, Fault):
+            log.error("validator: %s: out of service", event.kind)
+            await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)})
+            ctx.out_of_service.set()
+        elif isinstance(event, FaultCleared):
+            log.info("validator: recovered")
+            await j.call(j.sync.log, "device.recovered")
+            if self.validator_ok:
+                ctx.out_of_service.clear()
+
+    async def _idle_tick(self, ctx: Context, hw: Hardware) -> None:
+        if not self.validator_ok:
+            report = await self._open_validator(hw)
+            if report is not None:
+                from kiosk.flows.recovery import recover
+
+                await recover(ctx, report)
+                ctx.out_of_service.clear()
+        if ctx.payby is not None:
+            from kiosk.flows.payby_cashin import settle_unknown
+
+            j = ctx.journal
+            for tx in await j.call(j.sync.transactions, open_only=True):
+                if tx.state == "pay_unknown":
+                    await settle_unknown(ctx, tx)

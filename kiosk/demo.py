@@ -1,0 +1,170 @@
+"""``kiosk demo``: the PayBy Cash Top Up journey on simulated hardware, end to end.
+
+Starts the PayBy sandbox (loopback) and the daemon (``kiosk run --simulate``, a real child
+process), then plays the customer: an online merchant creates a 150.00 AED order; its tokenUrl
+is rendered as a QR image that the simulated camera sees; notes of 100 (stacked), 200 (would
+overpay: returned from escrow) and 50 (stacked) are inserted; the store wallet pays the order
+(PAID_SUCCESS at the sandbox) and the receipt is printed (text and PNG). Prints what happened
+and exits 0 only if every step held.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kiosk.simkiosk import STORE_PARTNER_ID, DaemonProcess, KioskFiles, wait_for, write_kiosk
+
+ORDER = ("150.00", "AED")
+STORE_BALANCE = "1000.00"
+
+
+def _http(url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback sandbox
+        raw = resp.read()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode()
+
+
+def _query(files: KioskFiles, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    if not files.journal.exists():
+        return []
+    conn = sqlite3.connect(f"file:{files.journal}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        return list(conn.execute(sql, args))
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def _tx(files: KioskFiles) -> sqlite3.Row | None:
+    rows = _query(files, "SELECT * FROM transactions ORDER BY id DESC LIMIT 1")
+    return rows[0] if rows else None
+
+
+def _count(files: KioskFiles, kind: str) -> int:
+    return len(_query(files, "SELECT seq FROM events WHERE kind = ?", (kind,)))
+
+
+def make_qr_png(text: str, path: Path) -> Path:
+    """The merchant's page shows the tokenUrl as a QR code; this is its picture."""
+    import segno
+
+    segno.make(text, error="m").save(str(path), kind="png", scale=8, border=4)
+    return path
+
+
+def store_setup(sandbox_url: str, store_public_pem: bytes) -> None:
+    _http(f"{sandbox_url}/_sandbox/payby/merchants", {
+        "partnerId": STORE_PARTNER_ID, "publicKeyPem": store_public_pem.decode(),
+        "balance": {"currency": ORDER[1], "amount": STORE_BALANCE}})
+
+
+def run_demo(out: Path | None) -> int:
+    from drivers.sim.control import SimControl
+    from kiosk.sandbox.server import start_sandbox
+
+    root = out or Path(tempfile.mkdtemp(prefix="kiosk-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str]] = []
+
+    def step(name: str, fn: Callable[[], str]) -> None:
+        try:
+            rows.append((name, fn()))
+        except Exception as exc:
+            rows.append((name, f"FAILED: {exc}"))
+            raise
+
+    with start_sandbox(root / "sandbox") as sandbox:
+        payby_pub = _http(f"{sandbox.url}/_sandbox/payby/public-key")
+        files = write_kiosk(root / "kiosk", payby_url=sandbox.url,
+                            payby_public_pem=str(payby_pub).encode(),
+                            receipts_dir=root / "receipts")
+        store_setup(sandbox.url, files.store_public_pem)
+        daemon = DaemonProcess(files)
+        ok = False
+        try:
+            step("daemon started", lambda: f"ready in {daemon.start():.2f} s "
+                 f"(kiosk run --simulate, pid {daemon.pid})")
+            control = SimControl(files.control_socket)
+            order: dict[str, Any] = _http(f"{sandbox.url}/_sandbox/payby/orders", {
+                "amount": ORDER[0], "currency": ORDER[1], "subject": "Game top up"})
+            rows.append(("merchant created order",
+                         f"{ORDER[1]} {ORDER[0]}, orderNo {order['orderNo']}, {order['status']}"))
+            qr = make_qr_png(order["tokenUrl"], root / "order-qr.png")
+            control.call("show", path=str(qr))
+            rows.append(("customer shows QR", f"{qr.name} seen by the simulated camera"))
+
+            tx = wait_for(lambda: (t := _tx(files)) is not None and t["state"] == "accepting"
+                          and t)
+            rows.append(("journey started", f"{tx['ref']}: order resolved, store balance ok, "
+                         f"due {ORDER[1]} {tx['amount_due'] / 100:.2f}"))
+
+            control.call("insert", value=10000)
+            wait_for(lambda: (t := _tx(files)) is not None and t["credited"] == 10000)
+            rows.append(("note AED 100.00", "stacked, credited (10000)"))
+
+            returned = _count(files, "note.returned")
+            control.call("insert", value=20000)
+            wait_for(lambda: _count(files, "note.returned") > returned)
+            rows.append(("note AED 200.00", "returned from escrow: would overpay"))
+
+            control.call("insert", value=5000)
+            tx = wait_for(lambda: (t := _tx(files)) is not None and t["state"] in (
+                "completed", "owed", "refused", "cancelled") and t, timeout=30)
+            rows.append(("note AED 50.00", f"stacked; total {tx['credited'] / 100:.2f} reached"))
+            if tx["state"] != "completed":
+                raise RuntimeError(f"journey ended {tx['state']} ({tx['reason']})")
+
+            remote = _http(f"{sandbox.url}/_sandbox/payby/orders/{order['orderNo']}")
+            status = remote.get("status") if isinstance(remote, dict) else None
+            rows.append(("PayBy order", f"{status} (paid from store wallet {STORE_PARTNER_ID})"))
+            if status != "PAID_SUCCESS":
+                raise RuntimeError(f"order is {status} at the sandbox")
+            balance = _http(f"{sandbox.url}/_sandbox/payby/balance/{STORE_PARTNER_ID}")
+            rows.append(("store wallet", f"{STORE_BALANCE} -> {_amount(balance)} {ORDER[1]}"))
+
+            receipts = sorted(files.receipts.glob(f"{tx['ref']}-cashin.*"))
+            if not any(p.suffix == ".png" for p in receipts):
+                raise RuntimeError(f"no receipt PNG in {files.receipts}")
+            for p in receipts:
+                rows.append(("receipt", str(p)))
+            events = len(_query(files, "SELECT seq FROM events WHERE tx_id = ?", (tx["id"],)))
+            rows.append(("journal", f"{tx['ref']} completed, {events} events, nothing owed"
+                         if not tx["owed"] else f"owed {tx['owed']}"))
+            ok = True
+        except Exception as exc:  # the table says which step failed
+            rows.append(("FAILED", f"{type(exc).__name__}: {exc} (log: {daemon.log_path})"))
+        finally:
+            code = daemon.stop()
+            rows.append(("daemon stopped", f"exit status {code}"))
+
+    width = max(len(name) for name, _ in rows)
+    print("\nkiosk demo: PayBy Cash Top Up on simulated hardware\n")
+    for name, result in rows:
+        print(f"  {name:<{width}}  {result}")
+    print(f"\n  files: {root}\n")
+    print("  journey completed" if ok else "  journey FAILED", file=sys.stdout)
+    return 0 if ok else 1
+
+
+def _amount(balance: Any) -> str:
+    if isinstance(balance, dict):
+        for key in ("amount", "balance"):
+            if key in balance:
+                value = balance[key]
+                return str(value["amount"] if isinstance(value, dict) else value)
+    return str(balance)

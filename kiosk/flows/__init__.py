@@ -1,0 +1,1 @@
+"""Customer journeys as state machines over the journal."""

@@ -1,0 +1,67 @@
+"""What a journey needs: the config, the journal, the devices and the provider clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from drivers.printer.base import ReceiptPrinter
+from drivers.validator.base import BillValidator
+from kiosk.config import Config
+from kiosk.journal import AsyncJournal
+
+if TYPE_CHECKING:
+    from drivers.panel import Panel
+    from kiosk.providers.payby import PayByClient
+
+log = logging.getLogger("kiosk.flows")
+
+
+@dataclass
+class Context:
+    config: Config
+    journal: AsyncJournal
+    validator: BillValidator
+    printer: ReceiptPrinter
+    panel: Panel
+    payby: PayByClient | None = None
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    """Backoff sleeps (tests pass a fast one)."""
+    out_of_service: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by a flow that saw a device fault; the daemon stops taking customers."""
+
+
+class Sources:
+    """Waits on several event sources at once without losing an event: one pending task per
+    source survives between waits, and all are cancelled at :meth:`close`."""
+
+    def __init__(self, **sources: Callable[[], Awaitable[Any]]) -> None:
+        self._sources = sources
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+
+    async def next(self, timeout: float) -> tuple[str, Any] | None:
+        """``(source name, event)`` or ``None`` when ``timeout`` seconds pass quietly."""
+        for name, source in self._sources.items():
+            if name not in self._tasks:
+                self._tasks[name] = asyncio.ensure_future(source())
+        done, _ = await asyncio.wait(self._tasks.values(), timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            return None
+        for name, task in list(self._tasks.items()):
+            if task in done:
+                del self._tasks[name]
+                return name, task.result()
+        return None  # pragma: no cover - asyncio.wait returned a task we do not own
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()

@@ -1,0 +1,169 @@
+"""A simulated kiosk on this machine, for ``kiosk demo``, ``kiosk bench`` and the tests.
+
+Writes a config, a secrets file (mode 600) and keys into a directory, spawns ``kiosk run
+--simulate`` as a real process, and waits for its ``READY=1`` on a notify socket exactly as
+systemd would. Never used by the daemon itself.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STORE_PARTNER_ID = "200009990001"
+TOKEN_HOST = "checkout.sandbox.payby.test"
+
+
+@dataclass(frozen=True)
+class KioskFiles:
+    root: Path
+    config: Path
+    state_dir: Path
+    receipts: Path
+    frames: Path
+    store_public_pem: bytes
+
+    @property
+    def journal(self) -> Path:
+        return self.state_dir / "journal.db"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.state_dir / "sim.sock"
+
+
+def write_kiosk(root: Path, *, payby_url: str, payby_public_pem: bytes,
+                kiosk_id: str = "KSK-DEMO", currency: str = "AED",
+                inactivity_timeout_s: float = 60.0,
+                receipts_dir: Path | None = None) -> KioskFiles:
+    """Config, secrets and keys of a simulated kiosk under ``root`` (receipts rendered in
+    ``receipts_dir``, default ``root/receipts``)."""
+    from kiosk.providers.payby import generate_key_pair
+
+    root.mkdir(parents=True, exist_ok=True)
+    state, etc = root / "state", root / "etc"
+    receipts, frames = receipts_dir or root / "receipts", state / "frames"
+    for d in (state, etc, receipts, frames):
+        d.mkdir(parents=True, exist_ok=True)
+    private_pem, public_pem = generate_key_pair()
+    (etc / "payby_public.pem").write_bytes(payby_public_pem)
+    secrets_file = etc / "secrets.toml"
+    fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'journal_key = "{secrets.token_hex(32)}"\n\n[payby]\n'
+                f'private_key = """\n{private_pem.decode()}"""\n')
+    config = etc / "kiosk.toml"
+    config.write_text(f"""\
+[kiosk]
+id = "{kiosk_id}"
+location = "Simulated kiosk, loopback"
+currency = "{currency}"
+state_dir = "{state}"
+secrets_file = "{secrets_file}"
+inactivity_timeout_s = {inactivity_timeout_s}
+support_line = "Support: +971 4 000 0000, quote the reference"
+
+[hardware]
+simulate = true
+
+[hardware.printer]
+paper_mm = 80
+out_dir = "{receipts}"
+
+[hardware.reader]
+path = "{frames}"
+
+[payby]
+base_url = "{payby_url}/sgs/api"
+partner_id = "{STORE_PARTNER_ID}"
+public_key_file = "{etc / 'payby_public.pem'}"
+token_hosts = ["{TOKEN_HOST}"]
+timeout_s = 5
+""", encoding="utf-8")
+    return KioskFiles(root, config, state, receipts, frames, public_pem)
+
+
+class DaemonProcess:
+    """``kiosk run --simulate`` in a child process, ready when it says READY=1."""
+
+    def __init__(self, files: KioskFiles, *, log_path: Path | None = None) -> None:
+        self.files = files
+        self.log_path = log_path or files.root / "daemon.log"
+        self._notify_path = files.root / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.ready_after_s: float | None = None
+
+    def start(self, timeout: float = 30.0) -> float:
+        """Spawn and wait for READY=1. Returns seconds from spawn to ready."""
+        self._notify_path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(self._notify_path))
+        env = {**os.environ, "NOTIFY_SOCKET": str(self._notify_path), "PYTHONUNBUFFERED": "1"}
+        env.pop("WATCHDOG_USEC", None)
+        log = self.log_path.open("ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kiosk", "run", "--config", str(self.files.config),
+             "--simulate"], stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        try:
+            deadline = self.started_at + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited with {self.proc.returncode}; "
+                                       f"see {self.log_path}")
+                sock.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
+                try:
+                    msg = sock.recv(4096).decode(errors="replace")
+                except TimeoutError:
+                    continue
+                if "READY=1" in msg.split("\n"):
+                    self.ready_after_s = time.monotonic() - self.started_at
+                    return self.ready_after_s
+            raise TimeoutError(f"daemon not ready after {timeout} s; see {self.log_path}")
+        finally:
+            sock.close()
+            self._notify_path.unlink(missing_ok=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the power cut of a test."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, as systemd stops it; SIGKILL if it does not stop in ``timeout``."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns something truthy; TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
