@@ -84,7 +84,7 @@ class PayByConfig:
     """Hosts a scanned tokenUrl may point at (https only)."""
     resolve_token_path: str = "/acquire2/cashTopUp/resolveToken"
     """NOT in PayBy's public API: how the store reads the order behind a tokenUrl."""
-    pay_token_path: str = "/acquire2/cashTopUp/payOrder"
+    pay_order_path: str = "/acquire2/cashTopUp/payOrder"
     """NOT in PayBy's public API: how the store pays that order from its wallet."""
     timeout_s: float = 15.0
     """Per-request timeout (connect, read, write), seconds."""
@@ -267,7 +267,7 @@ def _payby(t: _Table) -> PayByConfig:
         public_key_file=_path(t, "public_key_file", d.public_key_file),
         token_hosts=_str_list(t, "token_hosts", d.token_hosts, "a non-empty list of host names"),
         resolve_token_path=t.get("resolve_token_path", str, d.resolve_token_path, "a path"),
-        pay_token_path=t.get("pay_token_path", str, d.pay_token_path, "a path"),
+        pay_order_path=t.get("pay_order_path", str, d.pay_order_path, "a path"),
         timeout_s=t.check("timeout_s", t.get("timeout_s", float, d.timeout_s, "seconds"),
                           _positive, "a positive number of seconds"),
     )

@@ -104,12 +104,13 @@ class Daemon:
 
             raise ConfigError(str(self.config.secrets_file), "payby.private_key",
                               "the store's PEM private key (the [payby] table is configured)")
-        http = httpx.AsyncClient(timeout=httpx.Timeout(p.timeout_s))
+        timeout = httpx.Timeout(p.timeout_s)
+        http = httpx.AsyncClient(timeout=timeout)
         client = PayByClient(
-            http, base_url=p.base_url, partner_id=p.partner_id,
+            http, base_url=p.base_url, partner_id=p.partner_id, timeout=timeout,
             signer=Signer(self.secrets.payby_private_key),
             verifier=Verifier(read_public_key(p, self.config.file)),
-            resolve_token_path=p.resolve_token_path, pay_token_path=p.pay_token_path,
+            resolve_token_path=p.resolve_token_path, pay_order_path=p.pay_order_path,
         )
         return http, client
 

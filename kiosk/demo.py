@@ -135,7 +135,8 @@ def run_demo(out: Path | None) -> int:
             if status != "PAID_SUCCESS":
                 raise RuntimeError(f"order is {status} at the sandbox")
             balance = _http(f"{sandbox.url}/_sandbox/payby/balance/{STORE_PARTNER_ID}")
-            rows.append(("store wallet", f"{STORE_BALANCE} -> {_amount(balance)} {ORDER[1]}"))
+            after = balance.get("balances", {}).get(ORDER[1]) if isinstance(balance, dict) else None
+            rows.append(("store wallet", f"{ORDER[1]} {STORE_BALANCE} -> {ORDER[1]} {after}"))
 
             receipts = sorted(files.receipts.glob(f"{tx['ref']}-cashin.*"))
             if not any(p.suffix == ".png" for p in receipts):
@@ -159,12 +160,3 @@ def run_demo(out: Path | None) -> int:
     print(f"\n  files: {root}\n")
     print("  journey completed" if ok else "  journey FAILED", file=sys.stdout)
     return 0 if ok else 1
-
-
-def _amount(balance: Any) -> str:
-    if isinstance(balance, dict):
-        for key in ("amount", "balance"):
-            if key in balance:
-                value = balance[key]
-                return str(value["amount"] if isinstance(value, dict) else value)
-    return str(balance)

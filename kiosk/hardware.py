@@ -73,8 +73,9 @@ async def build(config: Config) -> Hardware:
     if c.simulate:
         from drivers.sim.control import SimRig, serve_control
 
+        factory.pin(pins.door).drive_low()  # the simulated door starts closed
         rig = SimRig(validator=validator, printer=printer, replay_dir=c.frames_dir, panel=panel,
-                     factory=factory)
+                     factory=factory, reader=reader)
         sock = c.state_dir / "sim.sock"
         sock.unlink(missing_ok=True)
         hw.control = await serve_control(rig, sock)

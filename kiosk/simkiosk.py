@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-STORE_PARTNER_ID = "200009990001"
+STORE_PARTNER_ID = "200009990777"
 TOKEN_HOST = "checkout.sandbox.payby.test"
 
 
