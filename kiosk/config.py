@@ -39,6 +39,8 @@ class ValidatorConfig:
     """Simulator only: note values of its channels, in minor units of ``kiosk.currency``."""
     escrow_timeout_s: float = 30.0
     """Simulator only: seconds a note waits in escrow before the device returns it."""
+    stack_s: float = 0.0
+    """Simulator only: seconds a note takes from escrow to the cashbox."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,8 @@ def _validator(t: _Table) -> ValidatorConfig:
             "escrow_timeout_s", t.get("escrow_timeout_s", float, d.escrow_timeout_s, "seconds"),
             _positive, "a positive number of seconds",
         ),
+        stack_s=t.check("stack_s", t.get("stack_s", float, d.stack_s, "seconds"),
+                        lambda x: 0 <= x <= 10, "seconds between 0 and 10"),
     )
     t.done()
     return v

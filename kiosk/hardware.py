@@ -61,6 +61,7 @@ async def build(config: Config) -> Hardware:
         channels={i + 1: v for i, v in enumerate(c.validator.notes)},
         state_file=c.state_dir / "sim-validator.json",
         escrow_timeout=c.validator.escrow_timeout_s,
+        stack_time=c.validator.stack_s,
     )
     printer = SimPrinter(c.receipts_dir, columns=48 if c.printer.paper_mm == 80 else 32)
     reader = ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s)

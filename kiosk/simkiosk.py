@@ -41,7 +41,7 @@ class KioskFiles:
 def write_kiosk(root: Path, *, payby_url: str, payby_public_pem: bytes,
                 kiosk_id: str = "KSK-DEMO", currency: str = "AED",
                 inactivity_timeout_s: float = 60.0,
-                receipts_dir: Path | None = None) -> KioskFiles:
+                receipts_dir: Path | None = None, stack_s: float = 0.0) -> KioskFiles:
     """Config, secrets and keys of a simulated kiosk under ``root`` (receipts rendered in
     ``receipts_dir``, default ``root/receipts``)."""
     from kiosk.providers.payby import generate_key_pair
@@ -71,6 +71,9 @@ support_line = "Support: +971 4 000 0000, quote the reference"
 
 [hardware]
 simulate = true
+
+[hardware.validator]
+stack_s = {stack_s}
 
 [hardware.printer]
 paper_mm = 80
