@@ -41,6 +41,7 @@ from kiosk.money import Money
 log = logging.getLogger("kiosk.flows.payby")
 
 PAID = frozenset({"PAID_SUCCESS", "SETTLED"})
+NOT_VISIBLE = frozenset({"62004", "62035"})  # MERCHANT_ORDER_NO / ORDER_NO_NOT_EXIST
 PAY_ATTEMPTS = 3  # deliveries of the same pay request when PayBy is unreachable
 SETTLE_ATTEMPTS = 5  # getOrder attempts to settle an ambiguous pay, with backoff
 
@@ -230,17 +231,23 @@ async def settle_unknown(ctx: Context, tx: Tx, *,
     for attempt in range(1, SETTLE_ATTEMPTS + 1):
         try:
             order = await ctx.payby.get_order(order_no=tx.provider_ref)
+            status, paid_by_us = str(order.status), order.payer_mid == ctx.config.payby.partner_id
+        except ProviderRefused as exc:
+            if exc.code not in NOT_VISIBLE:
+                raise
+            # Another merchant's order is visible to this store only once the store paid it.
+            status, paid_by_us = "NOT_PAID_BY_STORE", False
         except ProviderError as exc:
             log.warning("%s: getOrder failed (%s), attempt %d", tx.ref, exc, attempt)
             await ctx.sleep(min(30.0, 2.0**attempt))
             continue
-        await j.call(j.sync.log, "pay.settle", {"status": str(order.status)}, tx.id)
-        if order.status in PAID and order.payer_mid == ctx.config.payby.partner_id:
+        await j.call(j.sync.log, "pay.settle", {"status": status}, tx.id)
+        if status in PAID and paid_by_us:
             return await complete(ctx, tx)
-        if order.status == "CREATED" and retry is not None:
+        if status in ("CREATED", "NOT_PAID_BY_STORE") and retry is not None:
             tx = await j.call(j.sync.transition, tx.id, "paying", data={"retry": True})
             return await retry(tx)
-        return await owe(ctx, tx, f"pay_not_done:{order.status}")
+        return await owe(ctx, tx, f"pay_not_done:{status}")
     if tx.state != "pay_unknown":
         tx = await j.call(j.sync.transition, tx.id, "pay_unknown")
     if not await j.call(j.sync.receipts, tx.id):
