@@ -17,6 +17,10 @@ Tables (``MIGRATIONS``):
 - ``used_codes``: keyed hashes (HMAC-SHA256) of codes already used. Codes, OTPs, tokenUrls
   and secrets are never written here in the clear.
 
+Start-up cost: steady state runs on the stdlib ``sqlite3`` connection; sqlite-utils (and its
+click/dateutil/pluggy chain, 0.2 s here and over a second on a Pi) is imported only when a
+migration is pending, to create and record the schema.
+
 One writer: :class:`Journal` is synchronous and owned by one thread; :class:`AsyncJournal`
 runs it on a single dedicated thread that the event loop awaits, so the loop never blocks on
 disk and writes never interleave.
@@ -31,13 +35,11 @@ import hmac
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
-
-import sqlite_utils
 
 from kiosk.errors import StorageError
 from kiosk.journeys import JOURNEYS, TERMINAL
@@ -173,7 +175,7 @@ def _dumps(data: dict[str, Any] | None) -> str:
 class Journal:
     """Synchronous journal. Use from one thread only (the daemon wraps it in AsyncJournal)."""
 
-    def __init__(self, db: sqlite_utils.Database, kiosk_id: str, code_key: bytes) -> None:
+    def __init__(self, db: _Db, kiosk_id: str, code_key: bytes) -> None:
         self.db = db
         self.kiosk_id = kiosk_id
         self._code_key = code_key
@@ -185,7 +187,7 @@ class Journal:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
-            db = sqlite_utils.Database(conn)
+            db = _Db(conn)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
@@ -220,12 +222,19 @@ class Journal:
             conn.execute("COMMIT" if self._depth == 0 else f"RELEASE {name}")
 
     def _migrate(self) -> None:
-        if "_migrations" not in self.db.table_names():
-            self.db["_migrations"].create({"version": int, "applied_at": str}, pk="version")
-        done = {r["version"] for r in self.db["_migrations"].rows}
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if version in done:
-                continue
+        has_table = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
+        done = {r["version"] for r in self.db.query("SELECT version FROM _migrations")} \
+            if has_table else set()
+        pending = [(v, sql) for v, sql in enumerate(MIGRATIONS, start=1) if v not in done]
+        if not pending:
+            return
+        import sqlite_utils  # only on first boot and after an upgrade
+
+        schema = sqlite_utils.Database(self.db.conn)
+        if not has_table:
+            schema["_migrations"].create({"version": int, "applied_at": str}, pk="version")
+        for version, script in pending:
             with self.atomic():
                 for statement in _split_sql(script):
                     self.db.execute(statement)
@@ -457,6 +466,23 @@ class Journal:
             sql += " AND status = 'queued'"
         return [{**r, "document": json.loads(r["document"])}
                 for r in self.db.query(sql + " ORDER BY id", args)]
+
+
+class _Db:
+    """The connection, with ``query`` returning dicts (the subset of sqlite-utils' Database
+    the journal needs at run time, without its import cost)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, args)
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        cur = self.conn.execute(sql, args)
+        names = [d[0] for d in cur.description or ()]
+        for row in cur:
+            yield dict(zip(names, row, strict=True))
 
 
 def _effect(row: dict[str, Any]) -> Effect:

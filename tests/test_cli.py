@@ -1,0 +1,62 @@
+"""Every CLI command is documented in the README, and the CLI refuses cleanly."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from kiosk.cli import build_parser, main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str = "kiosk") -> list[str]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append(f"{prefix} {name}")
+                found.extend(_commands(sub, f"{prefix} {name}"))
+    return found
+
+
+def test_every_cli_command_is_in_the_readme() -> None:
+    readme = README.read_text()
+    commands = _commands(build_parser())
+    assert "kiosk run" in commands and "kiosk bench footprint" in commands
+    missing = [c for c in commands if c not in readme]
+    assert not missing, f"README does not document: {missing}"
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+
+
+def test_journal_and_liabilities_commands(config_file: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from kiosk import config
+    from kiosk.journal import Journal
+    from tests.conftest import KEY
+
+    cfg = config.load(config_file)
+    j = Journal.open(cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=KEY)
+    tx = j.begin("payby_cashin", currency="AED")
+    j.transition(tx.id, "accepting", amount_due=15000)
+    j.owe(tx.id, 5000, "ended_by_cancel")
+    j.close()
+    assert main(["journal", "--config", str(config_file)]) == 0
+    assert "KT1-000001" in capsys.readouterr().out
+    assert main(["journal", "KT1-000001", "--config", str(config_file)]) == 0
+    assert '"accepting"' in capsys.readouterr().out
+    assert main(["journal", "nope", "--config", str(config_file)]) == 1
+    assert main(["liabilities", "--config", str(config_file)]) == 0
+    assert "AED 50.00" in capsys.readouterr().out
+    assert main(["liabilities", "--settle", "1", "--config", str(config_file)]) == 2
+    assert main(["liabilities", "--settle", "1", "--note", "paid back",
+                 "--config", str(config_file)]) == 0
+    assert main(["liabilities", "--config", str(config_file)]) == 0
+    assert "no liabilities" in capsys.readouterr().out

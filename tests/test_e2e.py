@@ -1,0 +1,66 @@
+"""The daemon as a process: the demo journey, refusals of bad codes, start-up readiness."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from drivers.reader.decode import decode_image
+from drivers.sim.control import SimControl
+from kiosk.demo import make_qr_png, run_demo, store_setup
+from kiosk.sandbox.server import start_sandbox
+from kiosk.simkiosk import DaemonProcess, wait_for, write_kiosk
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_journey_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_demo(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "journey completed" in out and "PAID_SUCCESS" in out and "returned" in out
+    (png,) = (tmp_path / "receipts").glob("*-cashin.png")
+    assert decode_image(Image.open(png)) == [png.name.removesuffix("-cashin.png")]
+    text = png.with_suffix(".txt").read_text()
+    assert "AED 150.00" in text and "AED 100.00, AED 50.00" in text
+
+
+def test_running_daemon_refuses_bad_codes_and_reports_state(tmp_path: Path) -> None:
+    with start_sandbox(tmp_path / "sandbox") as sandbox:
+        with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
+            files = write_kiosk(tmp_path / "kiosk", payby_url=sandbox.url,
+                                payby_public_pem=resp.read())
+        store_setup(sandbox.url, files.store_public_pem)
+        daemon = DaemonProcess(files)
+        daemon.start()
+        try:
+            control = SimControl(files.control_socket)
+            assert control.call("state")["panel"]["state"] == "ready"
+            for i, text in enumerate([
+                "hello world",
+                "https://evil.example/pay-page/main?ft=1",
+                "http://checkout.sandbox.payby.test/pay-page/main?ft=1",
+                "A" * 3000,
+            ]):
+                control.call("show", path=str(make_qr_png(text, tmp_path / f"bad{i}.png")))
+            conn = sqlite3.connect(f"file:{files.journal}?mode=ro", uri=True)
+            refused = wait_for(lambda: (rows := conn.execute(
+                "SELECT data FROM events WHERE kind = 'code.refused'").fetchall())
+                and len(rows) >= 4 and rows, timeout=20)
+            reasons = [json.loads(r[0])["reason"] for r in refused]
+            assert any("not a code" in r for r in reasons)
+            assert any("evil.example" in r for r in reasons)
+            assert any("not https" in r for r in reasons)
+            assert any("too long" in r for r in reasons)
+            assert conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0] == 0
+            raw = b"".join(p.read_bytes() for p in files.state_dir.glob("journal.db*"))
+            assert b"pay-page" not in raw  # codes are never stored
+            conn.close()
+        finally:
+            assert daemon.stop() == 0
+        log = daemon.log_path.read_text()
+        assert "ready in" in log and "pay-page" not in log
