@@ -57,10 +57,11 @@ def footprint(*, idle_s: float = 10.0, runs: int = 3) -> int:
         finally:
             daemon.stop()
     figures = {"ready_s": statistics.median(ready), "rss_mb": rss, "idle_cpu_pct": cpu_pct}
-    print(f"kiosk bench footprint: simulated hardware, {len(ready)} start-ups, "
-          f"{idle_s:.0f} s idle")
-    print(f"  ready after spawn   {figures['ready_s'] * 1000:7.0f} ms   (median; "
-          f"all: {', '.join(f'{r * 1000:.0f}' for r in ready)}; target <= 1500 ms)")
+    print(f"kiosk bench footprint: simulated hardware, {len(ready)} start-ups, {idle_s:.0f} s idle")
+    print(
+        f"  ready after spawn   {figures['ready_s'] * 1000:7.0f} ms   (median; "
+        f"all: {', '.join(f'{r * 1000:.0f}' for r in ready)}; target <= 1500 ms)"
+    )
     print(f"  resident memory     {figures['rss_mb']:7.1f} MB   (target <= 60 MB)")
     print(f"  idle CPU            {figures['idle_cpu_pct']:7.2f} %    (of one core; target <= 1 %)")
     missed = [k for k, limit in TARGETS.items() if figures[k] > limit]

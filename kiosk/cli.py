@@ -19,8 +19,9 @@ from kiosk.errors import ConfigError, KioskError
 
 def _setup_logging(verbose: bool) -> None:
     level = os.environ.get("KIOSK_LOG_LEVEL", "DEBUG" if verbose else "INFO").upper()
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
@@ -65,8 +66,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         read_public_key(cfg.payby, cfg.file)
         if secrets.payby_private_key is None:
             raise ConfigError(str(cfg.secrets_file), "payby.private_key", "a PEM private key")
-    print(f"{cfg.file}: ok (kiosk {cfg.kiosk_id}, {cfg.currency.code}, "
-          f"{'simulated' if cfg.simulate else 'real'} hardware)")
+    print(
+        f"{cfg.file}: ok (kiosk {cfg.kiosk_id}, {cfg.currency.code}, "
+        f"{'simulated' if cfg.simulate else 'real'} hardware)"
+    )
     return 0
 
 
@@ -86,14 +89,25 @@ def cmd_journal(args: argparse.Namespace) -> int:
         if tx is None:
             print(f"no transaction {args.ref}", file=sys.stderr)
             return 1
-        print(json.dumps({"transaction": tx.__dict__ if hasattr(tx, "__dict__") else
-                          {f: getattr(tx, f) for f in tx.__slots__},
-                          "events": j.events(tx.id)}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "transaction": tx.__dict__
+                    if hasattr(tx, "__dict__")
+                    else {f: getattr(tx, f) for f in tx.__slots__},
+                    "events": j.events(tx.id),
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     for tx in j.transactions(open_only=args.open, limit=args.limit):
-        print(f"{tx.ref}  {tx.created_at}  {tx.journey:<15} {tx.state:<12} "
-              f"due {Money.of(tx.amount_due, tx.currency)}  in {Money.of(tx.credited, tx.currency)}"
-              f"{'  OWED ' + str(Money.of(tx.owed, tx.currency)) if tx.owed else ''}")
+        print(
+            f"{tx.ref}  {tx.created_at}  {tx.journey:<15} {tx.state:<12} "
+            f"due {Money.of(tx.amount_due, tx.currency)}  in {Money.of(tx.credited, tx.currency)}"
+            f"{'  OWED ' + str(Money.of(tx.owed, tx.currency)) if tx.owed else ''}"
+        )
     return 0
 
 
@@ -111,8 +125,10 @@ def cmd_liabilities(args: argparse.Namespace) -> int:
     rows = j.liabilities(open_only=not args.all)
     for r in rows:
         tx = j.get(r["tx_id"])
-        print(f"#{r['id']}  {tx.ref}  {Money.of(r['amount'], r['currency'])}  {r['reason']}  "
-              f"{r['status']}  {r['created_at']}")
+        print(
+            f"#{r['id']}  {tx.ref}  {Money.of(r['amount'], r['currency'])}  {r['reason']}  "
+            f"{r['status']}  {r['created_at']}"
+        )
     if not rows:
         print("no liabilities")
     return 0
@@ -124,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--config", help="TOML config (default $KIOSK_CONFIG, "
-                        "else /etc/kiosk/kiosk.toml)")
+        sp.add_argument(
+            "--config", help="TOML config (default $KIOSK_CONFIG, else /etc/kiosk/kiosk.toml)"
+        )
         return sp
 
     r = with_config(sub.add_parser("run", help="run the daemon"))
@@ -151,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)
-    with_config(csub.add_parser("check", help="check the config and secrets; exit 2 if bad")
-                ).set_defaults(fn=cmd_config_check)
+    with_config(
+        csub.add_parser("check", help="check the config and secrets; exit 2 if bad")
+    ).set_defaults(fn=cmd_config_check)
 
     jr = with_config(sub.add_parser("journal", help="list transactions or show one"))
     jr.add_argument("ref", nargs="?", help="a transaction reference (e.g. KSK1-000042)")

@@ -84,7 +84,7 @@ class PayByConfig:
     """PayBy's public key (from the merchant portal) that verifies every response."""
     token_hosts: tuple[str, ...] = ("checkout.payby.com",)
     """Hosts a scanned tokenUrl may point at (https only)."""
-    resolve_token_path: str = "/acquire2/cashTopUp/resolveToken"
+    resolve_token_path: str = "/acquire2/cashTopUp/resolveToken"  # noqa: S105 - a path
     """NOT in PayBy's public API: how the store reads the order behind a tokenUrl."""
     pay_order_path: str = "/acquire2/cashTopUp/payOrder"
     """NOT in PayBy's public API: how the store pays that order from its wallet."""
@@ -157,7 +157,7 @@ class _Table:
             value = float(value)
         if type(value) is not kind:
             raise self.error(name, expected)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def check(self, name: str, value: T, ok: Callable[[T], bool], expected: str) -> T:
         if not ok(value):
@@ -201,17 +201,25 @@ def _validator(t: _Table) -> ValidatorConfig:
     d = ValidatorConfig()
     v = ValidatorConfig(
         driver=t.check(
-            "driver", t.get("driver", str, d.driver, '"sim"'), lambda s: s == "sim",
+            "driver",
+            t.get("driver", str, d.driver, '"sim"'),
+            lambda s: s == "sim",
             '"sim" (the eSSP and ID-003 drivers are not in this build yet)',
         ),
         port=t.get("port", str, d.port, "a pyserial port URL string"),
         notes=_int_list(t, "notes", d.notes, "a non-empty list of positive minor-unit integers"),
         escrow_timeout_s=t.check(
-            "escrow_timeout_s", t.get("escrow_timeout_s", float, d.escrow_timeout_s, "seconds"),
-            _positive, "a positive number of seconds",
+            "escrow_timeout_s",
+            t.get("escrow_timeout_s", float, d.escrow_timeout_s, "seconds"),
+            _positive,
+            "a positive number of seconds",
         ),
-        stack_s=t.check("stack_s", t.get("stack_s", float, d.stack_s, "seconds"),
-                        lambda x: 0 <= x <= 10, "seconds between 0 and 10"),
+        stack_s=t.check(
+            "stack_s",
+            t.get("stack_s", float, d.stack_s, "seconds"),
+            lambda x: 0 <= x <= 10,
+            "seconds between 0 and 10",
+        ),
     )
     t.done()
     return v
@@ -221,11 +229,19 @@ def _printer(t: _Table) -> PrinterConfig:
     d = PrinterConfig()
     out = t.get("out_dir", str, "", "a path string")
     p = PrinterConfig(
-        driver=t.check("driver", t.get("driver", str, d.driver, '"sim"'), lambda s: s == "sim",
-                       '"sim" (the ESC/POS driver is not in this build yet)'),
+        driver=t.check(
+            "driver",
+            t.get("driver", str, d.driver, '"sim"'),
+            lambda s: s == "sim",
+            '"sim" (the ESC/POS driver is not in this build yet)',
+        ),
         port=t.get("port", str, d.port, "a pyserial port URL string"),
-        paper_mm=t.check("paper_mm", t.get("paper_mm", int, d.paper_mm, "58 or 80"),
-                         lambda n: n in (58, 80), "58 or 80"),
+        paper_mm=t.check(
+            "paper_mm",
+            t.get("paper_mm", int, d.paper_mm, "58 or 80"),
+            lambda n: n in (58, 80),
+            "58 or 80",
+        ),
         out_dir=Path(out) if out else None,
     )
     t.done()
@@ -236,11 +252,19 @@ def _reader(t: _Table) -> ReaderConfig:
     d = ReaderConfig()
     path = t.get("path", str, "", "a path string")
     r = ReaderConfig(
-        driver=t.check("driver", t.get("driver", str, d.driver, '"replay"'),
-                       lambda s: s == "replay", '"replay" (camera and scanner arrive later)'),
+        driver=t.check(
+            "driver",
+            t.get("driver", str, d.driver, '"replay"'),
+            lambda s: s == "replay",
+            '"replay" (camera and scanner arrive later)',
+        ),
         path=Path(path) if path else None,
-        poll_s=t.check("poll_s", t.get("poll_s", float, d.poll_s, "seconds"), _positive,
-                       "a positive number of seconds"),
+        poll_s=t.check(
+            "poll_s",
+            t.get("poll_s", float, d.poll_s, "seconds"),
+            _positive,
+            "a positive number of seconds",
+        ),
     )
     t.done()
     return r
@@ -251,8 +275,10 @@ def _panel(t: _Table) -> PanelConfig:
     pins: dict[str, int] = {}
     for name in ("confirm", "cancel", "door", "led_green", "led_amber", "led_red", "buzzer"):
         pins[name] = t.check(
-            name, t.get(name, int, getattr(d, name), "a BCM pin number 0-27"),
-            lambda n: 0 <= n <= 27, "a BCM pin number 0-27",
+            name,
+            t.get(name, int, getattr(d, name), "a BCM pin number 0-27"),
+            lambda n: 0 <= n <= 27,
+            "a BCM pin number 0-27",
         )
     if len(set(pins.values())) != len(pins):
         raise t.error("(pins)", "seven distinct BCM pin numbers")
@@ -263,17 +289,28 @@ def _panel(t: _Table) -> PanelConfig:
 def _payby(t: _Table) -> PayByConfig:
     d = PayByConfig()
     c = PayByConfig(
-        base_url=t.check("base_url", t.get("base_url", str, d.base_url, "a URL"),
-                         lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
-                         "an https:// URL (http only on loopback)"),
-        partner_id=t.check("partner_id", t.get("partner_id", str, d.partner_id, "a string"),
-                           lambda s: 0 < len(s) <= 12, "the store's PayBy merchant id (1-12 chars)"),
+        base_url=t.check(
+            "base_url",
+            t.get("base_url", str, d.base_url, "a URL"),
+            lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
+            "an https:// URL (http only on loopback)",
+        ),
+        partner_id=t.check(
+            "partner_id",
+            t.get("partner_id", str, d.partner_id, "a string"),
+            lambda s: 0 < len(s) <= 12,
+            "the store's PayBy merchant id (1-12 chars)",
+        ),
         public_key_file=_path(t, "public_key_file", d.public_key_file),
         token_hosts=_str_list(t, "token_hosts", d.token_hosts, "a non-empty list of host names"),
         resolve_token_path=t.get("resolve_token_path", str, d.resolve_token_path, "a path"),
         pay_order_path=t.get("pay_order_path", str, d.pay_order_path, "a path"),
-        timeout_s=t.check("timeout_s", t.get("timeout_s", float, d.timeout_s, "seconds"),
-                          _positive, "a positive number of seconds"),
+        timeout_s=t.check(
+            "timeout_s",
+            t.get("timeout_s", float, d.timeout_s, "seconds"),
+            _positive,
+            "a positive number of seconds",
+        ),
     )
     t.done()
     return c
@@ -288,11 +325,13 @@ def resolve_path(cli_value: str | None) -> Path:
 
 
 def load(path: Path, *, simulate: bool = False) -> Config:
-    """Read and check ``path``. ``simulate`` forces simulated hardware (``kiosk run --simulate``)."""
+    """Read and check ``path``; ``simulate`` forces simulated hardware (``run --simulate``)."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(str(path), "", "an existing TOML file (see README: Configuration)") from None
+        raise ConfigError(
+            str(path), "", "an existing TOML file (see README: Configuration)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), "", f"a readable UTF-8 file ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -300,25 +339,27 @@ def load(path: Path, *, simulate: bool = False) -> Config:
 
     top = _Table(path, "", raw)
     k = top.sub("kiosk")
-    kiosk_id = k.check("id", k.get("id", str, "", "a string"), _ID_RE.fullmatch,
-                       "1-24 characters of A-Z a-z 0-9 _ -")
+    kiosk_id = k.check(
+        "id",
+        k.get("id", str, "", "a string"),
+        lambda s: _ID_RE.fullmatch(s) is not None,
+        "1-24 characters of A-Z a-z 0-9 _ -",
+    )
     code = k.get("currency", str, "AED", "a currency code")
     try:
         cur = currency(code)
     except MoneyError:
         raise k.error("currency", "one of AED, BUSD, EUR, GBP, SYP, TRY, USD") from None
     state_dir = _path(k, "state_dir", Path("/var/lib/kiosk"))
-    cfg_kiosk = {
-        "kiosk_id": kiosk_id,
-        "location": k.get("location", str, "", "a string"),
-        "currency": cur,
-        "state_dir": state_dir,
-        "secrets_file": _path(k, "secrets_file", path.parent / "secrets.toml"),
-        "inactivity_timeout_s": k.check(
-            "inactivity_timeout_s", k.get("inactivity_timeout_s", float, 60.0, "seconds"),
-            _positive, "a positive number of seconds"),
-        "support_line": k.get("support_line", str, "", "a string"),
-    }
+    location = k.get("location", str, "", "a string")
+    secrets_file = _path(k, "secrets_file", path.parent / "secrets.toml")
+    inactivity = k.check(
+        "inactivity_timeout_s",
+        k.get("inactivity_timeout_s", float, 60.0, "seconds"),
+        _positive,
+        "a positive number of seconds",
+    )
+    support_line = k.get("support_line", str, "", "a string")
     k.done()
 
     hw = top.sub("hardware")
@@ -330,8 +371,22 @@ def load(path: Path, *, simulate: bool = False) -> Config:
     hw.done()
     payby = _payby(top.sub("payby")) if "payby" in raw else None
     top.done()
-    return Config(file=path, simulate=sim, validator=validator, printer=printer, reader=reader,
-                  panel=panel, payby=payby, **cfg_kiosk)
+    return Config(
+        file=path,
+        simulate=sim,
+        validator=validator,
+        printer=printer,
+        reader=reader,
+        panel=panel,
+        payby=payby,
+        kiosk_id=kiosk_id,
+        location=location,
+        currency=cur,
+        state_dir=state_dir,
+        secrets_file=secrets_file,
+        inactivity_timeout_s=inactivity,
+        support_line=support_line,
+    )
 
 
 def load_secrets(path: Path) -> Secrets:
@@ -341,8 +396,9 @@ def load_secrets(path: Path) -> Secrets:
     except FileNotFoundError:
         raise ConfigError(str(path), "", "an existing secrets file (mode 600)") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(str(path), "", f"mode 600 (it is {stat.S_IMODE(st.st_mode):o}: "
-                          f"run chmod 600 {path})")
+        raise ConfigError(
+            str(path), "", f"mode 600 (it is {stat.S_IMODE(st.st_mode):o}: run chmod 600 {path})"
+        )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -371,8 +427,11 @@ def read_public_key(cfg: PayByConfig, config_file: Path) -> bytes:
     try:
         pem = cfg.public_key_file.read_bytes()
     except OSError:
-        raise ConfigError(str(config_file), "payby.public_key_file",
-                          f"a readable PEM public key file ({cfg.public_key_file})") from None
+        raise ConfigError(
+            str(config_file),
+            "payby.public_key_file",
+            f"a readable PEM public key file ({cfg.public_key_file})",
+        ) from None
     if b"PUBLIC KEY-----" not in pem:
         raise ConfigError(str(config_file), "payby.public_key_file", "a PEM public key")
     return pem

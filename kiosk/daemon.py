@@ -47,8 +47,9 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         c = self.config
         started = time.monotonic()
-        journal = await AsyncJournal.open(c.journal_path, kiosk_id=c.kiosk_id,
-                                          code_key=self.secrets.journal_key)
+        journal = await AsyncJournal.open(
+            c.journal_path, kiosk_id=c.kiosk_id, code_key=self.secrets.journal_key
+        )
         hw = await build(c)
         http: Any = None
         try:
@@ -59,8 +60,14 @@ class Daemon:
             payby = None
             if c.payby is not None:
                 http, payby = self._payby_client()
-            ctx = Context(config=c, journal=journal, validator=hw.validator, printer=hw.printer,
-                          panel=hw.panel, payby=payby)
+            ctx = Context(
+                config=c,
+                journal=journal,
+                validator=hw.validator,
+                printer=hw.printer,
+                panel=hw.panel,
+                payby=payby,
+            )
             if not self.validator_ok:
                 ctx.out_of_service.set()
             from kiosk.flows.recovery import recover
@@ -68,10 +75,17 @@ class Daemon:
             settled = await recover(ctx, power_up or PowerUpReport())
             for tx in settled:
                 log.warning("recovered %s -> %s", tx.ref, tx.state)
-            await journal.call(journal.sync.log, "daemon.ready",
-                               {"recovered": len(settled), "simulate": c.simulate})
-            log.info("ready in %.0f ms (kiosk %s%s)", (time.monotonic() - started) * 1000,
-                     c.kiosk_id, ", simulated hardware" if c.simulate else "")
+            await journal.call(
+                journal.sync.log,
+                "daemon.ready",
+                {"recovered": len(settled), "simulate": c.simulate},
+            )
+            log.info(
+                "ready in %.0f ms (kiosk %s%s)",
+                (time.monotonic() - started) * 1000,
+                c.kiosk_id,
+                ", simulated hardware" if c.simulate else "",
+            )
             self.notifier.ready(f"ready; recovered {len(settled)}")
             watchdog = asyncio.create_task(self._watchdog())
             serve = asyncio.create_task(self._serve(ctx, hw))
@@ -102,15 +116,22 @@ class Daemon:
         if self.secrets.payby_private_key is None:
             from kiosk.errors import ConfigError
 
-            raise ConfigError(str(self.config.secrets_file), "payby.private_key",
-                              "the store's PEM private key (the [payby] table is configured)")
+            raise ConfigError(
+                str(self.config.secrets_file),
+                "payby.private_key",
+                "the store's PEM private key (the [payby] table is configured)",
+            )
         timeout = httpx.Timeout(p.timeout_s)
         http = httpx.AsyncClient(timeout=timeout)
         client = PayByClient(
-            http, base_url=p.base_url, partner_id=p.partner_id, timeout=timeout,
+            http,
+            base_url=p.base_url,
+            partner_id=p.partner_id,
+            timeout=timeout,
             signer=Signer(self.secrets.payby_private_key),
             verifier=Verifier(read_public_key(p, self.config.file)),
-            resolve_token_path=p.resolve_token_path, pay_order_path=p.pay_order_path,
+            resolve_token_path=p.resolve_token_path,
+            pay_order_path=p.pay_order_path,
         )
         return http, client
 
@@ -143,8 +164,11 @@ class Daemon:
             oos = ctx.out_of_service.is_set()
             hw.panel.show(PanelState.OUT_OF_SERVICE if oos else PanelState.READY)
             self.notifier.status("out of service" if oos else "ready")
-            sources = Sources(code=hw.reader.next_code, panel=hw.panel.next_event,
-                              validator=hw.validator.next_event)
+            sources = Sources(
+                code=hw.reader.next_code,
+                panel=hw.panel.next_event,
+                validator=hw.validator.next_event,
+            )
             try:
                 got = await sources.next(IDLE_TICK_S)
             finally:
@@ -157,7 +181,9 @@ class Daemon:
                 await self._device_event(ctx, event)
             elif name == "panel":
                 if event in (PanelEvent.DOOR_OPEN, PanelEvent.DOOR_CLOSED):
-                    await j.call(j.sync.log, f"door.{'open' if event == PanelEvent.DOOR_OPEN else 'closed'}")
+                    await j.call(
+                        j.sync.log, f"door.{'open' if event == PanelEvent.DOOR_OPEN else 'closed'}"
+                    )
                     log.info("door %s", "open" if event == PanelEvent.DOOR_OPEN else "closed")
             elif oos:
                 log.info("code refused: out of service")

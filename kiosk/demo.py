@@ -27,8 +27,12 @@ STORE_BALANCE = "1000.00"
 
 def _http(url: str, body: dict[str, Any] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(  # noqa: S310 - the loopback sandbox
+        url,
+        data=data,
+        method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback sandbox
         raw = resp.read()
     try:
@@ -68,9 +72,14 @@ def make_qr_png(text: str, path: Path) -> Path:
 
 
 def store_setup(sandbox_url: str, store_public_pem: bytes) -> None:
-    _http(f"{sandbox_url}/_sandbox/payby/merchants", {
-        "partnerId": STORE_PARTNER_ID, "publicKeyPem": store_public_pem.decode(),
-        "balance": {"currency": ORDER[1], "amount": STORE_BALANCE}})
+    _http(
+        f"{sandbox_url}/_sandbox/payby/merchants",
+        {
+            "partnerId": STORE_PARTNER_ID,
+            "publicKeyPem": store_public_pem.decode(),
+            "balance": {"currency": ORDER[1], "amount": STORE_BALANCE},
+        },
+    )
 
 
 def run_demo(out: Path | None) -> int:
@@ -90,28 +99,43 @@ def run_demo(out: Path | None) -> int:
 
     with start_sandbox(root / "sandbox") as sandbox:
         payby_pub = _http(f"{sandbox.url}/_sandbox/payby/public-key")
-        files = write_kiosk(root / "kiosk", payby_url=sandbox.url,
-                            payby_public_pem=str(payby_pub).encode(),
-                            receipts_dir=root / "receipts")
+        files = write_kiosk(
+            root / "kiosk",
+            payby_url=sandbox.url,
+            payby_public_pem=str(payby_pub).encode(),
+            receipts_dir=root / "receipts",
+        )
         store_setup(sandbox.url, files.store_public_pem)
         daemon = DaemonProcess(files)
         ok = False
         try:
-            step("daemon started", lambda: f"ready in {daemon.start():.2f} s "
-                 f"(kiosk run --simulate, pid {daemon.pid})")
+            step(
+                "daemon started",
+                lambda: f"ready in {daemon.start():.2f} s (kiosk run --simulate, pid {daemon.pid})",
+            )
             control = SimControl(files.control_socket)
-            order: dict[str, Any] = _http(f"{sandbox.url}/_sandbox/payby/orders", {
-                "amount": ORDER[0], "currency": ORDER[1], "subject": "Game top up"})
-            rows.append(("merchant created order",
-                         f"{ORDER[1]} {ORDER[0]}, orderNo {order['orderNo']}, {order['status']}"))
+            order: dict[str, Any] = _http(
+                f"{sandbox.url}/_sandbox/payby/orders",
+                {"amount": ORDER[0], "currency": ORDER[1], "subject": "Game top up"},
+            )
+            rows.append(
+                (
+                    "merchant created order",
+                    f"{ORDER[1]} {ORDER[0]}, orderNo {order['orderNo']}, {order['status']}",
+                )
+            )
             qr = make_qr_png(order["tokenUrl"], root / "order-qr.png")
             control.call("show", path=str(qr))
             rows.append(("customer shows QR", f"{qr.name} seen by the simulated camera"))
 
-            tx = wait_for(lambda: (t := _tx(files)) is not None and t["state"] == "accepting"
-                          and t)
-            rows.append(("journey started", f"{tx['ref']}: order resolved, store balance ok, "
-                         f"due {ORDER[1]} {tx['amount_due'] / 100:.2f}"))
+            tx = wait_for(lambda: (t := _tx(files)) is not None and t["state"] == "accepting" and t)
+            rows.append(
+                (
+                    "journey started",
+                    f"{tx['ref']}: order resolved, store balance ok, "
+                    f"due {ORDER[1]} {tx['amount_due'] / 100:.2f}",
+                )
+            )
 
             control.call("insert", value=10000)
             wait_for(lambda: (t := _tx(files)) is not None and t["credited"] == 10000)
@@ -123,8 +147,14 @@ def run_demo(out: Path | None) -> int:
             rows.append(("note AED 200.00", "returned from escrow: would overpay"))
 
             control.call("insert", value=5000)
-            tx = wait_for(lambda: (t := _tx(files)) is not None and t["state"] in (
-                "completed", "owed", "refused", "cancelled") and t, timeout=30)
+            tx = wait_for(
+                lambda: (
+                    (t := _tx(files)) is not None
+                    and t["state"] in ("completed", "owed", "refused", "cancelled")
+                    and t
+                ),
+                timeout=30,
+            )
             rows.append(("note AED 50.00", f"stacked; total {tx['credited'] / 100:.2f} reached"))
             if tx["state"] != "completed":
                 raise RuntimeError(f"journey ended {tx['state']} ({tx['reason']})")
@@ -144,8 +174,14 @@ def run_demo(out: Path | None) -> int:
             for p in receipts:
                 rows.append(("receipt", str(p)))
             events = len(_query(files, "SELECT seq FROM events WHERE tx_id = ?", (tx["id"],)))
-            rows.append(("journal", f"{tx['ref']} completed, {events} events, nothing owed"
-                         if not tx["owed"] else f"owed {tx['owed']}"))
+            rows.append(
+                (
+                    "journal",
+                    f"{tx['ref']} completed, {events} events, nothing owed"
+                    if not tx["owed"]
+                    else f"owed {tx['owed']}",
+                )
+            )
             ok = True
         except Exception as exc:  # the table says which step failed
             rows.append(("FAILED", f"{type(exc).__name__}: {exc} (log: {daemon.log_path})"))

@@ -66,8 +66,15 @@ async def build(config: Config) -> Hardware:
     printer = SimPrinter(c.receipts_dir, columns=48 if c.printer.paper_mm == 80 else 32)
     reader = ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s)
     p = c.panel
-    pins = PanelPins(confirm=p.confirm, cancel=p.cancel, door=p.door, led_green=p.led_green,
-                     led_amber=p.led_amber, led_red=p.led_red, buzzer=p.buzzer)
+    pins = PanelPins(
+        confirm=p.confirm,
+        cancel=p.cancel,
+        door=p.door,
+        led_green=p.led_green,
+        led_amber=p.led_amber,
+        led_red=p.led_red,
+        buzzer=p.buzzer,
+    )
     factory = _pin_factory(c.simulate)
     panel = Panel(pins, pin_factory=factory)
     hw = Hardware(validator, printer, reader, panel)
@@ -75,8 +82,14 @@ async def build(config: Config) -> Hardware:
         from drivers.sim.control import SimRig, serve_control
 
         factory.pin(pins.door).drive_low()  # the simulated door starts closed
-        rig = SimRig(validator=validator, printer=printer, replay_dir=c.frames_dir, panel=panel,
-                     factory=factory, reader=reader)
+        rig = SimRig(
+            validator=validator,
+            printer=printer,
+            replay_dir=c.frames_dir,
+            panel=panel,
+            factory=factory,
+            reader=reader,
+        )
         sock = c.state_dir / "sim.sock"
         sock.unlink(missing_ok=True)
         hw.control = await serve_control(rig, sock)

@@ -223,9 +223,13 @@ class Journal:
 
     def _migrate(self) -> None:
         has_table = self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
-        done = {r["version"] for r in self.db.query("SELECT version FROM _migrations")} \
-            if has_table else set()
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+        ).fetchone()
+        done = (
+            {r["version"] for r in self.db.query("SELECT version FROM _migrations")}
+            if has_table
+            else set()
+        )
         pending = [(v, sql) for v, sql in enumerate(MIGRATIONS, start=1) if v not in done]
         if not pending:
             return
@@ -233,7 +237,7 @@ class Journal:
 
         schema = sqlite_utils.Database(self.db.conn)
         if not has_table:
-            schema["_migrations"].create({"version": int, "applied_at": str}, pk="version")
+            schema.table("_migrations").create({"version": int, "applied_at": str}, pk="version")
         for version, script in pending:
             with self.atomic():
                 for statement in _split_sql(script):
@@ -250,8 +254,14 @@ class Journal:
 
     # --- writes ---------------------------------------------------------------------------------
 
-    def _event(self, tx_id: int | None, kind: str, data: dict[str, Any] | None = None,
-               from_state: str | None = None, to_state: str | None = None) -> None:
+    def _event(
+        self,
+        tx_id: int | None,
+        kind: str,
+        data: dict[str, Any] | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+    ) -> None:
         self.db.execute(
             "INSERT INTO events (tx_id, at, kind, from_state, to_state, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -263,8 +273,9 @@ class Journal:
         with self.atomic():
             self._event(tx_id, kind, data)
 
-    def begin(self, journey: str, *, currency: str, code_hash: str | None = None,
-              amount_due: int = 0) -> Tx:
+    def begin(
+        self, journey: str, *, currency: str, code_hash: str | None = None, amount_due: int = 0
+    ) -> Tx:
         j = JOURNEYS[journey]
         at = now_iso()
         with self.atomic():
@@ -279,8 +290,9 @@ class Journal:
             self._event(tx_id, "begin", {"journey": journey}, None, j.initial)
         return self.get(tx_id)
 
-    def transition(self, tx_id: int, to_state: str, *, data: dict[str, Any] | None = None,
-                   **fields: Any) -> Tx:
+    def transition(
+        self, tx_id: int, to_state: str, *, data: dict[str, Any] | None = None, **fields: Any
+    ) -> Tx:
         """Move ``tx_id`` to ``to_state`` (checked against its journey) and set ``fields``
         (amount_due, provider_ref, reason) in the same commit."""
         allowed = {"amount_due", "provider_ref", "reason"}
@@ -297,8 +309,15 @@ class Journal:
             self._event(tx_id, "transition", {**(data or {}), **fields}, tx.state, to_state)
         return self.get(tx_id)
 
-    def intent(self, tx_id: int, kind: str, idem_key: str, *, amount: int | None = None,
-               request: dict[str, Any] | None = None) -> Effect:
+    def intent(
+        self,
+        tx_id: int,
+        kind: str,
+        idem_key: str,
+        *,
+        amount: int | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Effect:
         """Commit the intent of a side effect before doing it. Re-declaring the same
         ``idem_key`` returns the existing effect (a resumed step keeps its key)."""
         with self.atomic():
@@ -311,12 +330,20 @@ class Journal:
                 [tx_id, kind, idem_key, amount, _dumps(request), now_iso()],
             )
             effect_id = int(cur.lastrowid or 0)
-            self._event(tx_id, f"{kind}.intent", {"effect": effect_id, "amount": amount,
-                                                  **(request or {})})
+            self._event(
+                tx_id, f"{kind}.intent", {"effect": effect_id, "amount": amount, **(request or {})}
+            )
         return self.effect(effect_id)
 
-    def outcome(self, effect_id: int, status: str, *, outcome: dict[str, Any] | None = None,
-                credit: int = 0, dispensed: int = 0) -> Effect:
+    def outcome(
+        self,
+        effect_id: int,
+        status: str,
+        *,
+        outcome: dict[str, Any] | None = None,
+        credit: int = 0,
+        dispensed: int = 0,
+    ) -> Effect:
         """Commit a side effect's outcome; ``credit``/``dispensed`` move the transaction's
         totals in the same commit."""
         if status not in ("done", "failed", "unknown"):
@@ -333,8 +360,11 @@ class Journal:
                     " updated_at = ? WHERE id = ?",
                     [credit, dispensed, now_iso(), eff.tx_id],
                 )
-            self._event(eff.tx_id, f"{eff.kind}.{status}",
-                        {"effect": effect_id, "credit": credit, **(outcome or {})})
+            self._event(
+                eff.tx_id,
+                f"{eff.kind}.{status}",
+                {"effect": effect_id, "credit": credit, **(outcome or {})},
+            )
         return self.effect(effect_id)
 
     def owe(self, tx_id: int, amount: int, reason: str) -> None:
@@ -348,21 +378,24 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?)",
                 [tx_id, amount, tx.currency, reason, now_iso()],
             )
-            self.db.execute("UPDATE transactions SET owed = owed + ? WHERE id = ?",
-                            [amount, tx_id])
+            self.db.execute("UPDATE transactions SET owed = owed + ? WHERE id = ?", [amount, tx_id])
             self._event(tx_id, "liability", {"amount": amount, "reason": reason})
 
     def settle_liability(self, liability_id: int, note: str) -> None:
         with self.atomic():
-            row = self.db.execute("SELECT tx_id, amount, status FROM liabilities WHERE id = ?",
-                                  [liability_id]).fetchone()
+            row = self.db.execute(
+                "SELECT tx_id, amount, status FROM liabilities WHERE id = ?", [liability_id]
+            ).fetchone()
             if row is None or row[2] != "open":
                 raise ValueError(f"no open liability {liability_id}")
             self.db.execute(
                 "UPDATE liabilities SET status = 'settled', settled_at = ?, settled_note = ?"
-                " WHERE id = ?", [now_iso(), note, liability_id])
-            self.db.execute("UPDATE transactions SET owed = owed - ? WHERE id = ?",
-                            [row[1], row[0]])
+                " WHERE id = ?",
+                [now_iso(), note, liability_id],
+            )
+            self.db.execute(
+                "UPDATE transactions SET owed = owed - ? WHERE id = ?", [row[1], row[0]]
+            )
             self._event(row[0], "liability.settled", {"liability": liability_id, "note": note})
 
     def use_code(self, code: str, tx_id: int | None) -> bool:
@@ -371,14 +404,18 @@ class Journal:
         with self.atomic():
             if self.db.execute("SELECT 1 FROM used_codes WHERE hash = ?", [digest]).fetchone():
                 return False
-            self.db.execute("INSERT INTO used_codes (hash, tx_id, at) VALUES (?, ?, ?)",
-                            [digest, tx_id, now_iso()])
+            self.db.execute(
+                "INSERT INTO used_codes (hash, tx_id, at) VALUES (?, ?, ?)",
+                [digest, tx_id, now_iso()],
+            )
         return True
 
     def code_seen(self, code: str) -> bool:
         digest = self.code_hash(code)
-        return self.db.execute("SELECT 1 FROM used_codes WHERE hash = ?", [digest]).fetchone() \
+        return (
+            self.db.execute("SELECT 1 FROM used_codes WHERE hash = ?", [digest]).fetchone()
             is not None
+        )
 
     def code_hash(self, code: str) -> str:
         return hmac.new(self._code_key, code.encode(), hashlib.sha256).hexdigest()
@@ -399,15 +436,19 @@ class Journal:
                 self.db.execute(
                     "UPDATE receipts SET status = 'printed', printed_at = ?,"
                     " attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                    [now_iso(), receipt_id])
+                    [now_iso(), receipt_id],
+                )
             else:
                 self.db.execute(
                     "UPDATE receipts SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                    [error, receipt_id])
-            tx = self.db.execute("SELECT tx_id FROM receipts WHERE id = ?",
-                                 [receipt_id]).fetchone()
-            self._event(tx[0] if tx else None, "receipt.printed" if error is None
-                        else "receipt.failed", {"receipt": receipt_id, "error": error})
+                    [error, receipt_id],
+                )
+            tx = self.db.execute("SELECT tx_id FROM receipts WHERE id = ?", [receipt_id]).fetchone()
+            self._event(
+                tx[0] if tx else None,
+                "receipt.printed" if error is None else "receipt.failed",
+                {"receipt": receipt_id, "error": error},
+            )
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -418,16 +459,19 @@ class Journal:
         return Tx(**rows[0])
 
     def find(self, ref: str) -> Tx | None:
-        rows = list(self.db.query("SELECT * FROM transactions WHERE ref = ? OR id = ?",
-                                  [ref, ref]))
+        rows = list(self.db.query("SELECT * FROM transactions WHERE ref = ? OR id = ?", [ref, ref]))
         return Tx(**rows[0]) if rows else None
 
     def transactions(self, *, open_only: bool = False, limit: int = 50) -> list[Tx]:
         where = f"WHERE state NOT IN ({','.join('?' * len(TERMINAL))})" if open_only else ""
         args: list[Any] = sorted(TERMINAL) if open_only else []
-        return [Tx(**r) for r in self.db.query(
-            f"SELECT * FROM transactions {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
-            [*args, limit])]
+        return [
+            Tx(**r)
+            for r in self.db.query(
+                f"SELECT * FROM transactions {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
+                [*args, limit],
+            )
+        ]
 
     def effect(self, effect_id: int) -> Effect:
         rows = list(self.db.query("SELECT * FROM effects WHERE id = ?", [effect_id]))
@@ -437,14 +481,16 @@ class Journal:
         rows = list(self.db.query("SELECT * FROM effects WHERE idem_key = ?", [idem_key]))
         return _effect(rows[0]) if rows else None
 
-    def effects(self, tx_id: int, *, kind: str | None = None,
-                status: str | None = None) -> list[Effect]:
+    def effects(
+        self, tx_id: int, *, kind: str | None = None, status: str | None = None
+    ) -> list[Effect]:
         sql, args = "SELECT * FROM effects WHERE tx_id = ?", [tx_id]
+        args_: list[Any] = list(args)
         for col, val in (("kind", kind), ("status", status)):
             if val is not None:
                 sql += f" AND {col} = ?"
-                args.append(val)
-        return [_effect(r) for r in self.db.query(sql + " ORDER BY id", args)]
+                args_.append(val)
+        return [_effect(r) for r in self.db.query(sql + " ORDER BY id", args_)]
 
     def events(self, tx_id: int | None = None, *, limit: int = 200) -> list[dict[str, Any]]:
         if tx_id is None:
@@ -457,15 +503,18 @@ class Journal:
         where = "WHERE status = 'open'" if open_only else ""
         return list(self.db.query(f"SELECT * FROM liabilities {where} ORDER BY id"))  # noqa: S608
 
-    def receipts(self, tx_id: int | None = None, *,
-                 queued_only: bool = False) -> list[dict[str, Any]]:
+    def receipts(
+        self, tx_id: int | None = None, *, queued_only: bool = False
+    ) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM receipts WHERE 1=1", []
         if tx_id is not None:
             sql, args = sql + " AND tx_id = ?", [tx_id]
         if queued_only:
             sql += " AND status = 'queued'"
-        return [{**r, "document": json.loads(r["document"])}
-                for r in self.db.query(sql + " ORDER BY id", args)]
+        return [
+            {**r, "document": json.loads(r["document"])}
+            for r in self.db.query(sql + " ORDER BY id", args)
+        ]
 
 
 class _Db:
@@ -486,8 +535,9 @@ class _Db:
 
 
 def _effect(row: dict[str, Any]) -> Effect:
-    return Effect(**{**row, "request": json.loads(row["request"]),
-                     "outcome": json.loads(row["outcome"])})
+    return Effect(
+        **{**row, "request": json.loads(row["request"]), "outcome": json.loads(row["outcome"])}
+    )
 
 
 def _split_sql(script: str) -> list[str]:
@@ -515,7 +565,8 @@ class AsyncJournal:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         loop = asyncio.get_running_loop()
         journal = await loop.run_in_executor(
-            executor, lambda: Journal.open(path, kiosk_id=kiosk_id, code_key=code_key))
+            executor, lambda: Journal.open(path, kiosk_id=kiosk_id, code_key=code_key)
+        )
         return cls(journal, executor)
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -45,14 +45,29 @@ class Journey:
             raise ValueError(f"{self.name}: no transition {src} -> {dst}")
 
 
-def _j(name: str, provider: str, direction: str, initial: str,
-       edges: dict[str, str], recovery: dict[str, str]) -> Journey:
-    return Journey(name, provider, direction, initial,
-                   {k: frozenset(v.split()) for k, v in edges.items()}, recovery)
+def _j(
+    name: str,
+    provider: str,
+    direction: str,
+    initial: str,
+    edges: dict[str, str],
+    recovery: dict[str, str],
+) -> Journey:
+    return Journey(
+        name,
+        provider,
+        direction,
+        initial,
+        {k: frozenset(v.split()) for k, v in edges.items()},
+        recovery,
+    )
 
 
 PAYBY_CASHIN = _j(
-    "payby_cashin", "payby", "in", "resolving",
+    "payby_cashin",
+    "payby",
+    "in",
+    "resolving",
     {
         "resolving": "accepting refused",
         "accepting": "paying cancelled owed",
@@ -63,7 +78,7 @@ PAYBY_CASHIN = _j(
     {
         "resolving": "nothing moved: refused",
         "accepting": "settle notes in flight with the device's power-up report; "
-                     "no note ⇒ cancelled, else owed (the tokenUrl lived in memory only)",
+        "no note ⇒ cancelled, else owed (the tokenUrl lived in memory only)",
         "paying": "getOrder(orderNo): paid ⇒ paid; otherwise owed",
         "pay_unknown": "getOrder(orderNo): paid ⇒ paid; otherwise owed; unreachable ⇒ stay, retry",
         "paid": "queue the receipt ⇒ completed",
@@ -71,7 +86,10 @@ PAYBY_CASHIN = _j(
 )
 
 PAYBY_REFUND = _j(
-    "payby_refund", "payby", "none", "requested",
+    "payby_refund",
+    "payby",
+    "none",
+    "requested",
     {
         "requested": "refunding",
         "refunding": "refund_created refund_unknown refused",
@@ -89,7 +107,10 @@ PAYBY_REFUND = _j(
 )
 
 PAYSERA_CASHIN = _j(
-    "paysera_cashin", "paysera", "in", "accepting",
+    "paysera_cashin",
+    "paysera",
+    "in",
+    "accepting",
     {
         "accepting": "creating cancelled owed",
         "creating": "reserving create_unknown owed",
@@ -111,7 +132,10 @@ PAYSERA_CASHIN = _j(
 )
 
 PAYSERA_CASHOUT = _j(
-    "paysera_cashout", "paysera", "out", "checking",
+    "paysera_cashout",
+    "paysera",
+    "out",
+    "checking",
     {
         "checking": "creating refused",
         "creating": "reserving refused",
@@ -127,12 +151,15 @@ PAYSERA_CASHOUT = _j(
         "confirming": "get the transaction: confirmed ⇒ owed (cash not given), else revoke",
         "revoking": "revoke again until done: refused",
         "dispensing": "device counters settle the amount paid; the rest is owed; "
-                      "no counters ⇒ unknown (technician)",
+        "no counters ⇒ unknown (technician)",
     },
 )
 
 RAPYD_CASHOUT = _j(
-    "rapyd_cashout", "rapyd", "out", "checking",
+    "rapyd_cashout",
+    "rapyd",
+    "out",
+    "checking",
     {
         "checking": "opening refused",
         "opening": "withdrawing refused",
@@ -152,7 +179,10 @@ RAPYD_CASHOUT = _j(
 )
 
 RAPYD_CASHIN = _j(
-    "rapyd_cashin", "rapyd", "in", "accepting",
+    "rapyd_cashin",
+    "rapyd",
+    "in",
+    "accepting",
     {
         "accepting": "awaiting_otp cancelled owed",
         "awaiting_otp": "opening owed",
@@ -172,7 +202,10 @@ RAPYD_CASHIN = _j(
 )
 
 CASHII_CASHOUT = _j(
-    "cashii_cashout", "cashii", "out", "checking",
+    "cashii_cashout",
+    "cashii",
+    "out",
+    "checking",
     {
         "checking": "creating refused",
         "creating": "slip_printed refused",
@@ -191,6 +224,13 @@ CASHII_CASHOUT = _j(
 
 JOURNEYS: Final[dict[str, Journey]] = {
     j.name: j
-    for j in (PAYBY_CASHIN, PAYBY_REFUND, PAYSERA_CASHIN, PAYSERA_CASHOUT, RAPYD_CASHOUT,
-              RAPYD_CASHIN, CASHII_CASHOUT)
+    for j in (
+        PAYBY_CASHIN,
+        PAYBY_REFUND,
+        PAYSERA_CASHIN,
+        PAYSERA_CASHOUT,
+        RAPYD_CASHOUT,
+        RAPYD_CASHIN,
+        CASHII_CASHOUT,
+    )
 }

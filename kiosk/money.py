@@ -118,7 +118,7 @@ class Money:
     def from_decimal(cls, value: Decimal | int | str, code: str) -> Money:
         """Exact conversion from a major-unit decimal; refuses extra precision, NaN, floats."""
         cur = currency(code)
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise MoneyError(f"refusing {type(value).__name__} amount {value!r}: not exact")
         if isinstance(value, str):
             text = value.strip()
@@ -131,9 +131,7 @@ class Money:
                 raise MoneyError(f"not a finite amount: {value!r}")
             scaled = dec.scaleb(cur.exponent)
             if scaled != scaled.to_integral_value():
-                raise MoneyError(
-                    f"{value} {code} has more than {cur.exponent} decimals"
-                )
+                raise MoneyError(f"{value} {code} has more than {cur.exponent} decimals")
             return cls(int(scaled), cur)
         except InvalidOperation as exc:
             raise MoneyError(f"not a decimal amount: {value!r}") from exc

@@ -24,11 +24,23 @@ TITLES = {
 }
 
 
-def build(tx: Tx, kind: str, *, kiosk_id: str, location: str, support_line: str,
-          provider_name: str, notes: list[int], references: dict[str, str],
-          status_text: str) -> Document:
+def build(
+    tx: Tx,
+    kind: str,
+    *,
+    kiosk_id: str,
+    location: str,
+    support_line: str,
+    provider_name: str,
+    notes: list[int],
+    references: dict[str, str],
+    status_text: str,
+) -> Document:
     """The receipt of ``tx``: who, where, when, every reference, the money, the status."""
-    money = lambda minor: str(Money.of(minor, tx.currency))  # noqa: E731
+
+    def money(minor: int) -> str:
+        return str(Money.of(minor, tx.currency))
+
     blocks: list[Block] = [
         Line(TITLES.get(kind, kind.upper()), bold=True, align="center", double=True),
         Line(f"Kiosk {kiosk_id}", align="center"),
@@ -83,15 +95,17 @@ def from_json(data: dict[str, Any]) -> Document:
     return Document(name=data["name"], blocks=tuple(blocks))
 
 
-async def issue(journal: AsyncJournal, printer: ReceiptPrinter, tx: Tx, kind: str,
-                doc: Document) -> bool:
+async def issue(
+    journal: AsyncJournal, printer: ReceiptPrinter, tx: Tx, kind: str, doc: Document
+) -> bool:
     """Queue the receipt in the journal, then print it. False if it stays queued."""
     receipt_id = await journal.call(journal.sync.queue_receipt, tx.id, kind, to_json(doc))
     return await print_queued(journal, printer, receipt_id, doc)
 
 
-async def print_queued(journal: AsyncJournal, printer: ReceiptPrinter, receipt_id: int,
-                       doc: Document) -> bool:
+async def print_queued(
+    journal: AsyncJournal, printer: ReceiptPrinter, receipt_id: int, doc: Document
+) -> bool:
     try:
         await printer.print(doc)
     except (DriverError, OSError) as exc:

@@ -7,6 +7,7 @@ period; the daemon pings at half of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -26,10 +27,8 @@ class Notifier:
     def notify(self, *fields: str) -> None:
         if self._sock is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # systemd went away: nothing to do about it here
             self._sock.sendto("\n".join(fields).encode(), self._addr)
-        except OSError:
-            pass  # systemd went away: nothing useful to do about it here
 
     def ready(self, status: str = "") -> None:
         self.notify("READY=1", *([f"STATUS={status}"] if status else []))

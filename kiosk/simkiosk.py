@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STORE_PARTNER_ID = "200009990777"
-TOKEN_HOST = "checkout.sandbox.payby.test"
+TOKEN_HOST = "checkout.sandbox.payby.test"  # noqa: S105 - a host name
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,17 @@ class KioskFiles:
         return self.state_dir / "sim.sock"
 
 
-def write_kiosk(root: Path, *, payby_url: str, payby_public_pem: bytes,
-                kiosk_id: str = "KSK-DEMO", currency: str = "AED",
-                inactivity_timeout_s: float = 60.0,
-                receipts_dir: Path | None = None, stack_s: float = 0.0) -> KioskFiles:
+def write_kiosk(
+    root: Path,
+    *,
+    payby_url: str,
+    payby_public_pem: bytes,
+    kiosk_id: str = "KSK-DEMO",
+    currency: str = "AED",
+    inactivity_timeout_s: float = 60.0,
+    receipts_dir: Path | None = None,
+    stack_s: float = 0.0,
+) -> KioskFiles:
     """Config, secrets and keys of a simulated kiosk under ``root`` (receipts rendered in
     ``receipts_dir``, default ``root/receipts``)."""
     from kiosk.providers.payby import generate_key_pair
@@ -56,10 +63,13 @@ def write_kiosk(root: Path, *, payby_url: str, payby_public_pem: bytes,
     secrets_file = etc / "secrets.toml"
     fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f'journal_key = "{secrets.token_hex(32)}"\n\n[payby]\n'
-                f'private_key = """\n{private_pem.decode()}"""\n')
+        f.write(
+            f'journal_key = "{secrets.token_hex(32)}"\n\n[payby]\n'
+            f'private_key = """\n{private_pem.decode()}"""\n'
+        )
     config = etc / "kiosk.toml"
-    config.write_text(f"""\
+    config.write_text(
+        f"""\
 [kiosk]
 id = "{kiosk_id}"
 location = "Simulated kiosk, loopback"
@@ -85,10 +95,12 @@ path = "{frames}"
 [payby]
 base_url = "{payby_url}/sgs/api"
 partner_id = "{STORE_PARTNER_ID}"
-public_key_file = "{etc / 'payby_public.pem'}"
+public_key_file = "{etc / "payby_public.pem"}"
 token_hosts = ["{TOKEN_HOST}"]
 timeout_s = 5
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return KioskFiles(root, config, state, receipts, frames, public_pem)
 
 
@@ -113,15 +125,27 @@ class DaemonProcess:
         log = self.log_path.open("ab")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kiosk", "run", "--config", str(self.files.config),
-             "--simulate"], stdout=log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "kiosk",
+                "run",
+                "--config",
+                str(self.files.config),
+                "--simulate",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         log.close()
         try:
             deadline = self.started_at + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"daemon exited with {self.proc.returncode}; "
-                                       f"see {self.log_path}")
+                    raise RuntimeError(
+                        f"daemon exited with {self.proc.returncode}; see {self.log_path}"
+                    )
                 sock.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
                 try:
                     msg = sock.recv(4096).decode(errors="replace")

@@ -36,7 +36,7 @@ def config_file(tmp_path: Path) -> Path:
 [kiosk]
 id = "KT1"
 currency = "AED"
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 secrets_file = "{secrets}"
 """)
     return cfg

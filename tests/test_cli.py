@@ -36,8 +36,9 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert exc.value.code == 2
 
 
-def test_journal_and_liabilities_commands(config_file: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_journal_and_liabilities_commands(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kiosk import config
     from kiosk.journal import Journal
     from tests.conftest import KEY
@@ -56,7 +57,9 @@ def test_journal_and_liabilities_commands(config_file: Path,
     assert main(["liabilities", "--config", str(config_file)]) == 0
     assert "AED 50.00" in capsys.readouterr().out
     assert main(["liabilities", "--settle", "1", "--config", str(config_file)]) == 2
-    assert main(["liabilities", "--settle", "1", "--note", "paid back",
-                 "--config", str(config_file)]) == 0
+    assert (
+        main(["liabilities", "--settle", "1", "--note", "paid back", "--config", str(config_file)])
+        == 0
+    )
     assert main(["liabilities", "--config", str(config_file)]) == 0
     assert "no liabilities" in capsys.readouterr().out

@@ -26,26 +26,32 @@ def test_minimal_config_loads_with_defaults(config_file: Path) -> None:
     [
         ('[kiosk]\nid = "bad id!"', "kiosk.id", "1-24 characters"),
         ('[kiosk]\nid = "K"\ncurrency = "XYZ"', "kiosk.currency", "AED"),
-        ('[kiosk]\nid = "K"\ninactivity_timeout_s = "60"', "kiosk.inactivity_timeout_s",
-         "seconds"),
-        ('[kiosk]\nid = "K"\ninactivity_timeout_s = -1', "kiosk.inactivity_timeout_s",
-         "positive"),
+        ('[kiosk]\nid = "K"\ninactivity_timeout_s = "60"', "kiosk.inactivity_timeout_s", "seconds"),
+        ('[kiosk]\nid = "K"\ninactivity_timeout_s = -1', "kiosk.inactivity_timeout_s", "positive"),
         ('[kiosk]\nid = "K"\nidd = 1', "kiosk.idd", "a known key"),
-        ('[kiosk]\nid = "K"\n[hardware.printer]\npaper_mm = 70', "hardware.printer.paper_mm",
-         "58 or 80"),
-        ('[kiosk]\nid = "K"\n[hardware.panel]\nconfirm = 6', "hardware.panel.(pins)",
-         "distinct"),
-        ('[kiosk]\nid = "K"\n[hardware.validator]\nnotes = [100, -5]',
-         "hardware.validator.notes", "positive"),
-        ('[kiosk]\nid = "K"\n[payby]\npartner_id = "1234567890123"', "payby.partner_id",
-         "1-12"),
-        ('[kiosk]\nid = "K"\n[payby]\npartner_id = "1"\nbase_url = "http://evil.example"',
-         "payby.base_url", "https"),
+        (
+            '[kiosk]\nid = "K"\n[hardware.printer]\npaper_mm = 70',
+            "hardware.printer.paper_mm",
+            "58 or 80",
+        ),
+        ('[kiosk]\nid = "K"\n[hardware.panel]\nconfirm = 6', "hardware.panel.(pins)", "distinct"),
+        (
+            '[kiosk]\nid = "K"\n[hardware.validator]\nnotes = [100, -5]',
+            "hardware.validator.notes",
+            "positive",
+        ),
+        ('[kiosk]\nid = "K"\n[payby]\npartner_id = "1234567890123"', "payby.partner_id", "1-12"),
+        (
+            '[kiosk]\nid = "K"\n[payby]\npartner_id = "1"\nbase_url = "http://evil.example"',
+            "payby.base_url",
+            "https",
+        ),
         ("[kiosk\n", "", "valid TOML"),
     ],
 )
-def test_bad_config_names_file_key_and_form(tmp_path: Path, toml: str, key: str,
-                                             expected: str) -> None:
+def test_bad_config_names_file_key_and_form(
+    tmp_path: Path, toml: str, key: str, expected: str
+) -> None:
     path = tmp_path / "kiosk.toml"
     path.write_text(toml)
     with pytest.raises(ConfigError) as err:
@@ -82,8 +88,9 @@ def test_secrets_content_errors(tmp_path: Path) -> None:
     short = write_secrets(tmp_path / "s1.toml", 'journal_key = "abcd"\n')
     with pytest.raises(ConfigError, match="journal_key"):
         config.load_secrets(short)
-    bad_pem = write_secrets(tmp_path / "s2.toml",
-                            f'journal_key = "{"ab" * 32}"\n[payby]\nprivate_key = "nope"\n')
+    bad_pem = write_secrets(
+        tmp_path / "s2.toml", f'journal_key = "{"ab" * 32}"\n[payby]\nprivate_key = "nope"\n'
+    )
     with pytest.raises(ConfigError, match=r"payby\.private_key"):
         config.load_secrets(bad_pem)
 

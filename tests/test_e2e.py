@@ -32,25 +32,37 @@ def test_demo_journey_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_running_daemon_refuses_bad_codes_and_reports_state(tmp_path: Path) -> None:
     with start_sandbox(tmp_path / "sandbox") as sandbox:
         with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-            files = write_kiosk(tmp_path / "kiosk", payby_url=sandbox.url,
-                                payby_public_pem=resp.read())
+            files = write_kiosk(
+                tmp_path / "kiosk", payby_url=sandbox.url, payby_public_pem=resp.read()
+            )
         store_setup(sandbox.url, files.store_public_pem)
         daemon = DaemonProcess(files)
         daemon.start()
         try:
             control = SimControl(files.control_socket)
             assert control.call("state")["panel"]["state"] == "ready"
-            for i, text in enumerate([
-                "hello world",
-                "https://evil.example/pay-page/main?ft=1",
-                "http://checkout.sandbox.payby.test/pay-page/main?ft=1",
-                "A" * 3000,
-            ]):
+            for i, text in enumerate(
+                [
+                    "hello world",
+                    "https://evil.example/pay-page/main?ft=1",
+                    "http://checkout.sandbox.payby.test/pay-page/main?ft=1",
+                    "A" * 3000,
+                ]
+            ):
                 control.call("show", path=str(make_qr_png(text, tmp_path / f"bad{i}.png")))
             conn = sqlite3.connect(f"file:{files.journal}?mode=ro", uri=True)
-            refused = wait_for(lambda: (rows := conn.execute(
-                "SELECT data FROM events WHERE kind = 'code.refused'").fetchall())
-                and len(rows) >= 4 and rows, timeout=20)
+            refused = wait_for(
+                lambda: (
+                    (
+                        rows := conn.execute(
+                            "SELECT data FROM events WHERE kind = 'code.refused'"
+                        ).fetchall()
+                    )
+                    and len(rows) >= 4
+                    and rows
+                ),
+                timeout=20,
+            )
             reasons = [json.loads(r[0])["reason"] for r in refused]
             assert any("not a code" in r for r in reasons)
             assert any("evil.example" in r for r in reasons)

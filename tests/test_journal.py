@@ -40,8 +40,9 @@ def test_events_are_append_only(journal: Journal) -> None:
 
 
 def test_intent_then_outcome_moves_totals_atomically(journal: Journal) -> None:
-    tx = journal.transition(journal.begin("payby_cashin", currency="AED").id, "accepting",
-                            amount_due=15000)
+    tx = journal.transition(
+        journal.begin("payby_cashin", currency="AED").id, "accepting", amount_due=15000
+    )
     eff = journal.intent(tx.id, "stack", "KT1-000001-note1", amount=10000)
     assert eff.status == "intent" and journal.get(tx.id).credited == 0
     assert journal.intent(tx.id, "stack", "KT1-000001-note1").id == eff.id  # resumable

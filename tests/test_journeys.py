@@ -30,8 +30,13 @@ def test_state_machine_is_well_formed(journey: Journey) -> None:
 
 def test_every_journey_of_the_reference_is_drawn() -> None:
     assert set(JOURNEYS) == {
-        "payby_cashin", "payby_refund", "paysera_cashin", "paysera_cashout",
-        "rapyd_cashout", "rapyd_cashin", "cashii_cashout",
+        "payby_cashin",
+        "payby_refund",
+        "paysera_cashin",
+        "paysera_cashout",
+        "rapyd_cashout",
+        "rapyd_cashin",
+        "cashii_cashout",
     }
 
 

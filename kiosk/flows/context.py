@@ -43,13 +43,14 @@ class Sources:
         self._sources = sources
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
-    async def next(self, timeout: float) -> tuple[str, Any] | None:
+    async def next(self, timeout: float) -> tuple[str, Any] | None:  # noqa: ASYNC109
         """``(source name, event)`` or ``None`` when ``timeout`` seconds pass quietly."""
         for name, source in self._sources.items():
             if name not in self._tasks:
                 self._tasks[name] = asyncio.ensure_future(source())
-        done, _ = await asyncio.wait(self._tasks.values(), timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            self._tasks.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if not done:
             return None
         for name, task in list(self._tasks.items()):

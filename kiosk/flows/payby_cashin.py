@@ -59,8 +59,7 @@ class PayByCashIn:
         j, panel = self.j, self.ctx.panel
         panel.show(PanelState.WAIT)
         code_hash = j.sync.code_hash(self.token_url)  # pure HMAC, no I/O
-        tx = await j.call(j.sync.begin, "payby_cashin", currency=self.cur.code,
-                          code_hash=code_hash)
+        tx = await j.call(j.sync.begin, "payby_cashin", currency=self.cur.code, code_hash=code_hash)
         log.info("%s: PayBy Cash Top Up started", tx.ref)
         if await j.call(j.sync.code_seen, self.token_url):
             return await self._refuse(tx, "code_already_used")
@@ -79,9 +78,14 @@ class PayByCashIn:
             return await self._refuse(tx, "store_balance_short")
 
         await j.call(j.sync.use_code, self.token_url, tx.id)
-        tx = await j.call(j.sync.transition, tx.id, "accepting", amount_due=order.total.minor,
-                          provider_ref=order.order_no,
-                          data={"merchant_order_no": order.merchant_order_no})
+        tx = await j.call(
+            j.sync.transition,
+            tx.id,
+            "accepting",
+            amount_due=order.total.minor,
+            provider_ref=order.order_no,
+            data={"merchant_order_no": order.merchant_order_no},
+        )
         ending = await self._accept_notes(tx)
         tx = await j.call(j.sync.get, tx.id)
         if ending != "complete":
@@ -112,8 +116,12 @@ class PayByCashIn:
                     note = event.note
                     if note.currency != self.cur.code or credited + note.value > due:
                         returned = await v.return_note()
-                        await j.call(j.sync.log, "note.returned", {
-                            "value": returned.value, "reason": "would_overpay"}, tx.id)
+                        await j.call(
+                            j.sync.log,
+                            "note.returned",
+                            {"value": returned.value, "reason": "would_overpay"},
+                            tx.id,
+                        )
                         continue
                     if not await self._stack(tx, note):
                         return "fault"
@@ -121,8 +129,12 @@ class PayByCashIn:
                 elif isinstance(event, NoteRejected):
                     await j.call(j.sync.log, "note.rejected", {"reason": event.reason}, tx.id)
                 elif isinstance(event, NoteReturned):
-                    await j.call(j.sync.log, "note.returned",
-                                 {"value": event.note.value, "reason": "device"}, tx.id)
+                    await j.call(
+                        j.sync.log,
+                        "note.returned",
+                        {"value": event.note.value, "reason": "device"},
+                        tx.id,
+                    )
                 elif isinstance(event, Fault):
                     await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)}, tx.id)
                     self.ctx.out_of_service.set()
@@ -139,12 +151,23 @@ class PayByCashIn:
         """Intent, stack, credit at the device's safe point. False on a device fault."""
         j = self.j
         n = len(await j.call(j.sync.effects, tx.id, kind="stack")) + 1
-        eff = await j.call(j.sync.intent, tx.id, "stack", f"{tx.ref}-note{n}", amount=note.value,
-                           request={"channel": note.channel, "currency": note.currency})
+        eff = await j.call(
+            j.sync.intent,
+            tx.id,
+            "stack",
+            f"{tx.ref}-note{n}",
+            amount=note.value,
+            request={"channel": note.channel, "currency": note.currency},
+        )
 
         async def on_credit(credited: Note) -> None:
-            await j.call(j.sync.outcome, eff.id, "done", credit=credited.value,
-                         outcome={"channel": credited.channel})
+            await j.call(
+                j.sync.outcome,
+                eff.id,
+                "done",
+                credit=credited.value,
+                outcome={"channel": credited.channel},
+            )
 
         try:
             await self.ctx.validator.stack(on_credit)
@@ -185,14 +208,22 @@ class PayByCashIn:
             tx = await j.call(j.sync.transition, tx.id, "paying")
         first = len(await j.call(j.sync.effects, tx.id, kind="pay")) + 1
         for attempt in range(first, first + PAY_ATTEMPTS):
-            eff = await j.call(j.sync.intent, tx.id, "pay", f"{tx.ref}-pay#{attempt}",
-                               amount=tx.amount_due,
-                               request={"order_no": tx.provider_ref, "payment_no": f"{tx.ref}-pay"})
+            eff = await j.call(
+                j.sync.intent,
+                tx.id,
+                "pay",
+                f"{tx.ref}-pay#{attempt}",
+                amount=tx.amount_due,
+                request={"order_no": tx.provider_ref, "payment_no": f"{tx.ref}-pay"},
+            )
             try:
                 order = await self.payby.pay_token_order(
-                    self.token_url, order_no=tx.provider_ref or "",
-                    amount=Money.of(tx.amount_due, tx.currency), payment_no=f"{tx.ref}-pay",
-                    device_id=self.ctx.config.kiosk_id)
+                    self.token_url,
+                    order_no=tx.provider_ref or "",
+                    amount=Money.of(tx.amount_due, tx.currency),
+                    payment_no=f"{tx.ref}-pay",
+                    device_id=self.ctx.config.kiosk_id,
+                )
             except ProviderUnavailable as exc:  # not delivered: the same request again, later
                 await j.call(j.sync.outcome, eff.id, "failed", outcome={"error": str(exc)})
                 await self.ctx.sleep(2.0 * (attempt - first + 1))
@@ -206,8 +237,12 @@ class PayByCashIn:
                 retry = None if self._retried else self._pay_once_more
                 return await settle_unknown(self.ctx, tx, retry=retry)
             ok = order.status in PAID
-            await j.call(j.sync.outcome, eff.id, "done" if ok else "failed",
-                         outcome={"status": str(order.status)})
+            await j.call(
+                j.sync.outcome,
+                eff.id,
+                "done" if ok else "failed",
+                outcome={"status": str(order.status)},
+            )
             if ok:
                 return await complete(self.ctx, tx)
             return await owe(self.ctx, tx, f"pay_status_{order.status}")
@@ -218,8 +253,9 @@ class PayByCashIn:
         return await self._pay(tx)
 
 
-async def settle_unknown(ctx: Context, tx: Tx, *,
-                         retry: Callable[[Tx], Awaitable[Tx]] | None = None) -> Tx:
+async def settle_unknown(
+    ctx: Context, tx: Tx, *, retry: Callable[[Tx], Awaitable[Tx]] | None = None
+) -> Tx:
     """Ask PayBy what happened to an ambiguous pay (getOrder) before anything is repeated.
 
     Paid by this store ⇒ paid. Still CREATED ⇒ ``retry`` (the flow still holds the tokenUrl:
@@ -292,6 +328,13 @@ async def _receipt(ctx: Context, tx: Tx, kind: str, status: str) -> Document:
     notes = [e.amount or 0 for e in stacked]
     refs = {"PayBy order": tx.provider_ref or "-"}
     return receipts.build(
-        tx, kind, kiosk_id=ctx.config.kiosk_id, location=ctx.config.location,
-        support_line=ctx.config.support_line, provider_name="PayBy Cash Top Up", notes=notes,
-        references=refs, status_text=status)
+        tx,
+        kind,
+        kiosk_id=ctx.config.kiosk_id,
+        location=ctx.config.location,
+        support_line=ctx.config.support_line,
+        provider_name="PayBy Cash Top Up",
+        notes=notes,
+        references=refs,
+        status_text=status,
+    )

@@ -27,9 +27,14 @@ async def recover(ctx: Context, power_up: PowerUpReport) -> list[Tx]:
     j = ctx.journal
     open_txs = await j.call(j.sync.transactions, open_only=True, limit=10_000)
     if power_up.stacked or power_up.in_escrow:
-        await j.call(j.sync.log, "validator.power_up", {
-            "stacked": power_up.stacked.value if power_up.stacked else None,
-            "in_escrow": power_up.in_escrow.value if power_up.in_escrow else None})
+        await j.call(
+            j.sync.log,
+            "validator.power_up",
+            {
+                "stacked": power_up.stacked.value if power_up.stacked else None,
+                "in_escrow": power_up.in_escrow.value if power_up.in_escrow else None,
+            },
+        )
     stacked = power_up.stacked
     settled: list[Tx] = []
     for tx in sorted(open_txs, key=lambda t: t.id):
@@ -39,25 +44,39 @@ async def recover(ctx: Context, power_up: PowerUpReport) -> list[Tx]:
         settled.append(await _recover_tx(ctx, tx))
     if stacked is not None:
         # The device stacked a note that no transaction was waiting for: keep it on record.
-        await j.call(j.sync.log, "validator.orphan_note", {"value": stacked.value,
-                                                           "currency": stacked.currency})
+        await j.call(
+            j.sync.log,
+            "validator.orphan_note",
+            {"value": stacked.value, "currency": stacked.currency},
+        )
     return settled
 
 
-async def _settle_notes_in_flight(ctx: Context, tx: Tx, stacked: Note | None,
-                                  in_escrow: Note | None) -> Note | None:
+async def _settle_notes_in_flight(
+    ctx: Context, tx: Tx, stacked: Note | None, in_escrow: Note | None
+) -> Note | None:
     j = ctx.journal
     for eff in await j.call(j.sync.effects, tx.id, kind="stack", status="intent"):
         if stacked is not None and stacked.value == eff.amount:
-            await j.call(j.sync.outcome, eff.id, "done", credit=stacked.value,
-                         outcome={"settled_by": "device_power_up_report"})
+            await j.call(
+                j.sync.outcome,
+                eff.id,
+                "done",
+                credit=stacked.value,
+                outcome={"settled_by": "device_power_up_report"},
+            )
             stacked = None
         elif in_escrow is not None and in_escrow.value == eff.amount:
-            await j.call(j.sync.outcome, eff.id, "failed",
-                         outcome={"settled_by": "returned_at_power_up"})
+            await j.call(
+                j.sync.outcome, eff.id, "failed", outcome={"settled_by": "returned_at_power_up"}
+            )
         else:
-            await j.call(j.sync.outcome, eff.id, "unknown",
-                         outcome={"settled_by": "nobody: technician counts the cash"})
+            await j.call(
+                j.sync.outcome,
+                eff.id,
+                "unknown",
+                outcome={"settled_by": "nobody: technician counts the cash"},
+            )
     return stacked
 
 

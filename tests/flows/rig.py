@@ -40,8 +40,9 @@ class Rig:
 
     def hook(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.sandbox.url}/_sandbox/{path}", data,
-                                     {"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.sandbox.url}/_sandbox/{path}", data, {"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             raw = resp.read()
         try:
@@ -53,8 +54,9 @@ class Rig:
         return self.hook("payby/orders", {"amount": amount, "currency": "AED"})  # type: ignore[no-any-return]
 
     def balance(self) -> str:
-        return str(self.hook(f"payby/balance/{self.ctx.config.payby.partner_id}")  # type: ignore[union-attr]
-                   ["balances"]["AED"])
+        return str(
+            self.hook(f"payby/balance/{self.ctx.config.payby.partner_id}")["balances"]["AED"]  # type: ignore[union-attr]
+        )
 
     async def until(self, check: Callable[[], Any], timeout: float = 5.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -93,31 +95,48 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, *, balance: str = "1000.00",
-              inactivity_timeout_s: float = 5.0) -> AsyncIterator[Rig]:
+async def rig(
+    tmp_path: Path, *, balance: str = "1000.00", inactivity_timeout_s: float = 5.0
+) -> AsyncIterator[Rig]:
     with start_sandbox(tmp_path / "sandbox") as sandbox:
         with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
             payby_pub = resp.read()
-        files = write_kiosk(tmp_path / "kiosk", payby_url=sandbox.url, payby_public_pem=payby_pub,
-                            inactivity_timeout_s=inactivity_timeout_s)
+        files = write_kiosk(
+            tmp_path / "kiosk",
+            payby_url=sandbox.url,
+            payby_public_pem=payby_pub,
+            inactivity_timeout_s=inactivity_timeout_s,
+        )
         store_setup(sandbox.url, files.store_public_pem)
         if balance != "1000.00":
-            urllib.request.urlopen(urllib.request.Request(
-                f"{sandbox.url}/_sandbox/payby/merchants",
-                json.dumps({"partnerId": "200009990777",
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{sandbox.url}/_sandbox/payby/merchants",
+                    json.dumps(
+                        {
+                            "partnerId": "200009990777",
                             "publicKeyPem": files.store_public_pem.decode(),
-                            "balance": {"currency": "AED", "amount": balance}}).encode(),
-                {"Content-Type": "application/json"}), timeout=10).close()
+                            "balance": {"currency": "AED", "amount": balance},
+                        }
+                    ).encode(),
+                    {"Content-Type": "application/json"},
+                ),
+                timeout=10,
+            ).close()
         cfg = config.load(files.config)
         secrets = config.load_secrets(cfg.secrets_file)
-        journal = await AsyncJournal.open(cfg.journal_path, kiosk_id=cfg.kiosk_id,
-                                          code_key=secrets.journal_key)
+        journal = await AsyncJournal.open(
+            cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key
+        )
         factory = MockFactory()
         panel = Panel(pin_factory=factory)
         factory.pin(26).drive_low()
         await panel.open()
-        validator = SimValidator(currency="AED", state_file=cfg.state_dir / "validator.json",
-                                 channels={1: 1000, 2: 5000, 3: 10000, 4: 20000})
+        validator = SimValidator(
+            currency="AED",
+            state_file=cfg.state_dir / "validator.json",
+            channels={1: 1000, 2: 5000, 3: 10000, 4: 20000},
+        )
         await validator.open()
         printer = SimPrinter(cfg.receipts_dir, columns=48)
         sleeps: list[float] = []
@@ -129,12 +148,23 @@ async def rig(tmp_path: Path, *, balance: str = "1000.00",
         timeout = httpx.Timeout(2.0)
         async with httpx.AsyncClient(timeout=timeout) as http:
             assert cfg.payby is not None and secrets.payby_private_key is not None
-            client = PayByClient(http, base_url=cfg.payby.base_url,
-                                 partner_id=cfg.payby.partner_id, timeout=timeout,
-                                 signer=Signer(secrets.payby_private_key),
-                                 verifier=Verifier(config.read_public_key(cfg.payby, cfg.file)))
-            ctx = Context(config=cfg, journal=journal, validator=validator, printer=printer,
-                          panel=panel, payby=client, sleep=fast_sleep)
+            client = PayByClient(
+                http,
+                base_url=cfg.payby.base_url,
+                partner_id=cfg.payby.partner_id,
+                timeout=timeout,
+                signer=Signer(secrets.payby_private_key),
+                verifier=Verifier(config.read_public_key(cfg.payby, cfg.file)),
+            )
+            ctx = Context(
+                config=cfg,
+                journal=journal,
+                validator=validator,
+                printer=printer,
+                panel=panel,
+                payby=client,
+                sleep=fast_sleep,
+            )
             try:
                 yield Rig(ctx, sandbox, validator, printer, panel, factory, files, sleeps)
             finally:

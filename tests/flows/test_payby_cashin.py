@@ -33,8 +33,14 @@ def test_happy_path_pays_the_order_once_and_prints(tmp_path: Path) -> None:
             assert r.balance() == "850.00"
             assert r.validator.cashbox() == {10000: 1, 5000: 1}
             text = (r.ctx.config.receipts_dir / f"{tx.ref}-cashin.txt").read_text()
-            for needle in (tx.ref, order["orderNo"], "AED 150.00", "AED 100.00, AED 50.00",
-                           "PAID", "KSK-DEMO"):
+            for needle in (
+                tx.ref,
+                order["orderNo"],
+                "AED 150.00",
+                "AED 100.00, AED 50.00",
+                "PAID",
+                "KSK-DEMO",
+            ):
                 assert needle in text
             assert r.panel.state == PanelState.DONE
             j = r.ctx.journal
@@ -42,6 +48,7 @@ def test_happy_path_pays_the_order_once_and_prints(tmp_path: Path) -> None:
             assert kinds.count("stack.intent") == kinds.count("stack.done") == 2
             assert kinds.index("pay.intent") < kinds.index("pay.done")
             assert "note.returned" in kinds
+
     run(scenario)
 
 
@@ -52,6 +59,7 @@ def test_balance_short_refuses_before_any_note(tmp_path: Path) -> None:
             assert (tx.state, tx.reason) == ("refused", "store_balance_short")
             assert r.validator.state()["enabled"] is False
             assert r.panel.state == PanelState.REFUSED
+
     run(scenario)
 
 
@@ -67,6 +75,7 @@ def test_unknown_token_and_replayed_code_are_refused(tmp_path: Path) -> None:
             assert (await task).state == "completed"
             again = await (await start(r, order["tokenUrl"]))
             assert (again.state, again.reason) == ("refused", "code_already_used")
+
     run(scenario)
 
 
@@ -90,6 +99,7 @@ def test_cancel_without_notes_is_cancelled_with_notes_is_owed(tmp_path: Path) ->
             text = (r.ctx.config.receipts_dir / f"{tx.ref}-owed.txt").read_text()
             assert "OWED TO YOU: AED 50.00" in text and tx.ref in text
             assert r.hook(f"payby/orders/{order['orderNo']}")["status"] == "CREATED"
+
     run(scenario)
 
 
@@ -100,6 +110,7 @@ def test_inactivity_timeout_with_notes_in_is_owed(tmp_path: Path) -> None:
             await r.insert(10000)
             tx = await task
             assert (tx.state, tx.reason, tx.owed) == ("owed", "ended_by_timeout", 10000)
+
     run(scenario)
 
 
@@ -117,9 +128,13 @@ def test_lost_pay_reply_is_settled_with_get_order_and_paid_once(tmp_path: Path) 
             j = r.ctx.journal
             pays = await j.call(j.sync.effects, tx.id, kind="pay")
             assert [p.status for p in pays] == ["unknown"]
-            states = [e["to_state"] for e in await j.call(j.sync.events, tx.id)
-                      if e["kind"] == "transition"]
+            states = [
+                e["to_state"]
+                for e in await j.call(j.sync.events, tx.id)
+                if e["kind"] == "transition"
+            ]
             assert states == ["accepting", "paying", "pay_unknown", "paid", "completed"]
+
     run(scenario)
 
 
@@ -135,6 +150,7 @@ def test_pay_that_never_arrived_is_sent_again_with_the_same_key(tmp_path: Path) 
             pays = await j.call(j.sync.effects, tx.id, kind="pay")
             assert [p.status for p in pays] == ["unknown", "done"]
             assert {p.request["payment_no"] for p in pays} == {f"{tx.ref}-pay"}
+
     run(scenario)
 
 
@@ -148,6 +164,7 @@ def test_order_expired_while_inserting_is_owed(tmp_path: Path) -> None:
             tx = await task
             assert tx.state == "owed" and tx.reason.startswith("pay_refused:")
             assert tx.owed == 15000 and r.balance() == "1000.00"
+
     run(scenario)
 
 
@@ -160,6 +177,7 @@ def test_validator_fault_mid_journey_is_owed_and_out_of_service(tmp_path: Path) 
             tx = await task
             assert (tx.state, tx.owed) == ("owed", 10000)
             assert r.ctx.out_of_service.is_set()
+
     run(scenario)
 
 
@@ -173,4 +191,5 @@ def test_paper_out_never_blocks_the_payment(tmp_path: Path) -> None:
             assert tx.state == "completed"
             (receipt,) = await r.ctx.journal.call(r.ctx.journal.sync.receipts, tx.id)
             assert receipt["status"] == "queued" and receipt["last_error"]
+
     run(scenario)

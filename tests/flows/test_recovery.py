@@ -17,8 +17,14 @@ from tests.flows.rig import Rig, rig, run
 NOTE = Note(channel=2, value=5000, currency="AED")
 
 
-async def at_state(r: Rig, state: str, *, order: dict[str, Any] | None = None,
-                   credited: int = 0, in_flight: int | None = None) -> Tx:
+async def at_state(
+    r: Rig,
+    state: str,
+    *,
+    order: dict[str, Any] | None = None,
+    credited: int = 0,
+    in_flight: int | None = None,
+) -> Tx:
     """A transaction driven through the journal (as the flow would) up to ``state``."""
     j = r.ctx.journal
     s = j.sync
@@ -26,16 +32,17 @@ async def at_state(r: Rig, state: str, *, order: dict[str, Any] | None = None,
     if state == "resolving":
         return tx
     order = order or r.order("150.00")
-    tx = await j.call(s.transition, tx.id, "accepting", amount_due=15000,
-                      provider_ref=order["orderNo"])
+    tx = await j.call(
+        s.transition, tx.id, "accepting", amount_due=15000, provider_ref=order["orderNo"]
+    )
     n = 0
-    for value in ([10000, 5000] if credited == 15000 else [credited] if credited else []):
+    for value in [10000, 5000] if credited == 15000 else [credited] if credited else []:
         n += 1
         eff = await j.call(s.intent, tx.id, "stack", f"{tx.ref}-note{n}", amount=value)
         await j.call(s.outcome, eff.id, "done", credit=value)
     if in_flight is not None:
         await j.call(s.intent, tx.id, "stack", f"{tx.ref}-note{n + 1}", amount=in_flight)
-    for nxt in PAYBY_CASHIN_PATH[PAYBY_CASHIN_PATH.index("accepting") + 1:]:
+    for nxt in PAYBY_CASHIN_PATH[PAYBY_CASHIN_PATH.index("accepting") + 1 :]:
         if PAYBY_CASHIN_PATH.index(nxt) > PAYBY_CASHIN_PATH.index(state):
             break
         tx = await j.call(s.transition, tx.id, nxt)
@@ -45,8 +52,8 @@ async def at_state(r: Rig, state: str, *, order: dict[str, Any] | None = None,
 PAYBY_CASHIN_PATH = ["resolving", "accepting", "paying", "pay_unknown", "paid"]
 
 
-async def recovered(r: Rig, report: PowerUpReport = PowerUpReport()) -> Tx:
-    (tx,) = await recover(r.ctx, report)
+async def recovered(r: Rig, report: PowerUpReport | None = None) -> Tx:
+    (tx,) = await recover(r.ctx, report or PowerUpReport())
     assert tx.state in TERMINAL | {"pay_unknown"}
     return tx
 
@@ -61,6 +68,7 @@ def test_resolving_is_refused(tmp_path: Path) -> None:
             await at_state(r, "resolving")
             tx = await recovered(r)
             assert (tx.state, tx.reason) == ("refused", "interrupted")
+
     run(scenario)
 
 
@@ -75,8 +83,14 @@ def test_resolving_is_refused(tmp_path: Path) -> None:
     ],
     ids=["no-notes", "notes", "in-flight-stacked", "in-flight-returned", "in-flight-unknown"],
 )
-def test_accepting(tmp_path: Path, credited: int, in_flight: int | None,
-                   report: PowerUpReport, state: str, owed: int) -> None:
+def test_accepting(
+    tmp_path: Path,
+    credited: int,
+    in_flight: int | None,
+    report: PowerUpReport,
+    state: str,
+    owed: int,
+) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
             await at_state(r, "accepting", credited=credited, in_flight=in_flight)
@@ -86,6 +100,7 @@ def test_accepting(tmp_path: Path, credited: int, in_flight: int | None,
             assert not await j.call(j.sync.effects, tx.id, status="intent")
             if owed:
                 assert (r.ctx.config.receipts_dir / f"{tx.ref}-owed.txt").exists()
+
     run(scenario)
 
 
@@ -98,12 +113,17 @@ def test_paying_when_the_pay_reached_payby_completes(tmp_path: Path, state: str)
             j = r.ctx.journal
             await j.call(j.sync.intent, tx.id, "pay", f"{tx.ref}-pay#1", amount=15000)
             assert r.ctx.payby is not None  # the pay went out just before the power cut
-            await r.ctx.payby.pay_token_order(order["tokenUrl"], order_no=order["orderNo"],
-                                              amount=Money.of(15000, "AED"),
-                                              payment_no=f"{tx.ref}-pay", device_id="KSK-DEMO")
+            await r.ctx.payby.pay_token_order(
+                order["tokenUrl"],
+                order_no=order["orderNo"],
+                amount=Money.of(15000, "AED"),
+                payment_no=f"{tx.ref}-pay",
+                device_id="KSK-DEMO",
+            )
             tx = await recovered(r)
             assert (tx.state, tx.owed) == ("completed", 0)
             assert r.balance() == "850.00"
+
     run(scenario)
 
 
@@ -115,6 +135,7 @@ def test_paying_when_the_pay_never_left_is_owed(tmp_path: Path, state: str) -> N
             tx = await recovered(r)
             assert (tx.state, tx.owed) == ("owed", 15000)
             assert r.balance() == "1000.00"
+
     run(scenario)
 
 
@@ -130,6 +151,7 @@ def test_pay_unknown_with_payby_unreachable_stays_pending(tmp_path: Path) -> Non
             r.hook("payby/faults", {"clear": True})
             (tx,) = await recover(r.ctx, PowerUpReport())  # the next idle tick settles it
             assert tx.state == "owed"
+
     run(scenario)
 
 
@@ -140,4 +162,5 @@ def test_paid_is_completed_with_its_receipt(tmp_path: Path) -> None:
             tx = await recovered(r)
             assert tx.state == "completed"
             assert (r.ctx.config.receipts_dir / f"{tx.ref}-cashin.txt").exists()
+
     run(scenario)
