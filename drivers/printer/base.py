@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +55,23 @@ class PrinterStatus:
 
     @property
     def ready(self) -> bool:
-        return self.online and self.paper is not PaperState.OUT and not self.cover_open and not (
-            self.error
+        return (
+            self.online
+            and self.paper is not PaperState.OUT
+            and not self.cover_open
+            and not (self.error)
         )
+
+
+#: Font A cell of ESC/POS heads, in dots (203 dpi: 32 columns = 384 dots on 58 mm paper,
+#: 48 columns = 576 dots on 80 mm).
+CELL_W: Final = 12
+CELL_H: Final = 24
+
+
+def dots_for_columns(columns: int) -> int:
+    """Printable width in dots of a head that prints ``columns`` font-A characters."""
+    return columns * CELL_W
 
 
 class ReceiptPrinter(Protocol):
