@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from typing import Any
 
@@ -107,6 +108,9 @@ class Daemon:
             await journal.close()
 
     def _payby_client(self) -> tuple[Any, Any]:
+        # httpx imports its command-line module, and with it click, whenever click is
+        # installed (sqlite-utils brings it); the daemon has no use for it.
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
         import httpx
 
         from kiosk.providers.payby import PayByClient, Signer, Verifier

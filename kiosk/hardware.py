@@ -46,7 +46,13 @@ def _pin_factory(simulate: bool) -> Any:
         from gpiozero.pins.mock import MockFactory
 
         return MockFactory()
-    return None  # gpiozero's default: lgpio on a Pi 5 (install the 'pi' extra), else RPi.GPIO
+    try:  # lgpio works on every Pi and is the only choice on a Pi 5 (RPi.GPIO is not)
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        return LGPIOFactory()
+    except Exception as exc:  # not a Pi, or lgpio missing: gpiozero's own default
+        log.warning("gpio: lgpio unavailable (%s); using gpiozero's default pin factory", exc)
+        return None
 
 
 async def build(config: Config) -> Hardware:

@@ -76,3 +76,50 @@ def test_running_daemon_refuses_bad_codes_and_reports_state(tmp_path: Path) -> N
             assert daemon.stop() == 0
         log = daemon.log_path.read_text()
         assert "ready in" in log and "pay-page" not in log
+
+
+def test_out_of_service_while_a_device_is_missing_or_faulted(tmp_path: Path) -> None:
+    with start_sandbox(tmp_path / "sandbox") as sandbox:
+        with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
+            files = write_kiosk(
+                tmp_path / "kiosk", payby_url=sandbox.url, payby_public_pem=resp.read()
+            )
+        store_setup(sandbox.url, files.store_public_pem)
+        # the validator's memory is garbage: the device cannot be opened
+        (files.state_dir / "sim-validator.json").write_text("{not json")
+        daemon = DaemonProcess(files)
+        daemon.start()
+        try:
+            control = SimControl(files.control_socket)
+            assert control.call("state")["panel"]["state"] == "out_of_service"
+            order = json.loads(
+                urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"{sandbox.url}/_sandbox/payby/orders",
+                        json.dumps({"amount": "10.00", "currency": "AED"}).encode(),
+                        {"Content-Type": "application/json"},
+                    )
+                ).read()
+            )
+            control.call("show", path=str(make_qr_png(order["tokenUrl"], tmp_path / "q.png")))
+            wait_for(lambda: control.call("state")["panel"]["state"] == "refused")
+            conn = sqlite3.connect(f"file:{files.journal}?mode=ro", uri=True)
+            assert conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0] == 0
+            conn.close()
+        finally:
+            assert daemon.stop() == 0
+        assert "out of service" in daemon.log_path.read_text()
+
+        # a healthy start, then a fault and its recovery
+        (files.state_dir / "sim-validator.json").unlink()
+        daemon = DaemonProcess(files, log_path=tmp_path / "second.log")
+        daemon.start()
+        try:
+            control = SimControl(files.control_socket)
+            assert control.call("state")["panel"]["state"] == "ready"
+            control.call("fault", kind="cashbox_removed")
+            wait_for(lambda: control.call("state")["panel"]["state"] == "out_of_service")
+            control.call("clear_fault")
+            wait_for(lambda: control.call("state")["panel"]["state"] == "ready")
+        finally:
+            assert daemon.stop() == 0
