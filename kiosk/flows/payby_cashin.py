@@ -229,8 +229,11 @@ class PayByCashIn:
                 await self.ctx.sleep(2.0 * (attempt - first + 1))
                 continue
             except ProviderRefused as exc:
+                # Never taken on its word: PayBy leaves some refusals unsigned, so a forged
+                # one must not turn a paid order into cash owed. getOrder decides.
                 await j.call(j.sync.outcome, eff.id, "failed", outcome={"code": exc.code})
-                return await owe(self.ctx, tx, f"pay_refused:{exc.code}")
+                tx = await j.call(j.sync.transition, tx.id, "pay_unknown")
+                return await settle_unknown(self.ctx, tx, refused=exc.code)
             except (ProviderAmbiguous, ProviderProtocolError) as exc:
                 await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": str(exc)})
                 tx = await j.call(j.sync.transition, tx.id, "pay_unknown")
@@ -254,7 +257,11 @@ class PayByCashIn:
 
 
 async def settle_unknown(
-    ctx: Context, tx: Tx, *, retry: Callable[[Tx], Awaitable[Tx]] | None = None
+    ctx: Context,
+    tx: Tx,
+    *,
+    retry: Callable[[Tx], Awaitable[Tx]] | None = None,
+    refused: str | None = None,
 ) -> Tx:
     """Ask PayBy what happened to an ambiguous pay (getOrder) before anything is repeated.
 
@@ -269,8 +276,10 @@ async def settle_unknown(
             order = await ctx.payby.get_order(order_no=tx.provider_ref)
             status, paid_by_us = str(order.status), order.payer_mid == ctx.config.payby.partner_id
         except ProviderRefused as exc:
-            if exc.code not in NOT_VISIBLE:
-                raise
+            if exc.code not in NOT_VISIBLE:  # e.g. our clock is off: no answer yet
+                log.warning("%s: getOrder refused (%s), attempt %d", tx.ref, exc, attempt)
+                await ctx.sleep(min(30.0, 2.0**attempt))
+                continue
             # Another merchant's order is visible to this store only once the store paid it.
             status, paid_by_us = "NOT_PAID_BY_STORE", False
         except ProviderError as exc:
@@ -283,7 +292,8 @@ async def settle_unknown(
         if status in ("CREATED", "NOT_PAID_BY_STORE") and retry is not None:
             tx = await j.call(j.sync.transition, tx.id, "paying", data={"retry": True})
             return await retry(tx)
-        return await owe(ctx, tx, f"pay_not_done:{status}")
+        reason = f"pay_refused:{refused}" if refused else f"pay_not_done:{status}"
+        return await owe(ctx, tx, reason)
     if tx.state != "pay_unknown":
         tx = await j.call(j.sync.transition, tx.id, "pay_unknown")
     if not await j.call(j.sync.receipts, tx.id):

@@ -96,7 +96,11 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    tmp_path: Path, *, balance: str = "1000.00", inactivity_timeout_s: float = 5.0
+    tmp_path: Path,
+    *,
+    balance: str = "1000.00",
+    inactivity_timeout_s: float = 5.0,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Rig]:
     with start_sandbox(tmp_path / "sandbox") as sandbox:
         with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
@@ -146,13 +150,14 @@ async def rig(
             await asyncio.sleep(0)
 
         timeout = httpx.Timeout(2.0)
-        async with httpx.AsyncClient(timeout=timeout) as http:
+        async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             assert cfg.payby is not None and secrets.payby_private_key is not None
             client = PayByClient(
                 http,
                 base_url=cfg.payby.base_url,
                 partner_id=cfg.payby.partner_id,
                 timeout=timeout,
+                clock=sandbox.clock.now_ms,  # "time passing" at the sandbox moves the kiosk too
                 signer=Signer(secrets.payby_private_key),
                 verifier=Verifier(config.read_public_key(cfg.payby, cfg.file)),
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
+
 from drivers.panel import PanelState
 from drivers.printer.base import PaperState
 from drivers.validator.base import FaultKind
@@ -191,5 +193,37 @@ def test_paper_out_never_blocks_the_payment(tmp_path: Path) -> None:
             assert tx.state == "completed"
             (receipt,) = await r.ctx.journal.call(r.ctx.journal.sync.receipts, tx.id)
             assert receipt["status"] == "queued" and receipt["last_error"]
+
+    run(scenario)
+
+
+class ForgedRefusal(httpx.AsyncBaseTransport):
+    """The pay reaches PayBy and takes effect; the kiosk is handed a forged, unsigned
+    refusal instead of the reply (PayBy tolerates unsigned replies on some error codes)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if not request.url.path.endswith("/cashTopUp/payOrder"):
+            return response
+        await response.aread()
+        await response.aclose()
+        head = {"applyStatus": "FAIL", "code": "400", "msg": "INVALID_PARAMETER"}
+        return httpx.Response(200, json={"head": head})
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_refusal_is_confirmed_with_get_order_before_owing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path, transport=ForgedRefusal()) as r:
+            task = await start(r, r.order("50.00")["tokenUrl"])
+            await r.insert(5000)
+            tx = await task
+            assert (tx.state, tx.owed) == ("completed", 0)  # paid: nothing is owed twice
+            assert r.balance() == "950.00"
 
     run(scenario)
