@@ -37,8 +37,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gpiozero import LED, Button, Buzzer, DigitalInputDevice
-
 log = logging.getLogger(__name__)
 
 
@@ -143,6 +141,8 @@ class Panel:
         self._state: PanelState | None = None
         self._pattern = Pattern()
         self._devices: list[Any] = []
+        from gpiozero import LED, Button, Buzzer, DigitalInputDevice  # only when built
+
         try:
             self._confirm = self._add(
                 Button(pins.confirm, pull_up=True, bounce_time=bounce_time, pin_factory=pin_factory)

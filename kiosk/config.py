@@ -17,10 +17,11 @@ import re
 import stat
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from drivers.panel import PanelPins
 from kiosk.errors import ConfigError, MoneyError
 from kiosk.money import Currency, currency
 
@@ -63,19 +64,6 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class PanelConfig:
-    """BCM pin numbers of the GPIO panel."""
-
-    confirm: int = 5
-    cancel: int = 6
-    door: int = 26
-    led_green: int = 17
-    led_amber: int = 27
-    led_red: int = 22
-    buzzer: int = 18
-
-
-@dataclass(frozen=True, slots=True)
 class PayByConfig:
     base_url: str = "https://api.payby.com/sgs/api"
     partner_id: str = ""
@@ -107,7 +95,8 @@ class Config:
     validator: ValidatorConfig
     printer: PrinterConfig
     reader: ReaderConfig
-    panel: PanelConfig
+    panel: PanelPins
+    """BCM pin numbers of the GPIO panel (defaults in ``drivers.panel.PanelPins``)."""
     payby: PayByConfig | None
     """``None`` when the ``[payby]`` table is absent: the journey is then refused."""
 
@@ -270,10 +259,10 @@ def _reader(t: _Table) -> ReaderConfig:
     return r
 
 
-def _panel(t: _Table) -> PanelConfig:
-    d = PanelConfig()
+def _panel(t: _Table) -> PanelPins:
+    d = PanelPins()
     pins: dict[str, int] = {}
-    for name in ("confirm", "cancel", "door", "led_green", "led_amber", "led_red", "buzzer"):
+    for name in (f.name for f in fields(PanelPins)):
         pins[name] = t.check(
             name,
             t.get(name, int, getattr(d, name), "a BCM pin number 0-27"),
@@ -283,7 +272,7 @@ def _panel(t: _Table) -> PanelConfig:
     if len(set(pins.values())) != len(pins):
         raise t.error("(pins)", "seven distinct BCM pin numbers")
     t.done()
-    return PanelConfig(**pins)
+    return PanelPins(**pins)
 
 
 def _payby(t: _Table) -> PayByConfig:

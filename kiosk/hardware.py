@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.panel import Panel, PanelPins
+from drivers.panel import Panel
 from drivers.printer.base import ReceiptPrinter
 from drivers.reader.base import CodeReader
 from drivers.validator.base import BillValidator
@@ -71,16 +71,7 @@ async def build(config: Config) -> Hardware:
     )
     printer = SimPrinter(c.receipts_dir, columns=48 if c.printer.paper_mm == 80 else 32)
     reader = ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s)
-    p = c.panel
-    pins = PanelPins(
-        confirm=p.confirm,
-        cancel=p.cancel,
-        door=p.door,
-        led_green=p.led_green,
-        led_amber=p.led_amber,
-        led_red=p.led_red,
-        buzzer=p.buzzer,
-    )
+    pins = c.panel
     factory = _pin_factory(c.simulate)
     panel = Panel(pins, pin_factory=factory)
     hw = Hardware(validator, printer, reader, panel)
