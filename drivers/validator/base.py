@@ -77,7 +77,10 @@ class PowerUpReport:
     """What the device says about a note in flight when it (or the host) restarted.
 
     ``in_escrow``: a note was held and is being returned to the customer (not credited).
-    ``stacked``: a note reached the cashbox whose credit the host may not have committed.
+    ``stacked``: a note reached the cashbox whose credit the host may not have committed
+    (eSSP: a CREDIT event still waiting for its ack; ID-003: POWER UP WITH BILL IN STACKER or
+    a VEND VALID repeated until ACK). A ``value`` of 0 means the device cannot say which note
+    (ID-003's VEND VALID carries no denomination): the host's own in-flight intent says.
     """
 
     in_escrow: Note | None = None
@@ -112,4 +115,43 @@ class BillValidator(Protocol):
 
     async def return_note(self) -> Note:
         """Give the escrowed note back to the customer."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutResult:
+    """What a payout command did, as the device reports it (minor units)."""
+
+    requested: int
+    dispensed: int
+    detail: str = ""  # why it stopped short: "jammed", "halted", "timeout", "error"
+
+    @property
+    def complete(self) -> bool:
+        return self.dispensed == self.requested
+
+
+class NoteDispenser(Protocol):
+    """A note recycler that pays out (ITL SMART Payout / NV4000).
+
+    A payout is one command, never retried by the driver: the kiosk journals its intent
+    first and the dispensed amount after; an incomplete payout is reported exactly.
+    """
+
+    async def levels(self) -> dict[int, int]:
+        """Notes stored for payout: value (minor units) -> count."""
+        ...
+
+    async def can_pay(self, amount: int) -> bool:
+        """The device's own check that it can pay ``amount`` exactly (no note moves)."""
+        ...
+
+    async def payout(self, amount: int) -> PayoutResult:
+        """Pay ``amount`` out and wait until the device reports the end of the payout."""
+        ...
+
+    async def halt(self) -> None: ...
+
+    async def smart_empty(self) -> dict[int, int]:
+        """Move every stored note to the cashbox, counted: value -> count moved."""
         ...
