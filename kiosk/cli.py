@@ -134,6 +134,38 @@ def cmd_liabilities(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin(args: argparse.Namespace, cmd: str, **kw: object) -> dict[str, object]:
+    from kiosk import admin, config
+
+    cfg = config.load(config.resolve_path(args.config))
+    reply = admin.call(cfg.state_dir / "admin.sock", {"cmd": cmd, **kw})
+    if not reply.get("ok"):
+        raise KioskError(str(reply.get("error")))
+    return reply
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply = _admin(args, "status")
+    reply.pop("ok")
+    print(json.dumps(reply, indent=2))
+    return 0
+
+
+def cmd_payout(args: argparse.Namespace) -> int:
+    from kiosk import config
+    from kiosk.money import Money
+
+    cfg = config.load(config.resolve_path(args.config))
+    amount = Money.from_decimal(args.amount, cfg.currency.code)
+    reply = _admin(args, "payout", amount=amount.minor)
+    paid = Money.of(int(str(reply["dispensed"])), cfg.currency.code)
+    print(
+        f"{reply['ref']}: {reply['state']} - paid out {paid} of {amount}"
+        + (f" ({reply['reason']})" if reply.get("reason") else "")
+    )
+    return 0 if reply["state"] == "completed" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kiosk", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -177,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     jr.add_argument("--open", action="store_true", help="only transactions not yet ended")
     jr.add_argument("--limit", type=int, default=50)
     jr.set_defaults(fn=cmd_journal)
+
+    st = with_config(sub.add_parser("status", help="ask the running daemon how it is"))
+    st.set_defaults(fn=cmd_status)
+    po = with_config(sub.add_parser("payout", help="test dispense through the running daemon"))
+    po.add_argument("amount", help="major units, e.g. 20.00")
+    po.set_defaults(fn=cmd_payout)
 
     li = with_config(sub.add_parser("liabilities", help="money owed to customers"))
     li.add_argument("--all", action="store_true", help="include settled ones")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.panel import PanelPins
+from drivers.serialport import LineSettings
 from kiosk.errors import ConfigError, MoneyError
 from kiosk.money import Currency, currency
 
@@ -33,9 +34,20 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class ValidatorConfig:
     driver: str = "sim"
-    """``sim`` (simulated); ``essp`` and ``id003`` arrive with the serial drivers."""
+    """``sim`` (simulated at the interface), ``essp`` (ITL NV200/NV9/NV4000, SMART Payout) or
+    ``id003`` (JCM UBA/iVIZION/iPRO)."""
     port: str = "/dev/kiosk-validator"
     """pyserial port URL (udev-stable name, ``spy://`` for a hexdump of the wire)."""
+    line: LineSettings | None = None
+    """Line settings, e.g. ``"9600 8N2"``; default the protocol's (eSSP 8N2, ID-003 8E1)."""
+    poll_interval_s: float = 0.2
+    """Seconds between polls while idle (eSSP requires at most 1 s)."""
+    encrypted: bool = True
+    """eSSP: negotiate the encryption layer (required by SMART Payout for payouts)."""
+    address: int = 0
+    """eSSP: slave address (0 for validators and SMART Payout)."""
+    payout: bool = False
+    """The validator is a recycler that pays notes out (eSSP SMART Payout): cash-out on."""
     notes: tuple[int, ...] = (500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
     """Simulator only: note values of its channels, in minor units of ``kiosk.currency``."""
     escrow_timeout_s: float = 30.0
@@ -186,16 +198,51 @@ def _path(t: _Table, name: str, default: Path, expected: str = "a path string") 
     return Path(t.get(name, str, str(default), expected))
 
 
+_LINE_RE = re.compile(r"(\d{3,6}) ([5-8])([NEO])([12])")
+
+
+def _line(t: _Table) -> LineSettings | None:
+    text = t.get("line", str, "", 'line settings like "9600 8N2"')
+    if not text:
+        return None
+    m = _LINE_RE.fullmatch(text.strip())
+    if m is None:
+        raise t.error("line", 'line settings like "9600 8N2" (baud, bits, N/E/O, stop bits)')
+    baud, bits, parity, stop = m.groups()
+    return LineSettings(int(baud), int(bits), parity, int(stop))  # type: ignore[arg-type]
+
+
 def _validator(t: _Table) -> ValidatorConfig:
     d = ValidatorConfig()
+    driver = t.check(
+        "driver",
+        t.get("driver", str, d.driver, '"sim", "essp" or "id003"'),
+        lambda s: s in ("sim", "essp", "id003"),
+        '"sim", "essp" or "id003"',
+    )
     v = ValidatorConfig(
-        driver=t.check(
-            "driver",
-            t.get("driver", str, d.driver, '"sim"'),
-            lambda s: s == "sim",
-            '"sim" (the eSSP and ID-003 drivers are not in this build yet)',
-        ),
+        driver=driver,
         port=t.get("port", str, d.port, "a pyserial port URL string"),
+        line=_line(t),
+        poll_interval_s=t.check(
+            "poll_interval_s",
+            t.get("poll_interval_s", float, d.poll_interval_s, "seconds"),
+            lambda x: 0.01 <= x <= 1.0,
+            "seconds between 0.01 and 1 (eSSP requires a poll at least every second)",
+        ),
+        encrypted=t.get("encrypted", bool, d.encrypted, "true or false"),
+        address=t.check(
+            "address",
+            t.get("address", int, d.address, "an eSSP address 0-125"),
+            lambda a: 0 <= a <= 0x7D,
+            "an eSSP address 0-125",
+        ),
+        payout=t.check(
+            "payout",
+            t.get("payout", bool, d.payout, "true or false"),
+            lambda on: not on or driver == "essp",
+            "false unless the driver is essp (ID-003 recyclers are not supported)",
+        ),
         notes=_int_list(t, "notes", d.notes, "a non-empty list of positive minor-unit integers"),
         escrow_timeout_s=t.check(
             "escrow_timeout_s",

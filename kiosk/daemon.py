@@ -21,6 +21,7 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
 from drivers.validator.base import Fault, FaultCleared, PowerUpReport
+from kiosk.admin import Handler, serve_admin
 from kiosk.config import Config, Secrets, read_public_key
 from kiosk.errors import PayloadError
 from kiosk.flows.context import Context, Sources
@@ -41,6 +42,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stopping = asyncio.Event()
         self.validator_ok = False
+        self.busy = asyncio.Lock()  # held by whatever drives the devices: a journey, a test payout
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -88,11 +90,13 @@ class Daemon:
                 ", simulated hardware" if c.simulate else "",
             )
             self.notifier.ready(f"ready; recovered {len(settled)}")
+            admin = await serve_admin(c.state_dir / "admin.sock", self._admin_handlers(ctx))
             watchdog = asyncio.create_task(self._watchdog())
             serve = asyncio.create_task(self._serve(ctx, hw))
             stop = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({serve, stop}, return_when=asyncio.FIRST_COMPLETED)
             self.notifier.stopping()
+            admin.close()
             for task in (serve, stop, watchdog):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -194,7 +198,8 @@ class Daemon:
                 hw.panel.show(PanelState.REFUSED)
                 await asyncio.sleep(RESULT_HOLD_S)
             else:
-                await self._journey(ctx, event)
+                async with self.busy:
+                    await self._journey(ctx, event)
                 await asyncio.sleep(RESULT_HOLD_S)
 
     async def _journey(self, ctx: Context, text: str) -> None:
@@ -244,3 +249,45 @@ class Daemon:
             for tx in await j.call(j.sync.transactions, open_only=True):
                 if tx.state == "pay_unknown":
                     await settle_unknown(ctx, tx)
+
+    def _admin_handlers(self, ctx: Context) -> dict[str, Handler]:
+        j = ctx.journal
+
+        async def status(req: dict[str, Any]) -> dict[str, Any]:
+            open_txs = await j.call(j.sync.transactions, open_only=True)
+            owed = await j.call(j.sync.liabilities)
+            state = "busy" if self.busy.locked() else "ready"
+            return {
+                "kiosk": self.config.kiosk_id,
+                "state": "out_of_service" if ctx.out_of_service.is_set() else state,
+                "validator": getattr(ctx.validator, "name", "?"),
+                "recycler": ctx.dispenser is not None,
+                "open_transactions": [t.ref for t in open_txs],
+                "open_liabilities": sum(r["amount"] for r in owed),
+            }
+
+        async def payout(req: dict[str, Any]) -> dict[str, Any]:
+            amount = req.get("amount")
+            if type(amount) is not int or amount <= 0:
+                raise ValueError("amount must be a positive integer of minor units")
+            if self.busy.locked():
+                raise ValueError("a journey is running; try again when the kiosk is idle")
+            from kiosk.flows.cashout import local_cashout
+
+            async with self.busy:
+                tx = await local_cashout(ctx, amount)
+            return {
+                "ref": tx.ref,
+                "state": tx.state,
+                "reason": tx.reason,
+                "dispensed": tx.dispensed,
+                "owed": tx.owed,
+                "currency": tx.currency,
+            }
+
+        async def levels(req: dict[str, Any]) -> dict[str, Any]:
+            if ctx.dispenser is None:
+                raise ValueError("this validator does not pay out")
+            return {"levels": {str(v): n for v, n in (await ctx.dispenser.levels()).items()}}
+
+        return {"status": status, "payout": payout, "levels": levels}

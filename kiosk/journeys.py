@@ -222,6 +222,22 @@ CASHII_CASHOUT = _j(
     },
 )
 
+LOCAL_CASHOUT = _j(
+    "local_cashout",
+    "none",
+    "out",
+    "checking",
+    {
+        "checking": "dispensing refused",
+        "dispensing": "completed owed unknown",
+    },
+    {
+        "checking": "nothing moved: refused",
+        "dispensing": "the recycler's levels (before: in the intent) settle what was paid; "
+        "the rest is owed; levels unreadable ⇒ unknown (technician)",
+    },
+)
+
 JOURNEYS: Final[dict[str, Journey]] = {
     j.name: j
     for j in (
@@ -232,5 +248,6 @@ JOURNEYS: Final[dict[str, Journey]] = {
         RAPYD_CASHOUT,
         RAPYD_CASHIN,
         CASHII_CASHOUT,
+        LOCAL_CASHOUT,
     )
 }

@@ -13,6 +13,7 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.printer.base import Block, Document, Line, QrBlock, ReceiptPrinter, Rule
 from kiosk.journal import AsyncJournal, Tx
+from kiosk.journeys import JOURNEYS
 from kiosk.money import Money
 
 log = logging.getLogger("kiosk.receipts")
@@ -21,6 +22,7 @@ TITLES = {
     "cashin": "CASH TOP UP - PAID",
     "pending": "PAYMENT PENDING",
     "owed": "NOT COMPLETED - MONEY OWED",
+    "cashout": "CASH OUT - PAID",
 }
 
 
@@ -54,10 +56,18 @@ def build(
         Line(f"Reference: {tx.ref}", bold=True),
         *[Line(f"{name}: {value}") for name, value in references.items()],
         Rule(),
-        Line(f"Amount due: {money(tx.amount_due)}"),
-        Line(f"Notes: {', '.join(money(n) for n in notes) or 'none'}"),
-        Line(f"Cash received: {money(tx.credited)}", bold=True),
     ]
+    if JOURNEYS[tx.journey].direction == "out":
+        blocks += [
+            Line(f"Amount requested: {money(tx.amount_due)}"),
+            Line(f"Cash paid out: {money(tx.dispensed)}", bold=True),
+        ]
+    else:
+        blocks += [
+            Line(f"Amount due: {money(tx.amount_due)}"),
+            Line(f"Notes: {', '.join(money(n) for n in notes) or 'none'}"),
+            Line(f"Cash received: {money(tx.credited)}", bold=True),
+        ]
     if tx.owed:
         blocks.append(Line(f"OWED TO YOU: {money(tx.owed)}", bold=True))
     blocks += [

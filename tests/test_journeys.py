@@ -37,6 +37,7 @@ def test_every_journey_of_the_reference_is_drawn() -> None:
         "rapyd_cashout",
         "rapyd_cashin",
         "cashii_cashout",
+        "local_cashout",
     }
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from drivers.printer.base import ReceiptPrinter
-from drivers.validator.base import BillValidator
+from drivers.validator.base import BillValidator, NoteDispenser
 from kiosk.config import Config
 from kiosk.journal import AsyncJournal
 
@@ -29,6 +29,8 @@ class Context:
     printer: ReceiptPrinter
     panel: Panel
     payby: PayByClient | None = None
+    dispenser: NoteDispenser | None = None
+    """The recycler that pays notes out, when the validator is one (SMART Payout)."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     """Backoff sleeps (tests pass a fast one)."""
     out_of_service: asyncio.Event = field(default_factory=asyncio.Event)
@@ -43,7 +45,7 @@ class Sources:
         self._sources = sources
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
-    async def next(self, timeout: float) -> tuple[str, Any] | None:  # noqa: ASYNC109
+    async def next(self, timeout: float) -> tuple[str, Any] | None:
         """``(source name, event)`` or ``None`` when ``timeout`` seconds pass quietly."""
         for name, source in self._sources.items():
             if name not in self._tasks:

@@ -13,8 +13,10 @@ module carries it out for the journeys the kiosk runs today. Notes whose stack w
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from drivers.validator.base import Note, PowerUpReport
+from kiosk.flows.cashout import end_payout, settle_payout
 from kiosk.flows.context import Context
 from kiosk.flows.payby_cashin import finish_paid, owe, settle_unknown
 from kiosk.journal import Tx
@@ -81,10 +83,15 @@ async def _settle_notes_in_flight(
 
 
 async def _recover_tx(ctx: Context, tx: Tx) -> Tx:
-    j = ctx.journal
-    if tx.journey != "payby_cashin":
+    recoverer = RECOVERERS.get(tx.journey)
+    if recoverer is None:
         log.error("%s: journey %s has no recovery in this build; left open", tx.ref, tx.journey)
         return tx
+    return await recoverer(ctx, tx)
+
+
+async def _payby_cashin(ctx: Context, tx: Tx) -> Tx:
+    j = ctx.journal
     if tx.state == "resolving":
         return await j.call(j.sync.transition, tx.id, "refused", reason="interrupted")
     if tx.state == "accepting":
@@ -103,6 +110,25 @@ async def _recover_tx(ctx: Context, tx: Tx) -> Tx:
     if tx.state == "paid":
         return await finish_paid(ctx, tx)
     return tx
+
+
+async def _local_cashout(ctx: Context, tx: Tx) -> Tx:
+    j = ctx.journal
+    if tx.state == "checking":
+        return await j.call(j.sync.transition, tx.id, "refused", reason="interrupted")
+    in_flight = await j.call(j.sync.effects, tx.id, kind="payout", status="intent")
+    if in_flight:  # the recycler's levels say what was paid
+        return await settle_payout(ctx, tx, in_flight[0])
+    done = await j.call(j.sync.effects, tx.id, kind="payout")
+    if done:  # the outcome was committed; only the ending was interrupted
+        return await end_payout(ctx, tx, tx.dispensed, "interrupted")
+    return await end_payout(ctx, tx, 0, "interrupted_before_payout")
+
+
+RECOVERERS: dict[str, Callable[[Context, Tx], Awaitable[Tx]]] = {
+    "payby_cashin": _payby_cashin,
+    "local_cashout": _local_cashout,
+}
 
 
 __all__ = ["recover"]

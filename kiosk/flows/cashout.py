@@ -1,0 +1,159 @@
+"""Paying notes out through the recycler, and the cash-out journey that needs no provider.
+
+:func:`dispense` is the one way the kiosk pays cash out; every cash-out journey (Paysera,
+Rapyd, Cashii, and today ``local_cashout``) calls it with its transaction in ``dispensing``:
+
+1. read the recycler's levels;
+2. commit the payout's intent, with those levels, before the command;
+3. one payout command, never retried: the device reports what it dispensed;
+4. commit the dispensed amount; complete ⇒ ``completed``; short ⇒ the exact amount paid is
+   recorded and the rest is **owed**;
+5. if the device does not say how the payout ended (a lost port, a crash), the levels settle
+   it: notes gone from the recycler since the intent were paid. Levels unreadable ⇒ ``unknown``
+   and a technician counts the cash. A payout is never repeated blindly.
+
+``local_cashout`` is the technician's test dispense (``kiosk payout AMOUNT``): checking (can
+the recycler pay it exactly?) → dispensing → receipt.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from drivers.errors import DriverError
+from drivers.panel import PanelState
+from kiosk import receipts
+from kiosk.flows.context import Context
+from kiosk.journal import Effect, Tx
+from kiosk.money import Money
+
+log = logging.getLogger("kiosk.flows.cashout")
+
+
+async def local_cashout(ctx: Context, amount: int) -> Tx:
+    """Pay ``amount`` (minor units of the kiosk's currency) out, with no provider."""
+    j = ctx.journal
+    tx = await j.call(
+        j.sync.begin, "local_cashout", currency=ctx.config.currency.code, amount_due=amount
+    )
+    if ctx.dispenser is None:
+        return await _refuse(ctx, tx, "no_recycler")
+    try:
+        ok = amount > 0 and await ctx.dispenser.can_pay(amount)
+    except DriverError as exc:
+        log.error("%s: recycler check failed: %s", tx.ref, exc)
+        return await _refuse(ctx, tx, "recycler_unavailable")
+    if not ok:
+        return await _refuse(ctx, tx, "cannot_pay_amount")
+    tx = await j.call(j.sync.transition, tx.id, "dispensing")
+    return await dispense(ctx, tx, amount)
+
+
+async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
+    """Pay ``amount`` out for ``tx`` (in ``dispensing``). See the module docstring."""
+    assert ctx.dispenser is not None
+    j = ctx.journal
+    ctx.panel.show(PanelState.WAIT)
+    try:
+        before = await ctx.dispenser.levels()
+    except DriverError as exc:
+        log.error("%s: cannot read the recycler before paying: %s", tx.ref, exc)
+        return await end_payout(ctx, tx, 0, "recycler_unavailable")
+    eff = await j.call(
+        j.sync.intent,
+        tx.id,
+        "payout",
+        f"{tx.ref}-payout",
+        amount=amount,
+        request={"levels_before": {str(v): n for v, n in before.items()}},
+    )
+    try:
+        result = await ctx.dispenser.payout(amount)
+    except DriverError as exc:
+        log.error("%s: payout ended without a report (%s): counting the recycler", tx.ref, exc)
+        return await settle_payout(ctx, tx, eff)
+    status = "done" if result.complete else "failed"
+    await j.call(
+        j.sync.outcome,
+        eff.id,
+        status,
+        dispensed=result.dispensed,
+        outcome={"dispensed": result.dispensed, "detail": result.detail},
+    )
+    return await end_payout(ctx, await j.call(j.sync.get, tx.id), result.dispensed, result.detail)
+
+
+async def settle_payout(ctx: Context, tx: Tx, eff: Effect) -> Tx:
+    """Settle a payout whose outcome is unknown from the recycler's levels (recovery too)."""
+    j = ctx.journal
+    before = {int(v): int(n) for v, n in eff.request.get("levels_before", {}).items()}
+    try:
+        assert ctx.dispenser is not None
+        after = await ctx.dispenser.levels()
+    except (AssertionError, DriverError) as exc:
+        await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": str(exc)})
+        tx = await j.call(j.sync.transition, tx.id, "unknown", reason="payout_unknown")
+        log.error("%s: payout outcome unknown: a technician must count the cash", tx.ref)
+        ctx.panel.show(PanelState.OUT_OF_SERVICE)
+        ctx.out_of_service.set()
+        return tx
+    paid = sum(v * (n - after.get(v, 0)) for v, n in before.items() if n > after.get(v, 0))
+    if paid > (eff.amount or 0) or any(after.get(v, 0) > n for v, n in before.items()):
+        await j.call(j.sync.outcome, eff.id, "unknown", outcome={"levels_after": after})
+        return await j.call(j.sync.transition, tx.id, "unknown", reason="levels_inconsistent")
+    status = "done" if paid == eff.amount else "failed"
+    await j.call(
+        j.sync.outcome,
+        eff.id,
+        status,
+        dispensed=paid,
+        outcome={"dispensed": paid, "settled_by": "levels"},
+    )
+    return await end_payout(ctx, await j.call(j.sync.get, tx.id), paid, "settled_by_levels")
+
+
+async def end_payout(ctx: Context, tx: Tx, dispensed: int, detail: str) -> Tx:
+    """``completed`` if all was paid, else the rest owed; the receipt either way."""
+    j = ctx.journal
+    short = tx.amount_due - dispensed
+    if short > 0:
+        await j.call(j.sync.owe, tx.id, short, f"incomplete_payout:{detail or 'stopped'}")
+        tx = await j.call(j.sync.transition, tx.id, "owed", reason="incomplete_payout")
+        log.warning(
+            "%s: paid %s of %s; owed %s",
+            tx.ref,
+            _m(tx, dispensed),
+            _m(tx, tx.amount_due),
+            _m(tx, short),
+        )
+        kind, status = "owed", "NOT FULLY PAID - keep this receipt; support will pay the rest"
+        ctx.panel.show(PanelState.REFUSED)
+    else:
+        tx = await j.call(j.sync.transition, tx.id, "completed")
+        log.info("%s: paid out %s", tx.ref, _m(tx, dispensed))
+        kind, status = "cashout", "PAID OUT - count your notes"
+        ctx.panel.show(PanelState.DONE)
+    doc = receipts.build(
+        tx,
+        kind,
+        kiosk_id=ctx.config.kiosk_id,
+        location=ctx.config.location,
+        support_line=ctx.config.support_line,
+        provider_name="Kiosk (technician test dispense)",
+        notes=[],
+        references={},
+        status_text=status,
+    )
+    await receipts.issue(j, ctx.printer, tx, kind, doc)
+    return tx
+
+
+async def _refuse(ctx: Context, tx: Tx, reason: str) -> Tx:
+    j = ctx.journal
+    log.info("%s: cash-out refused (%s)", tx.ref, reason)
+    ctx.panel.show(PanelState.REFUSED)
+    return await j.call(j.sync.transition, tx.id, "refused", reason=reason)
+
+
+def _m(tx: Tx, minor: int) -> str:
+    return str(Money.of(minor, tx.currency))
