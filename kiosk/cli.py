@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from kiosk.demo import run_demo
 
-    return run_demo(Path(args.out) if args.out else None)
+    return run_demo(Path(args.out) if args.out else None, validator=args.validator)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the PayBy Cash Top Up journey on simulated hardware")
     d.add_argument("--out", help="directory for the receipts, journal and logs (default: temp)")
+    d.add_argument(
+        "--validator",
+        choices=["sim", "id003", "essp"],
+        default="sim",
+        help="the validator: interface-level simulator (default) or a protocol simulator "
+        "spoken to byte for byte over a pseudo-terminal",
+    )
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("sandbox", help="local provider sandbox (PayBy) on loopback")

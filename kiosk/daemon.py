@@ -70,12 +70,14 @@ class Daemon:
                 printer=hw.printer,
                 panel=hw.panel,
                 payby=payby,
+                dispenser=hw.dispenser,
             )
             if not self.validator_ok:
                 ctx.out_of_service.set()
             from kiosk.flows.recovery import recover
 
             settled = await recover(ctx, power_up or PowerUpReport())
+            await self._ack_power_up(hw)
             for tx in settled:
                 log.warning("recovered %s -> %s", tx.ref, tx.state)
             await journal.call(
@@ -156,6 +158,16 @@ class Daemon:
             log.info("validator: open")
         self.validator_ok = True
         return report
+
+    async def _ack_power_up(self, hw: Hardware) -> None:
+        """Acknowledge the device's power-up report only now that recovery committed it
+        (ID-003: a VEND VALID left un-acked by a host crash)."""
+        ack = getattr(hw.validator, "ack_power_up", None)
+        if ack is not None and self.validator_ok:
+            try:
+                await ack()
+            except (DriverError, OSError) as exc:
+                log.error("validator: power-up acknowledgement failed: %s", exc)
 
     async def _watchdog(self) -> None:
         interval = watchdog_interval_s()
@@ -241,6 +253,7 @@ class Daemon:
                 from kiosk.flows.recovery import recover
 
                 await recover(ctx, report)
+                await self._ack_power_up(hw)
                 ctx.out_of_service.clear()
         if ctx.payby is not None:
             from kiosk.flows.payby_cashin import settle_unknown

@@ -9,6 +9,7 @@ real :class:`~drivers.panel.Panel` on gpiozero's ``MockFactory``; a control sock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from drivers.panel import Panel
 from drivers.printer.base import ReceiptPrinter
 from drivers.reader.base import CodeReader
-from drivers.validator.base import BillValidator
+from drivers.validator.base import BillValidator, NoteDispenser
 from kiosk.config import Config
 
 log = logging.getLogger("kiosk.hardware")
@@ -28,6 +29,8 @@ class Hardware:
     printer: ReceiptPrinter
     reader: CodeReader
     panel: Panel
+    dispenser: NoteDispenser | None = None
+    device: Any = None  # an in-process wire simulator (validator port "sim")
     control: asyncio.AbstractServer | None = None
 
     async def close(self) -> None:
@@ -38,6 +41,8 @@ class Hardware:
                 await closer()
             except Exception:  # closing must go on for the other devices
                 log.exception("closing a device failed")
+        if self.device is not None:
+            await self.device.close()
         self.panel.close()
 
 
@@ -59,28 +64,21 @@ async def build(config: Config) -> Hardware:
     """Build (not open) every device; under simulation also start the control socket."""
     from drivers.printer.sim import SimPrinter
     from drivers.reader.replay import ReplayReader
-    from drivers.validator.sim import SimValidator
 
     c = config
-    validator = SimValidator(
-        currency=c.currency.code,
-        channels={i + 1: v for i, v in enumerate(c.validator.notes)},
-        state_file=c.state_dir / "sim-validator.json",
-        escrow_timeout=c.validator.escrow_timeout_s,
-        stack_time=c.validator.stack_s,
-    )
+    hw_validator, scripted, dispenser, device = await _validator(c)
     printer = SimPrinter(c.receipts_dir, columns=48 if c.printer.paper_mm == 80 else 32)
     reader = ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s)
     pins = c.panel
     factory = _pin_factory(c.simulate)
     panel = Panel(pins, pin_factory=factory)
-    hw = Hardware(validator, printer, reader, panel)
+    hw = Hardware(hw_validator, printer, reader, panel, dispenser=dispenser, device=device)
     if c.simulate:
         from drivers.sim.control import SimRig, serve_control
 
         factory.pin(pins.door).drive_low()  # the simulated door starts closed
         rig = SimRig(
-            validator=validator,
+            validator=scripted,
             printer=printer,
             replay_dir=c.frames_dir,
             panel=panel,
@@ -91,3 +89,71 @@ async def build(config: Config) -> Hardware:
         sock.unlink(missing_ok=True)
         hw.control = await serve_control(rig, sock)
     return hw
+
+
+async def _validator(c: Config) -> tuple[BillValidator, Any, NoteDispenser | None, Any]:
+    """The validator driver, what the control channel scripts, the dispenser, and the
+    in-process device simulator (``port = "sim"``) to stop with the kiosk."""
+    v = c.validator
+    if v.driver == "sim":
+        from drivers.validator.sim import SimValidator
+
+        sim = SimValidator(
+            currency=c.currency.code,
+            channels={i + 1: value for i, value in enumerate(v.notes)},
+            state_file=c.state_dir / "sim-validator.json",
+            escrow_timeout=v.escrow_timeout_s,
+            stack_time=v.stack_s,
+        )
+        return sim, sim, None, None
+    from drivers.sim.wire import Unscripted
+
+    port, device = v.port, None
+    scripted: Any = Unscripted()
+    if v.driver == "id003":
+        from drivers.id003.client import Id003Validator
+        from drivers.serialport import ID003_LINE
+
+        table = {0x61 + i: value for i, value in enumerate(v.notes[:8])}
+        if port == "sim":
+            from drivers.id003.sim import Id003Simulator, serve
+            from drivers.sim.wire import Id003Script
+
+            id003_sim = Id003Simulator(currency=c.currency.code, escrow_table=table)
+            device = _DeviceSim(serve, id003_sim)
+            port, scripted = await device.start(), Id003Script(id003_sim)
+        validator = Id003Validator(
+            port,
+            currency=c.currency.code,
+            escrow_table=table,
+            line=v.line or ID003_LINE,
+            poll_interval=v.poll_interval_s,
+        )
+        return validator, scripted, None, device
+    raise ValueError(f"validator driver {v.driver!r} is not in this build")
+
+
+class _DeviceSim:
+    """A wire-level simulator served on a pty inside this process (``port = "sim"``)."""
+
+    def __init__(self, serve: Any, sim: Any) -> None:
+        self._serve, self.sim = serve, sim
+        self._task: asyncio.Task[None] | None = None
+        self._port: Any = None
+
+    async def start(self) -> str:
+        from drivers.pty import DevicePort
+
+        self._port = DevicePort()
+        self._port.start()
+        self._task = asyncio.create_task(self._serve(self.sim, self._port))
+        log.info("validator: simulated on %s", self._port.path)
+        return str(self._port.path)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._port is not None:
+            self._port.close()

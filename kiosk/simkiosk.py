@@ -48,9 +48,14 @@ def write_kiosk(
     inactivity_timeout_s: float = 60.0,
     receipts_dir: Path | None = None,
     stack_s: float = 0.0,
+    validator: str = "sim",
+    validator_port: str = "sim",
+    payout: bool = False,
 ) -> KioskFiles:
     """Config, secrets and keys of a simulated kiosk under ``root`` (receipts rendered in
-    ``receipts_dir``, default ``root/receipts``)."""
+    ``receipts_dir``, default ``root/receipts``). ``validator`` picks the driver: ``sim``
+    (interface-level simulator), ``essp`` or ``id003`` on ``validator_port`` (``sim``: the
+    protocol's simulator inside the daemon on a pty; a path: an external one)."""
     from kiosk.providers.payby import generate_key_pair
 
     root.mkdir(parents=True, exist_ok=True)
@@ -83,7 +88,11 @@ support_line = "Support: +971 4 000 0000, quote the reference"
 simulate = true
 
 [hardware.validator]
+driver = "{validator}"
+port = "{validator_port}"
 stack_s = {stack_s}
+poll_interval_s = 0.05
+payout = {"true" if payout else "false"}
 
 [hardware.printer]
 paper_mm = 80

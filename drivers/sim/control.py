@@ -46,7 +46,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from gpiozero.pins.mock import MockFactory
 
@@ -63,6 +63,25 @@ log = logging.getLogger(__name__)
 _LINE_LIMIT: Final = 64 * 1024
 
 
+class ScriptedValidator(Protocol):
+    """What the control channel asks of a simulated validator: the interface-level
+    :class:`SimValidator`, or a wire-level simulator behind an adapter (``drivers.sim.wire``).
+    ``insert``/``insert_fake``/``fault``/``clear_fault`` return the event the device raised
+    when the simulator knows it at once, else ``None`` (the driver will see it on the wire)."""
+
+    def insert(self, value: int) -> ValidatorEvent | None: ...
+
+    def insert_fake(self) -> ValidatorEvent | None: ...
+
+    def fault(self, kind: FaultKind, detail: str = "") -> ValidatorEvent | None: ...
+
+    def clear_fault(self) -> ValidatorEvent | None: ...
+
+    def empty_cashbox(self) -> dict[int, int]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class SimRig:
     """The simulated devices of one kiosk, and the camera directory the reader watches.
@@ -71,7 +90,7 @@ class SimRig:
     ``panel`` to the kiosk, and the rig to :func:`serve_control`.
     """
 
-    validator: SimValidator
+    validator: ScriptedValidator
     printer: SimPrinter
     replay_dir: Path
     panel: Panel
@@ -281,6 +300,16 @@ async def _state(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
     return rig.state()
 
 
+async def _power(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
+    """A power cut of the validator alone (wire-level simulators): ``{"on": false|true}``."""
+    on = _arg(req, "on", bool)
+    switch = getattr(rig.validator, "power_on" if on else "power_cut", None)
+    if switch is None:
+        raise _BadRequest("this simulated validator has no power switch")
+    switch()
+    return {"powered": on}
+
+
 COMMANDS: Final[dict[str, _Handler]] = {
     "ping": _ping,
     "insert": _insert,
@@ -296,6 +325,7 @@ COMMANDS: Final[dict[str, _Handler]] = {
     "show": _show,
     "hide": _hide,
     "state": _state,
+    "power": _power,
 }
 
 

@@ -59,16 +59,16 @@ async def _settle_notes_in_flight(
 ) -> Note | None:
     j = ctx.journal
     for eff in await j.call(j.sync.effects, tx.id, kind="stack", status="intent"):
-        if stacked is not None and stacked.value == eff.amount:
+        if stacked is not None and stacked.value in (eff.amount, 0):  # 0: the device cannot say
             await j.call(
                 j.sync.outcome,
                 eff.id,
                 "done",
-                credit=stacked.value,
+                credit=eff.amount or 0,
                 outcome={"settled_by": "device_power_up_report"},
             )
             stacked = None
-        elif in_escrow is not None and in_escrow.value == eff.amount:
+        elif in_escrow is not None and in_escrow.value in (eff.amount, 0):
             await j.call(
                 j.sync.outcome, eff.id, "failed", outcome={"settled_by": "returned_at_power_up"}
             )
