@@ -52,6 +52,17 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sim_validator(args: argparse.Namespace) -> int:
+    from kiosk.money import currency
+    from kiosk.simserve import DEFAULT_NOTES, serve_validator
+
+    currency(args.currency)  # refuse an unknown currency before anything starts
+    notes = tuple(int(n) for n in args.notes.split(",")) if args.notes else DEFAULT_NOTES
+    control = Path(args.control) if args.control else None
+    asyncio.run(serve_validator(args.protocol, Path(args.link), args.currency, control, notes))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kiosk.bench import footprint
 
@@ -197,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8700)
     s.add_argument("--dir", default="./sandbox-state", help="the sandbox's ledger and keys")
     s.set_defaults(fn=cmd_sandbox)
+
+    sim = sub.add_parser("sim", help="device simulators on pseudo-terminals")
+    simsub = sim.add_subparsers(dest="sim", required=True)
+    sv = simsub.add_parser("validator", help="a bill validator speaking eSSP or ID-003")
+    sv.add_argument("--protocol", choices=["essp", "id003"], required=True)
+    sv.add_argument("--link", required=True, help="path of the symlink to the pty to create")
+    sv.add_argument("--currency", default="EUR")
+    sv.add_argument("--notes", help="channel values in minor units, e.g. 500,1000,2000")
+    sv.add_argument("--control", help="a Unix socket for the control channel (JSON lines)")
+    sv.set_defaults(fn=cmd_sim_validator)
 
     b = sub.add_parser("bench", help="benchmarks a technician can run on a Pi")
     bsub = b.add_subparsers(dest="bench", required=True)

@@ -16,8 +16,9 @@ pending events into the :class:`~drivers.validator.base.PowerUpReport`:
   does not say which note it was);
 - INCOMPLETE PAYOUT ⇒ :attr:`EsspValidator.incomplete_payout`.
 
-These power-up events are acknowledged before :meth:`open` returns (as a unit reports them
-once): the caller journals the report straight away.
+The notes in that report stay unacknowledged (the unit repeats them and moves no note) until
+:meth:`EsspValidator.ack_power_up`, which the kiosk calls once its recovery has committed
+them; other power-up events (the end of an earlier payout) are acknowledged during open.
 
 A background task polls every ``poll_interval`` seconds (at most 1 s; 200 ms nominal) with
 POLL WITH ACK, encrypted when the link is. While a note waits in escrow it sends HOLD
@@ -111,6 +112,9 @@ _SETTLED: Final = frozenset(
     | {Event.FRAUD_ATTEMPT}
     | set(_LEVEL_FAULTS)
 )
+_POWER_UP_NOTES: Final = frozenset(
+    {Event.CREDIT, Event.CLEARED_TO_CASHBOX, Event.CLEARED_FROM_FRONT}
+)
 _PAYOUT_ERRORS: Final = frozenset(e.value for e in PayoutError)
 _RESPONSES: Final = frozenset(r.value for r in Response)
 _PAYOUT_ENDS: Final = {
@@ -138,7 +142,8 @@ class _State:
     stack: asyncio.Future[Note] | None = None
     host_reject: bool = False
     unacked: tuple[PollEvent, ...] = ()
-    credit_unacked: bool = False
+    hold_ack: bool = False  # the unacked events wait: on_credit, an orphan credit, recovery
+    power_up: bool = False  # they are the power-up report, waiting for ack_power_up()
     faults: frozenset[FaultKind] = frozenset()
     fraud: bool = False
     payout: _PayoutWait | None = None
@@ -286,7 +291,7 @@ class EsspValidator:
         await on_credit(credited)
         async with self._poll_lock:
             await self._ack()
-            s.unacked, s.credit_unacked = (), False
+            s.unacked, s.hold_ack = (), False
         log.debug("%s: %s stacked", self.name, credited)
         return credited
 
@@ -299,6 +304,18 @@ class EsspValidator:
             await self._cmd(Command.REJECT)
             s.escrow, s.host_reject = None, True
         return note
+
+    async def ack_power_up(self) -> None:
+        """Acknowledge the notes :meth:`open` reported (EVENT ACK), once the kiosk's recovery
+        has committed them. Until then the unit repeats them and moves no note. Does nothing
+        when nothing waits."""
+        s = self._s
+        async with self._poll_lock:
+            if not s.power_up:
+                return
+            await self._ack()
+            s.unacked, s.hold_ack, s.power_up = (), False, False
+        log.info("%s: power-up report acknowledged", self.name)
 
     # -- more of the validator -------------------------------------------------------------------
 
@@ -477,9 +494,12 @@ class EsspValidator:
         if reply.ok:
             log.warning("%s: a note was held in escrow at open: given back", self.name)
             in_escrow = Note(0, 0, self.currency)
+        pending: tuple[PollEvent, ...] = ()
         for _ in range(DRAIN_POLLS):
             events = await self._poll_events()
-            for e in events:
+            acks = tuple(e for e in events if e.code in ACK_REQUIRED)
+            fresh = events if acks != pending else tuple(e for e in events if e not in acks)
+            for e in fresh:
                 if e.code == Event.CLEARED_FROM_FRONT:
                     in_escrow = self._note(e.channel)
                 elif e.code in (Event.CLEARED_TO_CASHBOX, Event.CREDIT):
@@ -495,11 +515,16 @@ class EsspValidator:
                         "%s: power-up: last payout ended %s, %d", self.name, e.code.name, paid
                     )
             self._track_faults(events)
-            if any(e.code in ACK_REQUIRED for e in events):
-                await self._ack()
-            if all(e.code in _SETTLED for e in events):
+            if acks and acks != pending:
+                if any(e.code in _POWER_UP_NOTES for e in acks):
+                    pending = acks  # the report's events: acknowledged by ack_power_up()
+                else:
+                    await self._ack()
+            if all(e.code in _SETTLED or e in pending for e in events):
                 break
             await asyncio.sleep(self.poll_interval)
+        s = self._s
+        s.unacked, s.hold_ack, s.power_up = pending, bool(pending), bool(pending)
         if stacked is not None:
             log.warning("%s: power-up: %s went into the cashbox", self.name, stacked)
         if in_escrow is not None:
@@ -569,7 +594,7 @@ class EsspValidator:
         for event in fresh:
             await self._event(event)
         self._track_faults(events)
-        if s.unacked and not s.credit_unacked:
+        if s.unacked and not s.hold_ack:
             await self._ack()
             s.unacked = ()
 
@@ -612,7 +637,7 @@ class EsspValidator:
 
     async def _credit(self, note: Note) -> None:
         s = self._s
-        s.credit_unacked = True
+        s.hold_ack = True
         if s.stack is not None and not s.stack.done():
             s.escrow, s.stacking = None, False
             s.stack.set_result(note)

@@ -16,7 +16,8 @@ Behaviour (GA138 unless marked *sim*):
   commands (PAYOUT AMOUNT, HALT, SET ROUTE, SMART EMPTY, SET FIXED KEY) are refused with FA
   unless encrypted. Encrypted commands get encrypted replies; a poll reply carrying credit
   or payout values is encrypted even for a plain command once keys exist. A packet whose
-  eCOUNT or CRC is wrong is discarded (no reply).
+  eCOUNT or CRC is wrong is discarded (no reply). Commands not listed in this docstring
+  (EMPTY ALL, FLOAT, UNIT DATA…) answer UNKNOWN COMMAND (F2) (*sim*).
 - Notes move one step per poll: READ 0, READ n (escrow), then the next POLL accepts it:
   STACKING, STACKING + CREDIT n, then STACKED (cashbox) or NOTE STORED IN PAYOUT (recycled,
   when the denomination is routed to the payout and the payout is enabled). HOLD keeps a
@@ -119,7 +120,6 @@ _ENCRYPTED_ONLY: Final = frozenset(
         Command.HALT_PAYOUT,
         Command.SET_DENOMINATION_ROUTE,
         Command.SMART_EMPTY,
-        Command.EMPTY_ALL,
         Command.SET_FIXED_KEY,
     }
 )
@@ -131,7 +131,6 @@ _PAYOUT_ONLY: Final = frozenset(
         Command.SET_DENOMINATION_ROUTE,
         Command.GET_DENOMINATION_ROUTE,
         Command.SMART_EMPTY,
-        Command.EMPTY_ALL,
         Command.CASHBOX_PAYOUT_OPERATION_DATA,
         Command.DISABLE_PAYOUT_DEVICE,
     }

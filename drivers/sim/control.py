@@ -46,7 +46,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Union
 
 from gpiozero.pins.mock import MockFactory
 
@@ -80,6 +80,16 @@ class ScriptedValidator(Protocol):
     def empty_cashbox(self) -> dict[int, int]: ...
 
     def state(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ValidatorRig:
+    """A validator simulator alone (``kiosk sim validator``): only the validator commands."""
+
+    validator: ScriptedValidator
+
+    def state(self) -> dict[str, Any]:
+        return {"validator": self.validator.state()}
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,11 @@ def _choice(req: Mapping[str, Any], key: str, choices: list[str]) -> str:
     return value
 
 
-_Handler = Callable[[SimRig, Mapping[str, Any]], Awaitable[dict[str, Any]]]
+Rig = Union["SimRig", ValidatorRig]
+_Handler = Callable[[Any, Mapping[str, Any]], Awaitable[dict[str, Any]]]
+_VALIDATOR_COMMANDS: Final = frozenset(
+    {"ping", "insert", "insert_fake", "fault", "clear_fault", "empty_cashbox", "state", "power"}
+)
 _frame_seq = itertools.count()
 
 
@@ -329,7 +343,7 @@ COMMANDS: Final[dict[str, _Handler]] = {
 }
 
 
-async def handle_request(rig: SimRig, line: bytes) -> dict[str, Any]:
+async def handle_request(rig: Rig, line: bytes) -> dict[str, Any]:
     """One request line → its reply. Never raises (except cancellation)."""
     try:
         req = json.loads(line)
@@ -339,8 +353,9 @@ async def handle_request(rig: SimRig, line: bytes) -> dict[str, Any]:
         return {"ok": False, "error": "a request is a JSON object"}
     cmd = req.get("cmd")
     handler = COMMANDS.get(cmd) if isinstance(cmd, str) else None
-    if handler is None:
-        return {"ok": False, "error": f"unknown cmd {cmd!r}; known: {', '.join(COMMANDS)}"}
+    if handler is None or (isinstance(rig, ValidatorRig) and cmd not in _VALIDATOR_COMMANDS):
+        known = _VALIDATOR_COMMANDS if isinstance(rig, ValidatorRig) else COMMANDS
+        return {"ok": False, "error": f"unknown cmd {cmd!r}; known: {', '.join(sorted(known))}"}
     try:
         extra = await handler(rig, req)
     except (_BadRequest, DriverError) as exc:
@@ -352,7 +367,7 @@ async def handle_request(rig: SimRig, line: bytes) -> dict[str, Any]:
 
 
 async def _serve_client(
-    rig: SimRig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    rig: Rig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     try:
         while True:
@@ -385,7 +400,7 @@ def _clear_socket_path(socket_path: Path) -> None:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
 
 
-async def serve_control(rig: SimRig, socket_path: Path) -> asyncio.Server:
+async def serve_control(rig: Rig, socket_path: Path) -> asyncio.Server:
     """Listen on ``socket_path`` (a stale socket there is replaced). Close the returned server
     (``server.close(); await server.wait_closed()``) to stop."""
     _clear_socket_path(socket_path)

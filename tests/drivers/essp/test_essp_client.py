@@ -244,7 +244,11 @@ def test_power_cut_in_escrow_reports_the_note_given_back() -> None:
         assert isinstance(got, Fault) and got.kind == FaultKind.DISCONNECTED
         sim.power_on()
         await v.close()
-        return await v.open()
+        report = await v.open()
+        assert [e.code for e in sim.state().unacked] == [Event.CLEARED_FROM_FRONT]
+        await v.ack_power_up()
+        assert sim.state().unacked == ()
+        return report
 
     assert run(rig(body)) == PowerUpReport(in_escrow=TWENTY)
 
@@ -269,6 +273,8 @@ def test_power_cut_while_stacking_reports_the_note_stacked() -> None:
         await v.close()
         report = await v.open()
         assert sim.state().cashbox == {2000: 1}
+        await v.ack_power_up()
+        assert sim.state().unacked == ()
         return report
 
     assert run(rig(body)) == PowerUpReport(stacked=TWENTY)
@@ -292,7 +298,17 @@ def test_host_crash_inside_on_credit_next_open_reports_stacked() -> None:
         fresh = client(port)  # a new process on the same unit, which never lost power
         try:
             report = await fresh.open()
+            await asyncio.sleep(0.1)  # polling: the unit repeats the credit, nobody acks it
+            assert [e.code for e in sim.state().unacked] == [Event.CREDIT]
+            assert Command.EVENT_ACK not in sim.received
+            await fresh.ack_power_up()  # the kiosk's recovery committed the report
             assert sim.state().unacked == ()
+            assert sim.received.count(Command.EVENT_ACK) == 1
+            await fresh.ack_power_up()  # nothing left: no command
+            assert sim.received.count(Command.EVENT_ACK) == 1
+            await fresh.enable()
+            await until(lambda: sim.state().note_phase is None)  # the old note reaches the store
+            assert await escrowed(sim, fresh, 2000) == TWENTY  # notes move again
             return report
         finally:
             await fresh.close()

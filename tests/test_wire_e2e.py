@@ -1,0 +1,180 @@
+"""The daemon with a wire-level validator: `kiosk sim validator` runs in its own process on a
+pseudo-terminal and the daemon's real protocol driver talks to it byte for byte.
+
+Cash-in accepting and returning notes, every fault, a power cut mid-escrow, and a SIGKILL of
+the daemon mid-insertion (the device keeps its own memory, as a real one does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drivers.errors import CommandRefused
+from drivers.sim.control import SimControl
+from kiosk.demo import make_qr_png, store_setup
+from kiosk.sandbox.server import Sandbox, start_sandbox
+from kiosk.simkiosk import DaemonProcess, KioskFiles, wait_for, write_kiosk
+
+pytestmark = pytest.mark.slow
+PROTOCOLS = ["id003"]
+
+
+@dataclass
+class Wire:
+    sandbox: Sandbox
+    files: KioskFiles
+    daemon: DaemonProcess
+    device: SimControl  # the validator simulator's control socket
+    kiosk: SimControl  # the daemon's simulated panel, printer and camera
+    tmp: Path
+
+    def order(self, amount: str) -> dict[str, str]:
+        req = urllib.request.Request(
+            f"{self.sandbox.url}/_sandbox/payby/orders",
+            json.dumps({"amount": amount, "currency": "AED"}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+
+    def rows(self, sql: str) -> list[sqlite3.Row]:
+        conn = sqlite3.connect(f"file:{self.files.journal}?mode=ro", uri=True)
+        conn.row_factory = sqlite3.Row
+        try:
+            return list(conn.execute(sql))
+        finally:
+            conn.close()
+
+    def start_journey(self, amount: str) -> dict[str, str]:
+        order = self.order(amount)
+        qr = make_qr_png(order["tokenUrl"], self.tmp / f"qr-{order['orderNo']}.png")
+        self.kiosk.call("show", path=str(qr))
+        wait_for(lambda: self.rows(
+            f"SELECT id FROM transactions WHERE provider_ref = '{order['orderNo']}'"
+            " AND state = 'accepting'"), timeout=20)
+        return order
+
+    def insert(self, value: int) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.device.call("insert", value=value)
+                return
+            except CommandRefused:  # still busy with the previous note: push it again
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def panel(self) -> str:
+        return str(self.kiosk.call("state")["panel"]["state"])
+
+    def cashbox(self) -> int:
+        box = self.device.call("state")["validator"]["cashbox"]
+        return sum(int(v) * n for v, n in box.items())
+
+
+def _spawn_simulator(protocol: str, tmp: Path) -> subprocess.Popen[bytes]:
+    link, sock = tmp / "validator", tmp / "validator.sock"
+    with (tmp / "simulator.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiosk", "sim", "validator", "--protocol", protocol,
+             "--link", str(link), "--currency", "AED", "--control", str(sock)],
+            stdout=log, stderr=subprocess.STDOUT)
+    wait_for(lambda: link.exists() and sock.exists(), timeout=20)
+    return proc
+
+
+@pytest.fixture(params=PROTOCOLS)
+def wire(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wire]:
+    protocol = request.param
+    simulator = _spawn_simulator(protocol, tmp_path)
+    try:
+        with start_sandbox(tmp_path / "sandbox") as sandbox:
+            with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
+                files = write_kiosk(tmp_path / "kiosk", payby_url=sandbox.url,
+                                    payby_public_pem=resp.read(), validator=protocol,
+                                    validator_port=str(tmp_path / "validator"))
+            store_setup(sandbox.url, files.store_public_pem)
+            daemon = DaemonProcess(files)
+            daemon.start()
+            w = Wire(sandbox, files, daemon, SimControl(tmp_path / "validator.sock"),
+                     SimControl(files.control_socket), tmp_path)
+            try:
+                yield w
+            finally:
+                w.daemon.stop()  # the test may have restarted it
+    finally:
+        simulator.send_signal(signal.SIGTERM)
+        simulator.wait(10)
+
+
+def test_cash_in_accepts_and_returns_notes(wire: Wire) -> None:
+    wire.start_journey("150.00")
+    wire.insert(10000)
+    wait_for(lambda: wire.rows("SELECT credited FROM transactions")[0]["credited"] == 10000)
+    wire.insert(20000)  # would overpay: returned from escrow over the wire
+    wait_for(lambda: wire.rows("SELECT seq FROM events WHERE kind = 'note.returned'"))
+    wire.insert(5000)
+    wait_for(lambda: wire.rows("SELECT state FROM transactions")[0]["state"] == "completed",
+             timeout=20)
+    assert wire.cashbox() == 15000
+
+
+@pytest.mark.parametrize("kind", ["jam", "fraud", "cashbox_full", "cashbox_removed", "failure"])
+def test_each_fault_puts_the_kiosk_out_of_service_until_cleared(wire: Wire, kind: str) -> None:
+    assert wire.panel() == "ready"
+    wire.device.call("fault", kind=kind)
+    wait_for(lambda: wire.panel() == "out_of_service", timeout=10)
+    wire.device.call("clear_fault")
+    wait_for(lambda: wire.panel() == "ready", timeout=10)
+    faults = wire.rows("SELECT data FROM events WHERE kind = 'device.fault'")
+    assert faults
+
+
+def test_power_cut_mid_escrow_returns_the_note_and_owes_what_was_stacked(wire: Wire) -> None:
+    wire.start_journey("150.00")
+    wire.insert(10000)
+    wait_for(lambda: wire.rows("SELECT credited FROM transactions")[0]["credited"] == 10000)
+    wire.insert(5000)
+    wire.device.call("power", on=False)  # the note is still in the acceptor
+    tx = wait_for(lambda: (r := wire.rows("SELECT * FROM transactions")[0])["state"] == "owed"
+                  and r, timeout=20)
+    assert tx["credited"] == 10000 and tx["owed"] == 10000
+    wire.device.call("power", on=True)
+    wait_for(lambda: wire.panel() == "ready", timeout=20)
+    assert wire.cashbox() == 10000  # the 50 was given back at power-up
+
+
+def test_sigkill_of_the_daemon_mid_insertion_loses_nothing(wire: Wire) -> None:
+    rng = random.Random(7)
+    for round_no in range(3):
+        wire.start_journey("500.00")
+        for _ in range(rng.randint(1, 4)):
+            wire.insert(5000)
+            time.sleep(rng.uniform(0.0, 0.2))
+        os.kill(wire.daemon.pid, signal.SIGKILL)
+        wire.daemon.proc.wait(10)  # type: ignore[union-attr]
+        wire.daemon = DaemonProcess(wire.files, log_path=wire.tmp / f"after-{round_no}.log")
+        wire.daemon.start()  # READY only after recovery
+        wait_for(lambda: wire.panel() in ("ready", "out_of_service"), timeout=20)
+        credited = sum(r["credited"] for r in wire.rows("SELECT credited FROM transactions"))
+        unknown = sum(r["amount"] for r in wire.rows(
+            "SELECT amount FROM effects WHERE kind = 'stack' AND status = 'unknown'"))
+        cashbox = wire.cashbox()
+        assert credited <= cashbox <= credited + unknown, (credited, cashbox, unknown)
+        assert not wire.rows("SELECT id FROM effects WHERE status = 'intent'")
+        for tx in wire.rows("SELECT * FROM transactions"):
+            assert tx["state"] in ("owed", "cancelled", "completed"), dict(tx)
