@@ -59,7 +59,13 @@ def cmd_sim_validator(args: argparse.Namespace) -> int:
     currency(args.currency)  # refuse an unknown currency before anything starts
     notes = tuple(int(n) for n in args.notes.split(",")) if args.notes else DEFAULT_NOTES
     control = Path(args.control) if args.control else None
-    asyncio.run(serve_validator(args.protocol, Path(args.link), args.currency, control, notes))
+    levels = None
+    if args.levels:
+        pairs = (item.split("x") for item in args.levels.split(","))
+        levels = {int(value): int(count) for value, count in pairs}
+    asyncio.run(
+        serve_validator(args.protocol, Path(args.link), args.currency, control, notes, levels)
+    )
     return 0
 
 
@@ -217,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--currency", default="EUR")
     sv.add_argument("--notes", help="channel values in minor units, e.g. 500,1000,2000")
     sv.add_argument("--control", help="a Unix socket for the control channel (JSON lines)")
+    sv.add_argument("--levels", help="eSSP SMART Payout float, e.g. 1000x10,2000x10,5000x10")
     sv.set_defaults(fn=cmd_sim_validator)
 
     b = sub.add_parser("bench", help="benchmarks a technician can run on a Pi")

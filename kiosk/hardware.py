@@ -130,7 +130,38 @@ async def _validator(c: Config) -> tuple[BillValidator, Any, NoteDispenser | Non
             poll_interval=v.poll_interval_s,
         )
         return validator, scripted, None, device
-    raise ValueError(f"validator driver {v.driver!r} is not in this build")
+    from drivers.essp.client import EsspValidator
+    from drivers.serialport import ESSP_LINE
+
+    channels = {i + 1: value for i, value in enumerate(v.notes)}
+    if port == "sim":
+        from drivers.essp.sim import EsspSimulator
+        from drivers.essp.sim import serve as serve_essp
+        from drivers.sim.wire import EsspScript
+
+        essp_sim = EsspSimulator(
+            currency=c.currency.code,
+            channels=channels,
+            payout=v.payout,
+            require_encryption=v.encrypted,
+            levels=SIM_FLOAT if v.payout else None,
+        )
+        device = _DeviceSim(serve_essp, essp_sim)
+        port, scripted = await device.start(), EsspScript(essp_sim)
+    essp = EsspValidator(
+        port,
+        currency=c.currency.code,
+        line=v.line or ESSP_LINE,
+        address=v.address,
+        encrypted=v.encrypted,
+        poll_interval=v.poll_interval_s,
+        payout=True if v.payout else None,
+    )
+    return essp, scripted, essp if v.payout else None, device
+
+
+#: Notes a simulated SMART Payout holds for paying out at start (value -> count).
+SIM_FLOAT: dict[int, int] = {1000: 10, 2000: 10, 5000: 10}
 
 
 class _DeviceSim:

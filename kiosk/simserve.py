@@ -19,42 +19,59 @@ DEFAULT_NOTES = (500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
 
 def build_simulator(
-    protocol: str, link: Path, currency: str, notes: tuple[int, ...]
+    protocol: str,
+    link: Path,
+    currency: str,
+    notes: tuple[int, ...],
+    levels: dict[int, int] | None = None,
 ) -> tuple[Any, Coroutine[Any, Any, None]]:
     """The control-channel script and the coroutine that serves the device on ``link``."""
     if protocol == "id003":
-        from drivers.id003.sim import ESCROW_TABLES, Id003Simulator, run_simulator
+        from drivers.id003.codes import ESCROW_TABLES
+        from drivers.id003.sim import Id003Simulator, run_simulator
         from drivers.sim.wire import Id003Script
 
         table = None if currency in ESCROW_TABLES else {0x61 + i: v for i, v in enumerate(notes)}
         id003 = Id003Simulator(currency=currency, escrow_table=table)
         return Id003Script(id003), run_simulator(link, currency=currency, sim=id003)
     if protocol == "essp":
-        from drivers.essp.sim import EsspSimulator, run_simulator as run_essp
+        from drivers.essp.sim import EsspSimulator
+        from drivers.essp.sim import run_simulator as run_essp
         from drivers.sim.wire import EsspScript
 
-        essp = EsspSimulator(currency=currency, channels=dict(enumerate(notes, start=1)))
+        essp = EsspSimulator(
+            currency=currency, channels=dict(enumerate(notes, start=1)), levels=levels
+        )
         return EsspScript(essp), run_essp(link, currency=currency, sim=essp)
     raise ValueError(f"unknown protocol {protocol!r}")
 
 
 async def serve_validator(
-    protocol: str, link: Path, currency: str, control: Path | None, notes: tuple[int, ...]
+    protocol: str,
+    link: Path,
+    currency: str,
+    control: Path | None,
+    notes: tuple[int, ...],
+    levels: dict[int, int] | None = None,
 ) -> None:
     from drivers.sim.control import ValidatorRig, serve_control
 
-    script, device = build_simulator(protocol, link, currency, notes)
+    script, device = build_simulator(protocol, link, currency, notes, levels)
     server = await serve_control(ValidatorRig(script), control) if control else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(device)
-    print(f"{protocol} validator simulator ({currency}) on {link}"
-          + (f"; control socket {control}" if control else ""), flush=True)
+    print(
+        f"{protocol} validator simulator ({currency}) on {link}"
+        + (f"; control socket {control}" if control else ""),
+        flush=True,
+    )
     try:
-        await asyncio.wait({task, asyncio.create_task(stop.wait())},
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {task, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

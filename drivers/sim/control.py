@@ -201,7 +201,17 @@ def _choice(req: Mapping[str, Any], key: str, choices: list[str]) -> str:
 Rig = Union["SimRig", ValidatorRig]
 _Handler = Callable[[Any, Mapping[str, Any]], Awaitable[dict[str, Any]]]
 _VALIDATOR_COMMANDS: Final = frozenset(
-    {"ping", "insert", "insert_fake", "fault", "clear_fault", "empty_cashbox", "state", "power"}
+    {
+        "ping",
+        "insert",
+        "insert_fake",
+        "fault",
+        "clear_fault",
+        "empty_cashbox",
+        "state",
+        "power",
+        "payout_stop_after",
+    }
 )
 _frame_seq = itertools.count()
 
@@ -314,6 +324,16 @@ async def _state(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
     return rig.state()
 
 
+async def _payout_stop_after(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
+    """The recycler's next payout stops after ``notes`` notes (an incomplete payout)."""
+    notes = _arg(req, "notes", int)
+    stop = getattr(rig.validator, "payout_stop_after", None)
+    if stop is None:
+        raise _BadRequest("this simulated validator does not pay out")
+    stop(notes)
+    return {"stop_after": notes}
+
+
 async def _power(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
     """A power cut of the validator alone (wire-level simulators): ``{"on": false|true}``."""
     on = _arg(req, "on", bool)
@@ -340,6 +360,7 @@ COMMANDS: Final[dict[str, _Handler]] = {
     "hide": _hide,
     "state": _state,
     "power": _power,
+    "payout_stop_after": _payout_stop_after,
 }
 
 

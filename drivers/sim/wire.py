@@ -75,6 +75,60 @@ class Id003Script:
         return {"protocol": "id003", **_jsonable(state)}
 
 
+class EsspScript:
+    """Scripts an :class:`~drivers.essp.sim.EsspSimulator` (NV200 / SMART Payout)."""
+
+    def __init__(self, sim: Any) -> None:
+        self.sim = sim
+
+    def insert(self, value: int) -> ValidatorEvent | None:
+        if not self.sim.insert(value):
+            raise CommandRefused(f"the validator does not take a note of {value} now")
+        return None
+
+    def insert_fake(self) -> ValidatorEvent | None:
+        self.sim.insert_fake()
+        return None
+
+    def fault(self, kind: FaultKind, detail: str = "") -> ValidatorEvent | None:
+        first_channel = next(iter(self.sim.channels))
+        actions = {
+            FaultKind.JAM: self.sim.jam,
+            FaultKind.FRAUD: lambda: self.sim.fraud(first_channel),
+            FaultKind.CASHBOX_FULL: self.sim.cashbox_full,
+            FaultKind.CASHBOX_REMOVED: self.sim.cashbox_removed,
+            FaultKind.FAILURE: self.sim.note_path_open,
+            FaultKind.DISCONNECTED: self.sim.power_cut,
+        }
+        actions[kind]()
+        return None
+
+    def clear_fault(self) -> ValidatorEvent | None:
+        self.sim.cashbox_replaced(emptied=False)  # E4 only if the cashbox was out
+        self.sim.clear_faults()
+        if not self.sim.state().powered:
+            self.sim.power_on()
+        return None
+
+    def empty_cashbox(self) -> dict[int, int]:
+        held = dict(self.sim.state().cashbox)
+        self.sim.cashbox_replaced(emptied=True)
+        return held
+
+    def power_cut(self) -> None:
+        self.sim.power_cut()
+
+    def power_on(self) -> None:
+        self.sim.power_on()
+
+    def payout_stop_after(self, notes: int) -> None:
+        self.sim.payout_stop_after(notes)
+
+    def state(self) -> dict[str, Any]:
+        state = dataclasses.asdict(self.sim.state())
+        return {"protocol": "essp", **_jsonable(state)}
+
+
 class Unscripted:
     """A validator whose simulator runs in another process: script it there."""
 
