@@ -42,6 +42,11 @@ class ValidatorConfig:
     """Line settings, e.g. ``"9600 8N2"``; default the protocol's (eSSP 8N2, ID-003 8E1)."""
     poll_interval_s: float = 0.2
     """Seconds between polls while idle (eSSP requires at most 1 s)."""
+    reply_timeout_s: float = 1.0
+    """Seconds to wait for a reply before sending the command again (eSSP manual: 1 s)."""
+    retries: int | None = None
+    """Sends of one command before the device is declared lost (default: the protocol's,
+    eSSP 20, ID-003 3)."""
     encrypted: bool = True
     """eSSP: negotiate the encryption layer (required by SMART Payout for payouts)."""
     address: int = 0
@@ -212,6 +217,18 @@ def _line(t: _Table) -> LineSettings | None:
     return LineSettings(int(baud), int(bits), parity, int(stop))  # type: ignore[arg-type]
 
 
+def _retries(t: _Table) -> int | None:
+    if "retries" not in t.data:
+        t.used.add("retries")
+        return None
+    return t.check(
+        "retries",
+        t.get("retries", int, 0, "a number of sends 1-50"),
+        lambda n: 1 <= n <= 50,
+        "a number of sends 1-50",
+    )
+
+
 def _validator(t: _Table) -> ValidatorConfig:
     d = ValidatorConfig()
     driver = t.check(
@@ -230,6 +247,13 @@ def _validator(t: _Table) -> ValidatorConfig:
             lambda x: 0.01 <= x <= 1.0,
             "seconds between 0.01 and 1 (eSSP requires a poll at least every second)",
         ),
+        reply_timeout_s=t.check(
+            "reply_timeout_s",
+            t.get("reply_timeout_s", float, d.reply_timeout_s, "seconds"),
+            lambda x: 0.05 <= x <= 10,
+            "seconds between 0.05 and 10",
+        ),
+        retries=_retries(t),
         encrypted=t.get("encrypted", bool, d.encrypted, "true or false"),
         address=t.check(
             "address",

@@ -16,11 +16,12 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
-from drivers.validator.base import Fault, FaultCleared, PowerUpReport
+from drivers.validator.base import Fault, FaultCleared, FaultKind, PowerUpReport
 from kiosk.admin import Handler, serve_admin
 from kiosk.config import Config, Secrets, read_public_key
 from kiosk.errors import PayloadError
@@ -32,7 +33,8 @@ from kiosk.sdnotify import Notifier, watchdog_interval_s
 
 log = logging.getLogger("kiosk.daemon")
 
-IDLE_TICK_S = 30.0  # how often an idle kiosk retries devices and settles pending payments
+IDLE_TICK_S = 30.0  # how often an idle kiosk settles pending payments
+REOPEN_S = 2.0  # how often a lost validator is opened again
 RESULT_HOLD_S = 3.0  # how long DONE / REFUSED stay on the panel
 
 
@@ -184,13 +186,15 @@ class Daemon:
             oos = ctx.out_of_service.is_set()
             hw.panel.show(PanelState.OUT_OF_SERVICE if oos else PanelState.READY)
             self.notifier.status("out of service" if oos else "ready")
-            sources = Sources(
-                code=hw.reader.next_code,
-                panel=hw.panel.next_event,
-                validator=hw.validator.next_event,
-            )
+            waits: dict[str, Callable[[], Awaitable[object]]] = {
+                "code": hw.reader.next_code,
+                "panel": hw.panel.next_event,
+            }
+            if self.validator_ok:
+                waits["validator"] = hw.validator.next_event
+            sources = Sources(**waits)
             try:
-                got = await sources.next(IDLE_TICK_S)
+                got = await sources.next(IDLE_TICK_S if self.validator_ok else REOPEN_S)
             finally:
                 await sources.close()
             if got is None:
@@ -199,6 +203,7 @@ class Daemon:
             name, event = got
             if name == "validator":
                 await self._device_event(ctx, event)
+                await self._drop_lost_validator(ctx, hw)
             elif name == "panel":
                 if event in (PanelEvent.DOOR_OPEN, PanelEvent.DOOR_CLOSED):
                     await j.call(
@@ -212,6 +217,7 @@ class Daemon:
             else:
                 async with self.busy:
                     await self._journey(ctx, event)
+                await self._drop_lost_validator(ctx, hw)
                 await asyncio.sleep(RESULT_HOLD_S)
 
     async def _journey(self, ctx: Context, text: str) -> None:
@@ -239,12 +245,26 @@ class Daemon:
         if isinstance(event, Fault):
             log.error("validator: %s: out of service", event.kind)
             await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)})
+            ctx.fault = event.kind
             ctx.out_of_service.set()
         elif isinstance(event, FaultCleared):
             log.info("validator: recovered")
             await j.call(j.sync.log, "device.recovered")
+            ctx.fault = None
             if self.validator_ok:
                 ctx.out_of_service.clear()
+
+    async def _drop_lost_validator(self, ctx: Context, hw: Hardware) -> None:
+        """A validator that stopped answering is closed; the idle loop opens it again, which
+        brings its power-up report (a note returned, a note stacked) into recovery."""
+        if ctx.fault is not FaultKind.DISCONNECTED or not self.validator_ok:
+            return
+        log.error("validator: lost; opening it again every %.0f s", REOPEN_S)
+        self.validator_ok = False
+        try:
+            await hw.validator.close()
+        except (DriverError, OSError) as exc:
+            log.warning("validator: close failed: %s", exc)
 
     async def _idle_tick(self, ctx: Context, hw: Hardware) -> None:
         if not self.validator_ok:
@@ -254,6 +274,7 @@ class Daemon:
 
                 await recover(ctx, report)
                 await self._ack_power_up(hw)
+                ctx.fault = None
                 ctx.out_of_service.clear()
         if ctx.payby is not None:
             from kiosk.flows.payby_cashin import settle_unknown

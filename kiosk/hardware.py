@@ -128,9 +128,12 @@ async def _validator(c: Config) -> tuple[BillValidator, Any, NoteDispenser | Non
             escrow_table=table,
             line=v.line or ID003_LINE,
             poll_interval=v.poll_interval_s,
+            reply_timeout=v.reply_timeout_s,
+            retries=(v.retries or 3) - 1,  # ID-003: retries after the first send
         )
         return validator, scripted, None, device
     from drivers.essp.client import EsspValidator
+    from drivers.essp.protocol import TRIES as ESSP_TRIES
     from drivers.serialport import ESSP_LINE
 
     channels = {i + 1: value for i, value in enumerate(v.notes)}
@@ -156,6 +159,8 @@ async def _validator(c: Config) -> tuple[BillValidator, Any, NoteDispenser | Non
         encrypted=v.encrypted,
         poll_interval=v.poll_interval_s,
         payout=True if v.payout else None,
+        reply_timeout=v.reply_timeout_s,
+        tries=v.retries or ESSP_TRIES,
     )
     return essp, scripted, essp if v.payout else None, device
 

@@ -92,6 +92,8 @@ driver = "{validator}"
 port = "{validator_port}"
 stack_s = {stack_s}
 poll_interval_s = 0.05
+reply_timeout_s = 0.3
+retries = 3
 payout = {"true" if payout else "false"}
 
 [hardware.printer]

@@ -29,7 +29,8 @@ from kiosk.sandbox.server import Sandbox, start_sandbox
 from kiosk.simkiosk import DaemonProcess, KioskFiles, wait_for, write_kiosk
 
 pytestmark = pytest.mark.slow
-PROTOCOLS = ["id003"]
+PROTOCOLS = ["id003", "essp"]
+FLOAT = "1000x10,2000x10,5000x10"  # notes the SMART Payout holds at start
 
 
 @dataclass
@@ -81,9 +82,11 @@ class Wire:
     def panel(self) -> str:
         return str(self.kiosk.call("state")["panel"]["state"])
 
-    def cashbox(self) -> int:
-        box = self.device.call("state")["validator"]["cashbox"]
-        return sum(int(v) * n for v, n in box.items())
+    def held(self) -> int:
+        """Value of every note the device holds: cashbox, and a recycler's payout store."""
+        state = self.device.call("state")["validator"]
+        stores = [state["cashbox"], state.get("levels", {})]
+        return sum(int(v) * n for store in stores for v, n in store.items())
 
 
 def _spawn_simulator(protocol: str, tmp: Path) -> subprocess.Popen[bytes]:
@@ -91,7 +94,8 @@ def _spawn_simulator(protocol: str, tmp: Path) -> subprocess.Popen[bytes]:
     with (tmp / "simulator.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kiosk", "sim", "validator", "--protocol", protocol,
-             "--link", str(link), "--currency", "AED", "--control", str(sock)],
+             "--link", str(link), "--currency", "AED", "--control", str(sock),
+             *(["--levels", FLOAT] if protocol == "essp" else [])],
             stdout=log, stderr=subprocess.STDOUT)
     wait_for(lambda: link.exists() and sock.exists(), timeout=20)
     return proc
@@ -106,7 +110,8 @@ def wire(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wire]:
             with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
                 files = write_kiosk(tmp_path / "kiosk", payby_url=sandbox.url,
                                     payby_public_pem=resp.read(), validator=protocol,
-                                    validator_port=str(tmp_path / "validator"))
+                                    validator_port=str(tmp_path / "validator"),
+                                    payout=protocol == "essp")
             store_setup(sandbox.url, files.store_public_pem)
             daemon = DaemonProcess(files)
             daemon.start()
@@ -122,6 +127,7 @@ def wire(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wire]:
 
 
 def test_cash_in_accepts_and_returns_notes(wire: Wire) -> None:
+    start = wire.held()
     wire.start_journey("150.00")
     wire.insert(10000)
     wait_for(lambda: wire.rows("SELECT credited FROM transactions")[0]["credited"] == 10000)
@@ -130,7 +136,7 @@ def test_cash_in_accepts_and_returns_notes(wire: Wire) -> None:
     wire.insert(5000)
     wait_for(lambda: wire.rows("SELECT state FROM transactions")[0]["state"] == "completed",
              timeout=20)
-    assert wire.cashbox() == 15000
+    assert wire.held() - start == 15000
 
 
 @pytest.mark.parametrize("kind", ["jam", "fraud", "cashbox_full", "cashbox_removed", "failure"])
@@ -145,6 +151,7 @@ def test_each_fault_puts_the_kiosk_out_of_service_until_cleared(wire: Wire, kind
 
 
 def test_power_cut_mid_escrow_returns_the_note_and_owes_what_was_stacked(wire: Wire) -> None:
+    start = wire.held()
     wire.start_journey("150.00")
     wire.insert(10000)
     wait_for(lambda: wire.rows("SELECT credited FROM transactions")[0]["credited"] == 10000)
@@ -155,11 +162,12 @@ def test_power_cut_mid_escrow_returns_the_note_and_owes_what_was_stacked(wire: W
     assert tx["credited"] == 10000 and tx["owed"] == 10000
     wire.device.call("power", on=True)
     wait_for(lambda: wire.panel() == "ready", timeout=20)
-    assert wire.cashbox() == 10000  # the 50 was given back at power-up
+    assert wire.held() - start == 10000  # the 50 was given back at power-up
 
 
 def test_sigkill_of_the_daemon_mid_insertion_loses_nothing(wire: Wire) -> None:
     rng = random.Random(7)
+    start = wire.held()
     for round_no in range(3):
         wire.start_journey("500.00")
         for _ in range(rng.randint(1, 4)):
@@ -173,8 +181,46 @@ def test_sigkill_of_the_daemon_mid_insertion_loses_nothing(wire: Wire) -> None:
         credited = sum(r["credited"] for r in wire.rows("SELECT credited FROM transactions"))
         unknown = sum(r["amount"] for r in wire.rows(
             "SELECT amount FROM effects WHERE kind = 'stack' AND status = 'unknown'"))
-        cashbox = wire.cashbox()
+        cashbox = wire.held() - start
         assert credited <= cashbox <= credited + unknown, (credited, cashbox, unknown)
         assert not wire.rows("SELECT id FROM effects WHERE status = 'intent'")
         for tx in wire.rows("SELECT * FROM transactions"):
             assert tx["state"] in ("owed", "cancelled", "completed"), dict(tx)
+
+
+def _payout(wire: Wire, amount: int) -> dict[str, object]:
+    from kiosk import admin
+
+    reply = admin.call(wire.files.state_dir / "admin.sock", {"cmd": "payout", "amount": amount})
+    assert reply["ok"], reply
+    return reply
+
+
+def _levels_value(wire: Wire) -> int:
+    levels = wire.device.call("state")["validator"]["levels"]
+    return sum(int(v) * n for v, n in levels.items())
+
+
+@pytest.mark.parametrize("wire", ["essp"], indirect=True)
+def test_encrypted_payout_with_smart_payout(wire: Wire) -> None:
+    before = _levels_value(wire)
+    reply = _payout(wire, 7000)
+    assert (reply["state"], reply["dispensed"], reply["owed"]) == ("completed", 7000, 0)
+    assert before - _levels_value(wire) == 7000
+    state = wire.device.call("state")["validator"]
+    assert state["encrypted"] is True
+    (eff,) = wire.rows("SELECT * FROM effects WHERE kind = 'payout'")
+    assert json.loads(eff["request"])["levels_before"]
+    assert (wire.files.receipts / f"{reply['ref']}-cashout.txt").exists()
+
+
+@pytest.mark.parametrize("wire", ["essp"], indirect=True)
+def test_incomplete_payout_is_recorded_exactly(wire: Wire) -> None:
+    before = _levels_value(wire)
+    wire.device.call("payout_stop_after", notes=1)
+    reply = _payout(wire, 7000)
+    paid = before - _levels_value(wire)
+    assert 0 < paid < 7000
+    assert (reply["state"], reply["dispensed"], reply["owed"]) == ("owed", paid, 7000 - paid)
+    (liability,) = wire.rows("SELECT * FROM liabilities")
+    assert liability["amount"] == 7000 - paid

@@ -403,7 +403,11 @@ async def _serve_client(
             if not line.strip():
                 continue
             reply = await handle_request(rig, line)
-            writer.write(json.dumps(reply).encode() + b"\n")
+            try:
+                text = json.dumps(reply)
+            except (TypeError, ValueError) as exc:  # a reply that is not JSON: say so
+                text = json.dumps({"ok": False, "error": f"reply not serialisable: {exc}"})
+            writer.write(text.encode() + b"\n")
             await writer.drain()
     except ConnectionError:
         pass

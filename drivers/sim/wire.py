@@ -23,6 +23,8 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(str(_jsonable(v)) for v in value)
     if hasattr(value, "name") and hasattr(value, "value"):  # an enum member
         return value.name.lower()
     return value

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from drivers.printer.base import ReceiptPrinter
-from drivers.validator.base import BillValidator, NoteDispenser
+from drivers.validator.base import BillValidator, FaultKind, NoteDispenser
 from kiosk.config import Config
 from kiosk.journal import AsyncJournal
 
@@ -33,6 +33,8 @@ class Context:
     """The recycler that pays notes out, when the validator is one (SMART Payout)."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     """Backoff sleeps (tests pass a fast one)."""
+    fault: FaultKind | None = None
+    """The validator's last fault, set by whoever saw it (a journey or the idle loop)."""
     out_of_service: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by a flow that saw a device fault; the daemon stops taking customers."""
 

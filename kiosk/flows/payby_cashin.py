@@ -137,6 +137,7 @@ class PayByCashIn:
                     )
                 elif isinstance(event, Fault):
                     await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)}, tx.id)
+                    self.ctx.fault = event.kind
                     self.ctx.out_of_service.set()
                     return "fault"
             return "complete"
