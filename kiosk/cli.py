@@ -75,6 +75,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return footprint(idle_s=args.idle_s, runs=args.runs)
 
 
+def cmd_bench_validator(args: argparse.Namespace) -> int:
+    from kiosk.bench import validator
+
+    return validator(protocol=args.protocol, notes=args.notes, poll_interval=args.poll_ms / 1000)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg, secrets = _load(args)
     if cfg.payby is not None:
@@ -232,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--idle-s", type=float, default=10.0, help="idle window for the CPU figure")
     fp.add_argument("--runs", type=int, default=3, help="start-ups to time (median printed)")
     fp.set_defaults(fn=cmd_bench)
+    bv = bsub.add_parser("validator", help="escrow -> credit committed latency, p50 and p99")
+    bv.add_argument("--protocol", choices=["essp", "id003"], default="essp")
+    bv.add_argument("--notes", type=int, default=500)
+    bv.add_argument("--poll-ms", type=float, default=200.0, help="idle poll cycle")
+    bv.set_defaults(fn=cmd_bench_validator)
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)

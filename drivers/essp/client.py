@@ -112,6 +112,9 @@ _SETTLED: Final = frozenset(
     | {Event.FRAUD_ATTEMPT}
     | set(_LEVEL_FAULTS)
 )
+#: Events of a note on its way through the unit: while they show, poll back-to-back.
+_MOVING: Final = frozenset({Event.STACKING, Event.REJECTING, Event.CREDIT})
+MOVING_POLL_S: Final = 0.002  # gap between polls while a note moves (idle: poll_interval)
 _POWER_UP_NOTES: Final = frozenset(
     {Event.CREDIT, Event.CLEARED_TO_CASHBOX, Event.CLEARED_FROM_FRONT}
 )
@@ -139,6 +142,7 @@ class _State:
 
     escrow: Note | None = None
     stacking: bool = False
+    moving: bool = False  # the last poll showed a note on its way (reading, stacking...)
     stack: asyncio.Future[Note] | None = None
     host_reject: bool = False
     unacked: tuple[PollEvent, ...] = ()
@@ -538,6 +542,11 @@ class EsspValidator:
             while True:
                 async with self._poll_lock:
                     await self._poll_step()
+                if self._s.stacking or self._s.moving:
+                    # A note is on its way: its next step matters now (the credit point, a
+                    # rejection). Poll again at once; the idle cycle resumes when it settles.
+                    await asyncio.sleep(MOVING_POLL_S)
+                    continue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._kick.wait()
@@ -562,7 +571,11 @@ class EsspValidator:
                 if reply.status != Response.CANNOT_PROCESS:
                     raise self._refusal(Command.HOLD, reply)  # never POLL: it would accept
                 # F5: no note in escrow any more: poll to learn what became of it
-            await self._handle(await self._poll_events())
+            events = await self._poll_events()
+            s.moving = any(e.code in _MOVING for e in events) or (
+                any(e.code == Event.READ and not e.channel for e in events)
+            )
+            await self._handle(events)
         except (CommandRefused, FrameError) as exc:
             if str(exc) != s.problem:
                 log.warning("%s: %s", self.name, exc)

@@ -106,7 +106,9 @@ _IDLE: Final = frozenset({Status.IDLING, Status.DISABLE})
 _IN_ESCROW: Final = frozenset({Status.ESCROW, Status.HOLDING})
 _REFUSALS: Final = frozenset({Status.COMMUNICATION_ERROR, Status.INVALID_COMMAND})
 #: Seconds between status requests while waiting on the acceptor (initialising, stacking…).
-BUSY_POLL: Final = 0.1
+BUSY_POLL: Final = 0.002  # between status requests while a note moves (idle: poll_interval)
+#: Passing statuses of a note on its way: while the acceptor reports one, poll back-to-back.
+_MOVING: Final = frozenset({Status.ACCEPTING, Status.STACKING, Status.RETURNING, Status.REJECTING})
 
 
 def _answers(cmd: Command) -> Callable[[Frame], bool]:
@@ -133,8 +135,8 @@ class Id003Validator:
         answer CURRENCY ASSIGN (0x8A); the acceptor's own table wins when it answers.
     :param minor_digits: decimals of ``currency`` (CURRENCY ASSIGN gives major units).
     :param line: line settings (8E1; on a pty the parity is dropped, see ``open_link``).
-    :param poll_interval: seconds between status requests from the background task (while a
-        command waits on the acceptor, it polls at least every ``BUSY_POLL`` = 0.1 s).
+    :param poll_interval: seconds between status requests from the background task while idle;
+        while a note moves (accepting, stacking, returning) it polls every ``BUSY_POLL``.
     :param reply_timeout: seconds to wait for each answer.
     :param retries: repeats of an unanswered request before the acceptor counts as
         disconnected.
@@ -522,7 +524,8 @@ class Id003Validator:
 
     async def _poll_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.poll_interval)
+            moving = self._last is not None and self._last[0] in _MOVING
+            await asyncio.sleep(self._step if moving else self.poll_interval)
             async with self._lock:
                 try:
                     await self._poll_once()
