@@ -158,9 +158,10 @@ def _bench_device(protocol: str, path: str, poll_interval: float) -> tuple[Any, 
         sim = EsspSimulator(currency="EUR", payout=False)
         driver = EsspValidator(path, currency="EUR", poll_interval=poll_interval)
         return sim, driver, serve, lambda s: s.state().note_phase == "escrow"
-    from drivers.id003.codes import Status
     from drivers.id003.client import Id003Validator
-    from drivers.id003.sim import Id003Simulator, serve as serve_id003
+    from drivers.id003.codes import Status
+    from drivers.id003.sim import Id003Simulator
+    from drivers.id003.sim import serve as serve_id003
 
     sim3 = Id003Simulator(currency="EUR")
     driver3 = Id003Validator(path, currency="EUR", poll_interval=poll_interval)
