@@ -63,9 +63,13 @@ class Wire:
         order = self.order(amount)
         qr = make_qr_png(order["tokenUrl"], self.tmp / f"qr-{order['orderNo']}.png")
         self.kiosk.call("show", path=str(qr))
-        wait_for(lambda: self.rows(
-            f"SELECT id FROM transactions WHERE provider_ref = '{order['orderNo']}'"
-            " AND state = 'accepting'"), timeout=20)
+        wait_for(
+            lambda: self.rows(
+                f"SELECT id FROM transactions WHERE provider_ref = '{order['orderNo']}'"
+                " AND state = 'accepting'"
+            ),
+            timeout=20,
+        )
         return order
 
     def insert(self, value: int) -> None:
@@ -93,10 +97,25 @@ def _spawn_simulator(protocol: str, tmp: Path) -> subprocess.Popen[bytes]:
     link, sock = tmp / "validator", tmp / "validator.sock"
     with (tmp / "simulator.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kiosk", "sim", "validator", "--protocol", protocol,
-             "--link", str(link), "--currency", "AED", "--control", str(sock),
-             *(["--levels", FLOAT] if protocol == "essp" else [])],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "kiosk",
+                "sim",
+                "validator",
+                "--protocol",
+                protocol,
+                "--link",
+                str(link),
+                "--currency",
+                "AED",
+                "--control",
+                str(sock),
+                *(["--levels", FLOAT] if protocol == "essp" else []),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     wait_for(lambda: link.exists() and sock.exists(), timeout=20)
     return proc
 
@@ -108,15 +127,25 @@ def wire(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wire]:
     try:
         with start_sandbox(tmp_path / "sandbox") as sandbox:
             with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-                files = write_kiosk(tmp_path / "kiosk", payby_url=sandbox.url,
-                                    payby_public_pem=resp.read(), validator=protocol,
-                                    validator_port=str(tmp_path / "validator"),
-                                    payout=protocol == "essp")
+                files = write_kiosk(
+                    tmp_path / "kiosk",
+                    payby_url=sandbox.url,
+                    payby_public_pem=resp.read(),
+                    validator=protocol,
+                    validator_port=str(tmp_path / "validator"),
+                    payout=protocol == "essp",
+                )
             store_setup(sandbox.url, files.store_public_pem)
             daemon = DaemonProcess(files)
             daemon.start()
-            w = Wire(sandbox, files, daemon, SimControl(tmp_path / "validator.sock"),
-                     SimControl(files.control_socket), tmp_path)
+            w = Wire(
+                sandbox,
+                files,
+                daemon,
+                SimControl(tmp_path / "validator.sock"),
+                SimControl(files.control_socket),
+                tmp_path,
+            )
             try:
                 yield w
             finally:
@@ -134,8 +163,9 @@ def test_cash_in_accepts_and_returns_notes(wire: Wire) -> None:
     wire.insert(20000)  # would overpay: returned from escrow over the wire
     wait_for(lambda: wire.rows("SELECT seq FROM events WHERE kind = 'note.returned'"))
     wire.insert(5000)
-    wait_for(lambda: wire.rows("SELECT state FROM transactions")[0]["state"] == "completed",
-             timeout=20)
+    wait_for(
+        lambda: wire.rows("SELECT state FROM transactions")[0]["state"] == "completed", timeout=20
+    )
     assert wire.held() - start == 15000
 
 
@@ -157,8 +187,10 @@ def test_power_cut_mid_escrow_returns_the_note_and_owes_what_was_stacked(wire: W
     wait_for(lambda: wire.rows("SELECT credited FROM transactions")[0]["credited"] == 10000)
     wire.insert(5000)
     wire.device.call("power", on=False)  # the note is still in the acceptor
-    tx = wait_for(lambda: (r := wire.rows("SELECT * FROM transactions")[0])["state"] == "owed"
-                  and r, timeout=20)
+    tx = wait_for(
+        lambda: (r := wire.rows("SELECT * FROM transactions")[0])["state"] == "owed" and r,
+        timeout=20,
+    )
     assert tx["credited"] == 10000 and tx["owed"] == 10000
     wire.device.call("power", on=True)
     wait_for(lambda: wire.panel() == "ready", timeout=20)
@@ -179,8 +211,12 @@ def test_sigkill_of_the_daemon_mid_insertion_loses_nothing(wire: Wire) -> None:
         wire.daemon.start()  # READY only after recovery
         wait_for(lambda: wire.panel() in ("ready", "out_of_service"), timeout=20)
         credited = sum(r["credited"] for r in wire.rows("SELECT credited FROM transactions"))
-        unknown = sum(r["amount"] for r in wire.rows(
-            "SELECT amount FROM effects WHERE kind = 'stack' AND status = 'unknown'"))
+        unknown = sum(
+            r["amount"]
+            for r in wire.rows(
+                "SELECT amount FROM effects WHERE kind = 'stack' AND status = 'unknown'"
+            )
+        )
         cashbox = wire.held() - start
         assert credited <= cashbox <= credited + unknown, (credited, cashbox, unknown)
         assert not wire.rows("SELECT id FROM effects WHERE status = 'intent'")
