@@ -47,6 +47,31 @@ def test_minimal_config_loads_with_defaults(config_file: Path) -> None:
             "https",
         ),
         ("[kiosk\n", "", "valid TOML"),
+        (
+            '[kiosk]\nid = "K"\n[hardware.validator]\ndriver = "ccnet"',
+            "hardware.validator.driver",
+            "essp",
+        ),
+        (
+            '[kiosk]\nid = "K"\n[hardware.validator]\nline = "9600 8X1"',
+            "hardware.validator.line",
+            "9600 8N2",
+        ),
+        (
+            '[kiosk]\nid = "K"\n[hardware.validator]\npoll_interval_s = 2',
+            "hardware.validator.poll_interval_s",
+            "at least every second",
+        ),
+        (
+            '[kiosk]\nid = "K"\n[hardware.validator]\nretries = 0',
+            "hardware.validator.retries",
+            "1-50",
+        ),
+        (
+            '[kiosk]\nid = "K"\n[hardware.validator]\ndriver = "id003"\npayout = true',
+            "hardware.validator.payout",
+            "essp",
+        ),
     ],
 )
 def test_bad_config_names_file_key_and_form(
@@ -106,3 +131,22 @@ def test_cli_exits_2_on_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_cli_config_check_ok(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", "--config", str(config_file)]) == 0
     assert "ok" in capsys.readouterr().out
+
+
+def test_validator_protocol_settings(tmp_path: Path) -> None:
+    from drivers.serialport import LineSettings
+
+    path = tmp_path / "kiosk.toml"
+    path.write_text(
+        '[kiosk]\nid = "K"\n[hardware.validator]\ndriver = "essp"\n'
+        'port = "/dev/ttyACM0"\nline = "38400 8N2"\npayout = true\nretries = 5\n'
+    )
+    v = config.load(path).validator
+    assert (v.driver, v.port, v.payout, v.retries, v.encrypted) == (
+        "essp",
+        "/dev/ttyACM0",
+        True,
+        5,
+        True,
+    )
+    assert v.line == LineSettings(38400, 8, "N", 2)
