@@ -468,12 +468,12 @@ class Id003Validator:
             if status is Status.VEND_VALID:
                 if not credited:
                     self._escrow = None
-                    log.info("%s: %s at VEND VALID: credit, then ACK", self.name, note)
+                    log.debug("%s: %s at VEND VALID: credit, then ACK", self.name, note)
                     await on_credit(note)  # the kiosk commits first: only then the ACK
                     credited = True
                 await proto.send(Frame(Command.ACK))  # again if the acceptor missed it
             elif status is Status.STACKED or (credited and status in _IDLE):
-                log.info("%s: %s stacked", self.name, note)
+                log.debug("%s: %s stacked", self.name, note)
                 return note
             elif status is Status.POWER_UP_BILL_IN_STACKER:
                 # Restarted with our note in the stacker: it counts in the cashbox.
@@ -506,7 +506,7 @@ class Id003Validator:
             status, data = await self._status()
             if status in _IDLE or status is Status.POWER_UP_BILL_IN_ACCEPTOR:
                 self._escrow = None
-                log.info("%s: %s returned", self.name, note)
+                log.debug("%s: %s returned", self.name, note)
                 return note
             if status in FAULTS:
                 raise self._device_fault(status, data, f"{note} not returned")
@@ -579,7 +579,7 @@ class Id003Validator:
             return
         self._escrow, self._refused_code = Note(code, value, self.currency), None
         self._last_hold = asyncio.get_running_loop().time()
-        log.info("%s: %s in escrow", self.name, self._escrow)
+        log.debug("%s: %s in escrow", self.name, self._escrow)
         self._emit(NoteEscrowed(self._escrow))
 
     def _returned_by_device(self) -> None:
