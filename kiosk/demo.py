@@ -84,7 +84,7 @@ def make_qr_png(text: str, path: Path) -> Path:
     """The merchant's page shows the tokenUrl as a QR code; this is its picture."""
     import segno
 
-    segno.make(text, error="m").save(str(path), kind="png", scale=8, border=4)
+    segno.make_qr(text, error="m").save(str(path), kind="png", scale=8, border=4)
     return path
 
 
