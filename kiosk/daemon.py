@@ -239,6 +239,13 @@ class Daemon:
             ctx.panel.show(PanelState.READING)
             tx = await PayByCashIn(ctx, request.token_url).run()
             log.info("%s: ended %s", tx.ref, tx.state)
+            return
+        # Paysera, Rapyd and Cashii journeys arrive with the providers issue.
+        log.info("code refused: %s journeys are not in this build", request.kind)
+        await ctx.journal.call(
+            ctx.journal.sync.log, "code.refused", {"reason": f"{request.kind}: not available"}
+        )
+        ctx.panel.show(PanelState.REFUSED)
 
     async def _device_event(self, ctx: Context, event: object) -> None:
         j = ctx.journal
