@@ -69,6 +69,19 @@ def cmd_sim_validator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    from kiosk import config
+    from kiosk.decodecmd import decode_files
+
+    hosts: tuple[str, ...] = config.PayByConfig().token_hosts
+    path = config.resolve_path(args.config)
+    if args.config or path.exists():  # a kiosk's own allow-list, when there is a config
+        cfg = config.load(path)
+        hosts = cfg.payby.token_hosts if cfg.payby else ()
+    files = [Path(f) for f in args.files]
+    return decode_files(files, decoder=args.decoder, payby_hosts=hosts)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kiosk.bench import footprint
 
@@ -231,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--control", help="a Unix socket for the control channel (JSON lines)")
     sv.add_argument("--levels", help="eSSP SMART Payout float, e.g. 1000x10,2000x10,5000x10")
     sv.set_defaults(fn=cmd_sim_validator)
+
+    dc = with_config(sub.add_parser("decode", help="decode images: one JSON line per file"))
+    dc.add_argument("files", nargs="+", metavar="FILE")
+    dc.add_argument("--decoder", default="auto", choices=["auto", "kiosk", "zxing", "pyzbar"])
+    dc.set_defaults(fn=cmd_decode)
 
     b = sub.add_parser("bench", help="benchmarks a technician can run on a Pi")
     bsub = b.add_subparsers(dest="bench", required=True)

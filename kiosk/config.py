@@ -74,10 +74,22 @@ class PrinterConfig:
 @dataclass(frozen=True, slots=True)
 class ReaderConfig:
     driver: str = "replay"
-    """``replay`` (images dropped in ``path``); the camera and scanner arrive later."""
+    """``picamera2`` (the Pi camera), ``usb`` (a V4L2 camera through OpenCV), ``scanner`` (a
+    serial 2D scanner module that sends decoded text) or ``replay`` (images dropped in
+    ``path``: simulation, tests, the demo)."""
     path: Path | None = None
     """Replay only: directory watched for frames. Default state_dir/frames."""
     poll_s: float = 0.1
+    decoder: str = "auto"
+    """``auto`` (= ``kiosk``, the measured-best pipeline), ``zxing`` or ``pyzbar``."""
+    device: str = "/dev/video0"
+    """usb only: the V4L2 device."""
+    port: str = "/dev/kiosk-scanner"
+    """scanner only: pyserial port URL."""
+    line: LineSettings = LineSettings(9600, 8, "N", 1)
+    """scanner only: line settings, e.g. ``"115200 8N1"``."""
+    hold_s: float = 3.0
+    """The same code is one scan until it leaves the view or this many seconds pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,17 +323,33 @@ def _printer(t: _Table) -> PrinterConfig:
 def _reader(t: _Table) -> ReaderConfig:
     d = ReaderConfig()
     path = t.get("path", str, "", "a path string")
+    drivers = ("picamera2", "usb", "scanner", "replay")
     r = ReaderConfig(
         driver=t.check(
             "driver",
-            t.get("driver", str, d.driver, '"replay"'),
-            lambda s: s == "replay",
-            '"replay" (camera and scanner arrive later)',
+            t.get("driver", str, d.driver, "a reader driver"),
+            lambda s: s in drivers,
+            '"picamera2", "usb", "scanner" or "replay"',
         ),
         path=Path(path) if path else None,
         poll_s=t.check(
             "poll_s",
             t.get("poll_s", float, d.poll_s, "seconds"),
+            _positive,
+            "a positive number of seconds",
+        ),
+        decoder=t.check(
+            "decoder",
+            t.get("decoder", str, d.decoder, "a decoder name"),
+            lambda s: s in ("auto", "kiosk", "zxing", "pyzbar"),
+            '"auto", "kiosk", "zxing" or "pyzbar"',
+        ),
+        device=t.get("device", str, d.device, "a V4L2 device path"),
+        port=t.get("port", str, d.port, "a pyserial port URL string"),
+        line=_line(t) or d.line,
+        hold_s=t.check(
+            "hold_s",
+            t.get("hold_s", float, d.hold_s, "seconds"),
             _positive,
             "a positive number of seconds",
         ),
