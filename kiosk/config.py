@@ -27,6 +27,7 @@ from kiosk.errors import ConfigError, MoneyError
 from kiosk.money import Currency, currency
 
 DEFAULT_CONFIG = Path("/etc/kiosk/kiosk.toml")
+SCANNER_LINE = LineSettings(9600, 8, "N", 1)  # 2D scanner modules' factory default
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,24}")
 T = TypeVar("T")
 
@@ -86,7 +87,7 @@ class ReaderConfig:
     """usb only: the V4L2 device."""
     port: str = "/dev/kiosk-scanner"
     """scanner only: pyserial port URL."""
-    line: LineSettings = LineSettings(9600, 8, "N", 1)
+    line: LineSettings = SCANNER_LINE
     """scanner only: line settings, e.g. ``"115200 8N1"``."""
     hold_s: float = 3.0
     """The same code is one scan until it leaves the view or this many seconds pass."""
