@@ -5,8 +5,11 @@ Layers: :mod:`~drivers.essp.codes` (command, response, event and reject-code tab
 resynchronising parser, event and SETUP REQUEST layouts), :mod:`~drivers.essp.crypto` (the
 Diffie-Hellman key exchange and the AES-128 packet layer), :mod:`~drivers.essp.protocol`
 (sequence flag, retransmission, eSSP counter), :mod:`~drivers.essp.client`
-(:class:`EsspValidator`: BillValidator and NoteDispenser) and :mod:`~drivers.essp.sim`
-(:class:`EsspSimulator`, the byte-exact device side, and :func:`run_simulator`).
+(:class:`EsspValidator`: BillValidator and NoteDispenser, with the poll task; built from
+:mod:`~drivers.essp.core`, :mod:`~drivers.essp.startup` and :mod:`~drivers.essp.payout`) and
+:mod:`~drivers.essp.sim` (:class:`EsspSimulator`, the byte-exact device side, and
+:func:`run_simulator`; built from :mod:`~drivers.essp.sim_device` and
+:mod:`~drivers.essp.sim_commands`).
 
 Facts not in protocols.md, and where they come from:
 
