@@ -16,7 +16,7 @@ from typing import Any
 
 from drivers.panel import Panel
 from drivers.printer.base import ReceiptPrinter
-from drivers.reader.base import CodeReader
+from drivers.reader.base import CodeReader, FrameSource
 from drivers.validator.base import BillValidator, NoteDispenser
 from kiosk.config import Config
 
@@ -68,7 +68,11 @@ async def build(config: Config) -> Hardware:
     c = config
     hw_validator, scripted, dispenser, device = await _validator(c)
     printer = SimPrinter(c.receipts_dir, columns=48 if c.printer.paper_mm == 80 else 32)
-    reader = ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s)
+    reader = (
+        ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s, hold=c.reader.hold_s)
+        if c.simulate or c.reader.driver == "replay"
+        else _reader(c)
+    )
     pins = c.panel
     factory = _pin_factory(c.simulate)
     panel = Panel(pins, pin_factory=factory)
@@ -193,3 +197,26 @@ class _DeviceSim:
                 await self._task
         if self._port is not None:
             self._port.close()
+
+
+def _reader(c: Config) -> CodeReader:
+    """The configured code reader (cameras decode in one worker thread; a scanner sends text).
+    Pi-only and optional modules (picamera2, cv2) are imported when the source opens."""
+    r = c.reader
+    if r.driver == "scanner":
+        from drivers.reader.scanner import SerialScanner
+
+        return SerialScanner(r.port, line=r.line, hold=r.hold_s)
+    from drivers.reader.camera_reader import CameraReader
+    from drivers.reader.decoders import make_decoder
+
+    source: FrameSource
+    if r.driver == "picamera2":
+        from drivers.camera.picam import PicameraSource
+
+        source = PicameraSource()
+    else:
+        from drivers.camera.v4l2 import V4l2Source
+
+        source = V4l2Source(r.device)
+    return CameraReader(source, make_decoder(r.decoder), hold=r.hold_s)
