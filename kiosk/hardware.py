@@ -68,11 +68,8 @@ async def build(config: Config) -> Hardware:
     c = config
     hw_validator, scripted, dispenser, device = await _validator(c)
     printer = SimPrinter(c.receipts_dir, columns=48 if c.printer.paper_mm == 80 else 32)
-    reader = (
-        ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s, hold=c.reader.hold_s)
-        if c.simulate or c.reader.driver == "replay"
-        else _reader(c)
-    )
+    replay = ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s, hold=c.reader.hold_s)
+    reader: CodeReader = replay if c.simulate or c.reader.driver == "replay" else _reader(c)
     pins = c.panel
     factory = _pin_factory(c.simulate)
     panel = Panel(pins, pin_factory=factory)
@@ -87,7 +84,7 @@ async def build(config: Config) -> Hardware:
             replay_dir=c.frames_dir,
             panel=panel,
             factory=factory,
-            reader=reader,
+            reader=replay,
         )
         sock = c.state_dir / "sim.sock"
         sock.unlink(missing_ok=True)
