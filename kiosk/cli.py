@@ -88,6 +88,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return footprint(idle_s=args.idle_s, runs=args.runs)
 
 
+def cmd_bench_qr(args: argparse.Namespace) -> int:
+    from kiosk.qrbench import run_qr_bench
+
+    return run_qr_bench(args.frames, args.seed)
+
+
 def cmd_bench_validator(args: argparse.Namespace) -> int:
     from kiosk.bench import validator
 
@@ -261,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--notes", type=int, default=500)
     bv.add_argument("--poll-ms", type=float, default=200.0, help="idle poll cycle")
     bv.set_defaults(fn=cmd_bench_validator)
+    bq = bsub.add_parser("qr", help="decoders side by side on a seeded corpus of hard frames")
+    bq.add_argument("--frames", type=int, default=400)
+    bq.add_argument("--seed", type=int, default=1)
+    bq.set_defaults(fn=cmd_bench_qr)
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)
