@@ -16,7 +16,7 @@ from typing import Any
 
 from drivers.panel import Panel
 from drivers.printer.base import ReceiptPrinter
-from drivers.reader.base import CodeReader, FrameSource
+from drivers.reader.base import CodeReader, Decoder, FrameSource
 from drivers.validator.base import BillValidator, NoteDispenser
 from kiosk.config import Config
 
@@ -68,7 +68,9 @@ async def build(config: Config) -> Hardware:
     c = config
     hw_validator, scripted, dispenser, device = await _validator(c)
     printer = SimPrinter(c.receipts_dir, columns=48 if c.printer.paper_mm == 80 else 32)
-    replay = ReplayReader(c.frames_dir, poll_interval=c.reader.poll_s, hold=c.reader.hold_s)
+    replay = ReplayReader(
+        c.frames_dir, poll_interval=c.reader.poll_s, hold=c.reader.hold_s, decoder=_decoder(c)
+    )
     reader: CodeReader = replay if c.simulate or c.reader.driver == "replay" else _reader(c)
     pins = c.panel
     factory = _pin_factory(c.simulate)
@@ -196,6 +198,12 @@ class _DeviceSim:
             self._port.close()
 
 
+def _decoder(c: Config) -> Decoder:
+    from drivers.reader.decoders import make_decoder
+
+    return make_decoder(c.reader.decoder)
+
+
 def _reader(c: Config) -> CodeReader:
     """The configured code reader (cameras decode in one worker thread; a scanner sends text).
     Pi-only and optional modules (picamera2, cv2) are imported when the source opens."""
@@ -205,7 +213,6 @@ def _reader(c: Config) -> CodeReader:
 
         return SerialScanner(r.port, line=r.line, hold=r.hold_s)
     from drivers.reader.camera_reader import CameraReader
-    from drivers.reader.decoders import make_decoder
 
     source: FrameSource
     if r.driver == "picamera2":
@@ -216,4 +223,4 @@ def _reader(c: Config) -> CodeReader:
         from drivers.camera.v4l2 import V4l2Source
 
         source = V4l2Source(r.device)
-    return CameraReader(source, make_decoder(r.decoder), hold=r.hold_s)
+    return CameraReader(source, _decoder(c), hold=r.hold_s)

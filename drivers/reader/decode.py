@@ -13,6 +13,8 @@ from drivers.errors import FrameError
 if TYPE_CHECKING:
     from PIL import Image
 
+    from drivers.reader.base import Decoder
+
 # zxing-cpp and Pillow are imported on the first decode, off the event loop (start-up time).
 
 
@@ -31,14 +33,14 @@ def decode_image(image: Image.Image) -> list[str]:
     return texts
 
 
-def decode_file(path: Path) -> list[str]:
+def decode_file(path: Path, decoder: Decoder | None = None) -> list[str]:
     """Decode an image file (PNG, JPEG...). Raises ``FrameError`` if it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.load()
-            return decode_image(image)
+            return decoder.decode(image) if decoder is not None else decode_image(image)
     except FileNotFoundError as exc:
         raise FrameError(f"{path}: no such image file") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from drivers.errors import FrameError
+from drivers.reader.base import Decoder
 from drivers.reader.decode import decode_file
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,12 @@ class ReplayReader:
         hold: float = 3.0,
         include_existing: bool = False,
         name: str = "replay",
+        decoder: Decoder | None = None,
     ) -> None:
         if (directory is None) == (not files):
             raise ValueError("give either a directory to watch or a list of files")
         self.name = name
+        self.decoder = decoder  # None: plain zxing-cpp (drivers.reader.decode)
         self.directory = directory
         self.poll_interval = poll_interval
         self.hold = hold
@@ -86,7 +89,7 @@ class ReplayReader:
                 await asyncio.sleep(self.poll_interval)
                 continue
             try:
-                texts = await asyncio.to_thread(decode_file, frame)
+                texts = await asyncio.to_thread(decode_file, frame, self.decoder)
             except FrameError as exc:
                 log.warning("%s: skipping frame %s: %s", self.name, frame.name, exc)
                 self._consume(frame)
