@@ -7,7 +7,9 @@
      ├── PortError(DriverError, OSError)      the port cannot be opened, or was lost
      ├── FrameError(DriverError, ValueError)  garbage or a bad checksum on the wire
      ├── DeviceFault(DriverError)             the device reports a fault (jam, cashbox out...)
-     └── CommandRefused(DriverError)          the device refused a command in its state
+     ├── CommandRefused(DriverError)          the device refused a command in its state
+     └── DecoderUnavailable(DriverError, RuntimeError)
+                                              a QR decoder's library is missing here
 """
 
 from __future__ import annotations
@@ -35,3 +37,8 @@ class DeviceFault(DriverError):
 
 class CommandRefused(DriverError):
     """The device answered that it cannot process the command now."""
+
+
+class DecoderUnavailable(DriverError, RuntimeError):
+    """A decoder cannot run on this machine (a library is missing); the message says which
+    one and how to install it (pyzbar: ``apt install libzbar0``)."""

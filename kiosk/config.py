@@ -83,6 +83,9 @@ class ReaderConfig:
     poll_s: float = 0.1
     decoder: str = "auto"
     """``auto`` (= ``kiosk``, the measured-best pipeline), ``zxing`` or ``pyzbar``."""
+    budget_ms: float = 30.0
+    """The kiosk decoder's time budget per frame, ms: about the camera's frame period on a
+    Pi (30 fps = 33 ms); ``kiosk bench qr`` measures with 6 ms on a development machine."""
     device: str = "/dev/video0"
     """usb only: the V4L2 device."""
     port: str = "/dev/kiosk-scanner"
@@ -344,6 +347,12 @@ def _reader(t: _Table) -> ReaderConfig:
             t.get("decoder", str, d.decoder, "a decoder name"),
             lambda s: s in ("auto", "kiosk", "zxing", "pyzbar"),
             '"auto", "kiosk", "zxing" or "pyzbar"',
+        ),
+        budget_ms=t.check(
+            "budget_ms",
+            t.get("budget_ms", float, d.budget_ms, "milliseconds"),
+            lambda x: 1 <= x <= 1000,
+            "milliseconds between 1 and 1000",
         ),
         device=t.get("device", str, d.device, "a V4L2 device path"),
         port=t.get("port", str, d.port, "a pyserial port URL string"),

@@ -201,7 +201,8 @@ class _DeviceSim:
 def _decoder(c: Config) -> Decoder:
     from drivers.reader.decoders import make_decoder
 
-    return make_decoder(c.reader.decoder)
+    budget = c.reader.budget_ms if c.reader.decoder in ("auto", "kiosk") else None
+    return make_decoder(c.reader.decoder, budget_ms=budget)
 
 
 def _reader(c: Config) -> CodeReader:
