@@ -28,6 +28,7 @@ from kiosk.money import Currency, currency
 
 DEFAULT_CONFIG = Path("/etc/kiosk/kiosk.toml")
 SCANNER_LINE = LineSettings(9600, 8, "N", 1)  # 2D scanner modules' factory default
+PRINTER_LINE = LineSettings(9600, 8, "N", 1)  # kiosk printers' common factory default
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,24}")
 T = TypeVar("T")
 
@@ -65,11 +66,20 @@ class ValidatorConfig:
 @dataclass(frozen=True, slots=True)
 class PrinterConfig:
     driver: str = "sim"
+    """``escpos`` (an ESC/POS printer on a serial port) or ``sim`` (simulated: text and PNG)."""
     port: str = "/dev/kiosk-printer"
+    """pyserial port URL; ``"sim"``: the ESC/POS simulator inside the daemon on a pty."""
+    line: LineSettings = PRINTER_LINE
+    """Line settings of the printer's serial port."""
     paper_mm: int = 80
     """58 or 80: 32 or 48 characters a line."""
     out_dir: Path | None = None
     """Simulator only: where receipts are rendered (text and PNG). Default state_dir/receipts."""
+    templates_dir: Path | None = None
+    """Receipt templates that replace the built-in ones (``<kind>.receipt``, README)."""
+    allow_no_receipt: bool = False
+    """With the printer not ready, a customer may still start a journey after pressing confirm
+    (the kiosk then prints nothing; the receipt stays queued for a reprint)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,14 +314,18 @@ def _validator(t: _Table) -> ValidatorConfig:
 def _printer(t: _Table) -> PrinterConfig:
     d = PrinterConfig()
     out = t.get("out_dir", str, "", "a path string")
+    templates = t.get("templates_dir", str, "", "a directory path")
     p = PrinterConfig(
         driver=t.check(
             "driver",
-            t.get("driver", str, d.driver, '"sim"'),
-            lambda s: s == "sim",
-            '"sim" (the ESC/POS driver is not in this build yet)',
+            t.get("driver", str, d.driver, '"escpos" or "sim"'),
+            lambda s: s in ("escpos", "sim"),
+            '"escpos" or "sim"',
         ),
         port=t.get("port", str, d.port, "a pyserial port URL string"),
+        line=_line(t) or d.line,
+        templates_dir=Path(templates) if templates else None,
+        allow_no_receipt=t.get("allow_no_receipt", bool, d.allow_no_receipt, "true or false"),
         paper_mm=t.check(
             "paper_mm",
             t.get("paper_mm", int, d.paper_mm, "58 or 80"),

@@ -1,29 +1,183 @@
-"""Receipts as device-neutral documents, queued in the journal before they are printed.
+"""Receipts: small templates an operator can change, rendered to device-neutral documents,
+queued in the journal before they are printed.
+
+One template per kind (``kiosk/templates/<kind>.receipt``; an operator overrides any of them
+with a file of the same name in ``hardware.printer.templates_dir``). A template is lines of
+text with ``{fields}``; a line may start with ``@center``, ``@right``, ``@bold``, ``@double``;
+``---`` is a rule across the paper; ``@qr TEXT`` a QR code; ``#`` a comment. A line whose fields
+all came out empty is left out; a field holding several lines prints them all. Templates are
+checked when loaded (``kiosk config check`` too): an unknown field is a configuration error
+naming the file.
 
 A receipt failing to print never undoes or blocks the money movement: it stays ``queued``
-in the journal for a reprint.
+in the journal for a reprint (``kiosk receipt reprint REF``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import string
 import time
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from drivers.errors import DriverError
 from drivers.printer.base import Block, Document, Line, QrBlock, ReceiptPrinter, Rule
+from kiosk.errors import ConfigError
 from kiosk.journal import AsyncJournal, Tx
-from kiosk.journeys import JOURNEYS
 from kiosk.money import Money
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
 log = logging.getLogger("kiosk.receipts")
 
+BUILTIN = Path(__file__).parent / "templates"
+KINDS = ("cashin", "cashout", "pending", "owed", "refund", "test", "collection")
 TITLES = {
-    "cashin": "CASH TOP UP - PAID",
+    "cashin": "CASH IN - PAID",
+    "cashout": "CASH OUT - PAID",
     "pending": "PAYMENT PENDING",
     "owed": "NOT COMPLETED - MONEY OWED",
-    "cashout": "CASH OUT - PAID",
+    "refund": "REFUND",
+    "test": "PRINTER TEST",
+    "collection": "CASH COLLECTION",
 }
+#: Every field a template may use, with a sample value (templates are checked against it).
+FIELDS: dict[str, str] = {
+    "title": "CASH IN - PAID",
+    "kiosk_id": "KSK-0001",
+    "location": "Store, street, city",
+    "time": "2026-11-21 17:00:00 +04",
+    "provider": "PayBy Cash Top Up",
+    "ref": "KSK-0001-000042",
+    "references": "PayBy order: 131658300517875854",
+    "amount_due": "AED 150.00",
+    "notes": "AED 100.00, AED 50.00",
+    "credited": "AED 150.00",
+    "dispensed": "AED 0.00",
+    "owed": "AED 0.00",
+    "owed_line": "",
+    "status": "PAID",
+    "reason": "",
+    "support_line": "Support: +971 4 000 0000",
+    "journey": "payby_cashin",
+    "printer": "escpos",
+    "paper": "ok",
+    "columns": "48",
+    "technician": "T-7",
+    "since": "2026-11-20 09:00",
+    "counts": "AED 100.00 x 3",
+    "total": "AED 300.00",
+}
+_STYLES = ("@center", "@right", "@bold", "@double")
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    kind: str
+    source: Path
+    lines: tuple[str, ...]
+
+    def render(self, fields: Mapping[str, str], name: str) -> Document:
+        """The document of this template with ``fields`` (every field of :data:`FIELDS`)."""
+        formatter = string.Formatter()
+        blocks: list[Block] = []
+        for raw in self.lines:
+            text = raw.rstrip()
+            if not text or text.startswith("#"):
+                continue
+            if text.strip() == "---":
+                blocks.append(Rule())
+                continue
+            words = text.split(" ")
+            styles = set()
+            while words and words[0] in _STYLES:
+                styles.add(words.pop(0))
+            if words and words[0] == "@qr":
+                data = formatter.vformat(" ".join(words[1:]), (), fields).strip()
+                if data:
+                    blocks.append(QrBlock(data))
+                continue
+            body = " ".join(words)
+            has_fields = any(f for _, f, _, _ in formatter.parse(body) if f)
+            value = formatter.vformat(body, (), fields)
+            if has_fields and not value.strip():
+                continue
+            align: Literal["left", "center", "right"] = (
+                "center" if "@center" in styles else "right" if "@right" in styles else "left"
+            )
+            for part in value.split("\n"):
+                blocks.append(
+                    Line(part, bold="@bold" in styles, align=align, double="@double" in styles)
+                )
+        return Document(name=name, blocks=tuple(blocks))
+
+
+@functools.lru_cache(maxsize=8)
+def load_templates(directory: Path | None = None) -> dict[str, Template]:
+    """Built-in templates, each overridden by ``directory/<kind>.receipt`` when present."""
+    out: dict[str, Template] = {}
+    for kind in KINDS:
+        path = BUILTIN / f"{kind}.receipt"
+        if directory is not None and (directory / f"{kind}.receipt").exists():
+            path = directory / f"{kind}.receipt"
+        try:
+            template = Template(kind, path, tuple(path.read_text(encoding="utf-8").splitlines()))
+            template.render(FIELDS, "check")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(path), "", f"a readable receipt template ({exc})") from exc
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                str(path), "", f"a receipt template using only known fields ({exc!r} is not)"
+            ) from exc
+        out[kind] = template
+    return out
+
+
+def _money(tx: Tx, minor: int) -> str:
+    return str(Money.of(minor, tx.currency))
+
+
+def fields_for(
+    tx: Tx,
+    kind: str,
+    *,
+    kiosk_id: str,
+    location: str,
+    support_line: str,
+    provider_name: str,
+    notes: list[int],
+    references: dict[str, str],
+    status_text: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The template fields of ``tx``."""
+    fields = dict(FIELDS)
+    fields.update(
+        title=TITLES.get(kind, kind.upper()),
+        kiosk_id=kiosk_id,
+        location=location,
+        time=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime()),
+        provider=provider_name,
+        ref=tx.ref,
+        references="\n".join(f"{k}: {v}" for k, v in references.items()),
+        amount_due=_money(tx, tx.amount_due),
+        notes=", ".join(_money(tx, n) for n in notes) or "none",
+        credited=_money(tx, tx.credited),
+        dispensed=_money(tx, tx.dispensed),
+        owed=_money(tx, tx.owed),
+        owed_line=f"OWED TO YOU: {_money(tx, tx.owed)}" if tx.owed else "",
+        status=status_text,
+        reason=tx.reason or "",
+        support_line=support_line,
+        journey=tx.journey,
+    )
+    fields.update(extra or {})
+    return fields
 
 
 def build(
@@ -37,48 +191,50 @@ def build(
     notes: list[int],
     references: dict[str, str],
     status_text: str,
+    templates_dir: Path | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> Document:
-    """The receipt of ``tx``: who, where, when, every reference, the money, the status."""
+    """The receipt of ``tx`` of ``kind`` (one of :data:`KINDS`)."""
+    fields = fields_for(
+        tx,
+        kind,
+        kiosk_id=kiosk_id,
+        location=location,
+        support_line=support_line,
+        provider_name=provider_name,
+        notes=notes,
+        references=references,
+        status_text=status_text,
+        extra=extra,
+    )
+    return load_templates(templates_dir)[kind].render(fields, f"{tx.ref}-{kind}")
 
-    def money(minor: int) -> str:
-        return str(Money.of(minor, tx.currency))
 
-    blocks: list[Block] = [
-        Line(TITLES.get(kind, kind.upper()), bold=True, align="center", double=True),
-        Line(f"Kiosk {kiosk_id}", align="center"),
-    ]
-    if location:
-        blocks.append(Line(location, align="center"))
-    blocks += [
-        Line(time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime()), align="center"),
-        Rule(),
-        Line(f"Provider: {provider_name}"),
-        Line(f"Reference: {tx.ref}", bold=True),
-        *[Line(f"{name}: {value}") for name, value in references.items()],
-        Rule(),
-    ]
-    if JOURNEYS[tx.journey].direction == "out":
-        blocks += [
-            Line(f"Amount requested: {money(tx.amount_due)}"),
-            Line(f"Cash paid out: {money(tx.dispensed)}", bold=True),
-        ]
-    else:
-        blocks += [
-            Line(f"Amount due: {money(tx.amount_due)}"),
-            Line(f"Notes: {', '.join(money(n) for n in notes) or 'none'}"),
-            Line(f"Cash received: {money(tx.credited)}", bold=True),
-        ]
-    if tx.owed:
-        blocks.append(Line(f"OWED TO YOU: {money(tx.owed)}", bold=True))
-    blocks += [
-        Line(f"Status: {status_text}", bold=True),
-        Rule(),
-        QrBlock(tx.ref),
-        Line("Keep this receipt.", align="center"),
-    ]
-    if support_line:
-        blocks.append(Line(support_line, align="center"))
-    return Document(name=f"{tx.ref}-{kind}", blocks=tuple(blocks))
+def for_kiosk(
+    config: Config,
+    tx: Tx,
+    kind: str,
+    *,
+    provider_name: str,
+    status_text: str,
+    notes: list[int] | None = None,
+    references: dict[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Document:
+    """:func:`build` with this kiosk's id, location, support line and templates."""
+    return build(
+        tx,
+        kind,
+        kiosk_id=config.kiosk_id,
+        location=config.location,
+        support_line=config.support_line,
+        provider_name=provider_name,
+        notes=notes or [],
+        references=references or {},
+        status_text=status_text,
+        templates_dir=config.printer.templates_dir,
+        extra=extra,
+    )
 
 
 def to_json(doc: Document) -> dict[str, Any]:

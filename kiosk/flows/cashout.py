@@ -133,16 +133,8 @@ async def end_payout(ctx: Context, tx: Tx, dispensed: int, detail: str) -> Tx:
         log.info("%s: paid out %s", tx.ref, _m(tx, dispensed))
         kind, status = "cashout", "PAID OUT - count your notes"
         ctx.panel.show(PanelState.DONE)
-    doc = receipts.build(
-        tx,
-        kind,
-        kiosk_id=ctx.config.kiosk_id,
-        location=ctx.config.location,
-        support_line=ctx.config.support_line,
-        provider_name="Kiosk (technician test dispense)",
-        notes=[],
-        references={},
-        status_text=status,
+    doc = receipts.for_kiosk(
+        ctx.config, tx, kind, provider_name="Kiosk (technician test dispense)", status_text=status
     )
     await receipts.issue(j, ctx.printer, tx, kind, doc)
     return tx

@@ -338,12 +338,10 @@ async def _receipt(ctx: Context, tx: Tx, kind: str, status: str) -> Document:
     stacked = await j.call(j.sync.effects, tx.id, kind="stack", status="done")
     notes = [e.amount or 0 for e in stacked]
     refs = {"PayBy order": tx.provider_ref or "-"}
-    return receipts.build(
+    return receipts.for_kiosk(
+        ctx.config,
         tx,
         kind,
-        kiosk_id=ctx.config.kiosk_id,
-        location=ctx.config.location,
-        support_line=ctx.config.support_line,
         provider_name="PayBy Cash Top Up",
         notes=notes,
         references=refs,
