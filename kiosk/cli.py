@@ -108,6 +108,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         read_public_key(cfg.payby, cfg.file)
         if secrets.payby_private_key is None:
             raise ConfigError(str(cfg.secrets_file), "payby.private_key", "a PEM private key")
+    from kiosk.receipts import load_templates
+
+    load_templates(cfg.printer.templates_dir)  # an operator's receipt templates are checked
     print(
         f"{cfg.file}: ok (kiosk {cfg.kiosk_id}, {cfg.currency.code}, "
         f"{'simulated' if cfg.simulate else 'real'} hardware)"
@@ -186,6 +189,51 @@ def _admin(args: argparse.Namespace, cmd: str, **kw: object) -> dict[str, object
     return reply
 
 
+def cmd_receipt(args: argparse.Namespace) -> int:
+    if args.receipt == "reprint":
+        reply = _admin(args, "reprint", ref=args.ref)
+        for r in reply["receipts"]:  # type: ignore[attr-defined]
+            state = "printed" if r["printed"] else "NOT printed (still queued)"
+            print(f"{reply['ref']}: receipt {r['receipt']} ({r['kind']}) {state}")
+        return 0 if all(r["printed"] for r in reply["receipts"]) else 1  # type: ignore[attr-defined]
+    reply = _admin(args, "test_page")
+    print(
+        f"test page {reply['ref']}: {'printed' if reply['printed'] else 'NOT printed'} "
+        f"(paper {reply['status']})"
+    )
+    return 0 if reply["printed"] else 1
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    reply = _admin(args, "collect", technician=args.technician)
+    print(
+        f"{reply['ref']}: collected {reply['notes']} (total {reply['total']} minor units); "
+        f"receipt {'printed' if reply['printed'] else 'NOT printed (queued)'}"
+    )
+    return 0
+
+
+def cmd_sim_printer(args: argparse.Namespace) -> int:
+    from drivers.escpos.sim import run_simulator
+
+    async def serve() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(
+            run_simulator(Path(args.link), Path(args.out), columns=args.columns)
+        )
+        print(f"ESC/POS printer simulator on {args.link}; receipts in {args.out}", flush=True)
+        await stop.wait()
+        task.cancel()
+
+    asyncio.run(serve())
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     reply = _admin(args, "status")
     reply.pop("ok")
@@ -250,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--control", help="a Unix socket for the control channel (JSON lines)")
     sv.add_argument("--levels", help="eSSP SMART Payout float, e.g. 1000x10,2000x10,5000x10")
     sv.set_defaults(fn=cmd_sim_validator)
+    sp = simsub.add_parser("printer", help="an ESC/POS printer that renders receipts to PNG")
+    sp.add_argument("--link", required=True, help="path of the symlink to the pty to create")
+    sp.add_argument("--out", required=True, help="directory for the rendered receipts")
+    sp.add_argument("--columns", type=int, default=48, help="48 for 80 mm paper, 32 for 58 mm")
+    sp.set_defaults(fn=cmd_sim_printer)
 
     dc = with_config(sub.add_parser("decode", help="decode images: one JSON line per file"))
     dc.add_argument("files", nargs="+", metavar="FILE")
@@ -289,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     po = with_config(sub.add_parser("payout", help="test dispense through the running daemon"))
     po.add_argument("amount", help="major units, e.g. 20.00")
     po.set_defaults(fn=cmd_payout)
+
+    rc = sub.add_parser("receipt", help="receipts, through the running daemon")
+    rsub = rc.add_subparsers(dest="receipt", required=True)
+    rr = with_config(rsub.add_parser("reprint", help="print a transaction's receipts again"))
+    rr.add_argument("ref", help="the transaction reference on the receipt")
+    rr.set_defaults(fn=cmd_receipt)
+    with_config(rsub.add_parser("test", help="print a test page")).set_defaults(fn=cmd_receipt)
+    co = with_config(sub.add_parser("collect", help="record a cash collection, print its receipt"))
+    co.add_argument("--technician", default="unknown", help="who collects")
+    co.set_defaults(fn=cmd_collect)
 
     li = with_config(sub.add_parser("liabilities", help="money owed to customers"))
     li.add_argument("--all", action="store_true", help="include settled ones")

@@ -21,6 +21,7 @@ from typing import Any
 
 from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
+from drivers.printer.base import PaperState, PrinterStatus
 from drivers.validator.base import Fault, FaultCleared, FaultKind, PowerUpReport
 from kiosk.admin import Handler, serve_admin
 from kiosk.config import Config, Secrets, read_public_key
@@ -35,6 +36,7 @@ log = logging.getLogger("kiosk.daemon")
 
 IDLE_TICK_S = 30.0  # how often an idle kiosk settles pending payments
 REOPEN_S = 2.0  # how often a lost validator is opened again
+NO_RECEIPT_CONFIRM_S = 10.0  # how long a customer has to accept a journey without a receipt
 RESULT_HOLD_S = 3.0  # how long DONE / REFUSED stay on the panel
 
 
@@ -45,6 +47,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.validator_ok = False
         self.busy = asyncio.Lock()  # held by whatever drives the devices: a journey, a test payout
+        self._printer_word = ""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -220,6 +223,41 @@ class Daemon:
                 await self._drop_lost_validator(ctx, hw)
                 await asyncio.sleep(RESULT_HOLD_S)
 
+    async def _printer_status(self, ctx: Context) -> PrinterStatus:
+        """The printer's live status; a printer that cannot answer is not ready. Logs
+        transitions only ("printer: paper out" once, "printer: ready" once)."""
+        try:
+            status = await ctx.printer.status()
+        except (DriverError, OSError) as exc:
+            status = PrinterStatus(online=False, paper=PaperState.OUT, error=True)
+            log.debug("printer: status failed: %s", exc)
+        word = "ready" if status.ready else f"not ready ({_printer_problem(status)})"
+        if word != self._printer_word:
+            log.log(logging.INFO if status.ready else logging.WARNING, "printer: %s", word)
+            await ctx.journal.call(ctx.journal.sync.log, "printer.status", {"status": word})
+            self._printer_word = word
+        return status
+
+    async def _receipt_possible(self, ctx: Context) -> bool:
+        """No journey that needs a receipt starts while the printer is not ready, unless the
+        operator allows it and the customer presses confirm (nothing is printed then)."""
+        if (await self._printer_status(ctx)).ready:
+            return True
+        if not self.config.printer.allow_no_receipt:
+            return False
+        ctx.panel.show(PanelState.REFUSED)  # red blink + long beep: "no receipt"; confirm?
+        sources = Sources(panel=ctx.panel.next_event)
+        try:
+            while (got := await sources.next(NO_RECEIPT_CONFIRM_S)) is not None:
+                if got[1] == PanelEvent.CONFIRM:
+                    await ctx.journal.call(ctx.journal.sync.log, "receipt.declined")
+                    return True
+                if got[1] == PanelEvent.CANCEL:
+                    return False
+            return False
+        finally:
+            await sources.close()
+
     async def _journey(self, ctx: Context, text: str) -> None:
         c = self.config
         hosts = c.payby.token_hosts if c.payby else ()
@@ -228,6 +266,13 @@ class Daemon:
         except PayloadError as exc:
             log.info("code refused: %s", exc)  # the message never holds the code
             await ctx.journal.call(ctx.journal.sync.log, "code.refused", {"reason": str(exc)})
+            ctx.panel.show(PanelState.REFUSED)
+            return
+        if not await self._receipt_possible(ctx):
+            log.info("code refused: the printer is not ready (%s)", self._printer_word)
+            await ctx.journal.call(
+                ctx.journal.sync.log, "code.refused", {"reason": "printer not ready"}
+            )
             ctx.panel.show(PanelState.REFUSED)
             return
         if isinstance(request, PayByTopUp):
@@ -274,6 +319,7 @@ class Daemon:
             log.warning("validator: close failed: %s", exc)
 
     async def _idle_tick(self, ctx: Context, hw: Hardware) -> None:
+        await self._printer_status(ctx)
         if not self.validator_ok:
             report = await self._open_validator(hw)
             if report is not None:
@@ -304,6 +350,7 @@ class Daemon:
                 "validator": getattr(ctx.validator, "name", "?"),
                 "recycler": ctx.dispenser is not None,
                 "open_transactions": [t.ref for t in open_txs],
+                "printer": str((await self._printer_status(ctx)).paper),
                 "open_liabilities": sum(r["amount"] for r in owed),
             }
 
@@ -331,4 +378,33 @@ class Daemon:
                 raise ValueError("this validator does not pay out")
             return {"levels": {str(v): n for v, n in (await ctx.dispenser.levels()).items()}}
 
-        return {"status": status, "payout": payout, "levels": levels}
+        async def technician(req: dict[str, Any]) -> dict[str, Any]:
+            from kiosk import technician as tech
+
+            if self.busy.locked():
+                raise ValueError("a journey is running; try again when the kiosk is idle")
+            async with self.busy:
+                if req["cmd"] == "reprint":
+                    return await tech.reprint(ctx, str(req.get("ref", "")))
+                if req["cmd"] == "test_page":
+                    return await tech.test_page(ctx)
+                return await tech.collect(ctx, str(req.get("technician") or "unknown"))
+
+        return {
+            "status": status,
+            "payout": payout,
+            "levels": levels,
+            "reprint": technician,
+            "test_page": technician,
+            "collect": technician,
+        }
+
+
+def _printer_problem(status: PrinterStatus) -> str:
+    if not status.online:
+        return "offline"
+    if status.cover_open:
+        return "cover open"
+    if status.paper is PaperState.OUT:
+        return "paper out"
+    return "error"
