@@ -135,14 +135,14 @@ def test_an_operator_template_replaces_the_builtin_one(tmp_path: Path, journal: 
         status_text="S",
         templates_dir=tmp_path,
     )
-    assert [b.text for b in doc.blocks if isinstance(b, Line)][0] == "SHOP 42"
+    assert next(b.text for b in doc.blocks if isinstance(b, Line)) == "SHOP 42"
     assert receipts.load_templates(tmp_path)["owed"].source.parent == receipts.BUILTIN
 
 
 def test_a_broken_template_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "owed.receipt").write_text("Amount: {amount_owed_typo}\n")
     receipts.load_templates.cache_clear()
-    with pytest.raises(ConfigError, match="owed.receipt") as err:
+    with pytest.raises(ConfigError, match=r"owed\.receipt") as err:
         receipts.load_templates(tmp_path)
     assert "amount_owed_typo" in str(err.value)
 
