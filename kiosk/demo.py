@@ -20,7 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kiosk.simkiosk import STORE_PARTNER_ID, DaemonProcess, KioskFiles, wait_for, write_kiosk
+from kiosk.simkiosk import (
+    STORE_PARTNER_ID,
+    DaemonProcess,
+    KioskFiles,
+    receipts_of,
+    wait_for,
+    write_kiosk,
+)
 
 ORDER = ("150.00", "AED")
 STORE_BALANCE = "1000.00"
@@ -186,11 +193,12 @@ def run_demo(out: Path | None, validator: str = "sim") -> int:
             after = balance.get("balances", {}).get(ORDER[1]) if isinstance(balance, dict) else None
             rows.append(("store wallet", f"{ORDER[1]} {STORE_BALANCE} -> {ORDER[1]} {after}"))
 
-            receipts = sorted(files.receipts.glob(f"{tx['ref']}-cashin.*"))
-            if not any(p.suffix == ".png" for p in receipts):
+            printed = receipts_of(files.receipts, tx["ref"])
+            pngs = [p.with_suffix(".png") for p in printed if p.with_suffix(".png").exists()]
+            if not pngs:
                 raise RuntimeError(f"no receipt PNG in {files.receipts}")
-            for p in receipts:
-                rows.append(("receipt", str(p)))
+            for p in pngs:
+                rows.append(("receipt (ESC/POS)", f"{p} (+ .txt)"))
             events = len(_query(files, "SELECT seq FROM events WHERE tx_id = ?", (tx["id"],)))
             rows.append(
                 (

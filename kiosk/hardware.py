@@ -31,6 +31,7 @@ class Hardware:
     panel: Panel
     dispenser: NoteDispenser | None = None
     device: Any = None  # an in-process wire simulator (validator port "sim")
+    printer_device: Any = None  # the same for the printer (printer port "sim")
     control: asyncio.AbstractServer | None = None
 
     async def close(self) -> None:
@@ -41,8 +42,9 @@ class Hardware:
                 await closer()
             except Exception:  # closing must go on for the other devices
                 log.exception("closing a device failed")
-        if self.device is not None:
-            await self.device.close()
+        for device in (self.device, self.printer_device):
+            if device is not None:
+                await device.close()
         self.panel.close()
 
 
@@ -62,12 +64,11 @@ def _pin_factory(simulate: bool) -> Any:
 
 async def build(config: Config) -> Hardware:
     """Build (not open) every device; under simulation also start the control socket."""
-    from drivers.printer.sim import SimPrinter
     from drivers.reader.replay import ReplayReader
 
     c = config
     hw_validator, scripted, dispenser, device = await _validator(c)
-    printer = SimPrinter(c.receipts_dir, columns=48 if c.printer.paper_mm == 80 else 32)
+    printer, scripted_printer, printer_device = await _printer(c)
     replay = ReplayReader(
         c.frames_dir, poll_interval=c.reader.poll_s, hold=c.reader.hold_s, decoder=_decoder(c)
     )
@@ -75,14 +76,22 @@ async def build(config: Config) -> Hardware:
     pins = c.panel
     factory = _pin_factory(c.simulate)
     panel = Panel(pins, pin_factory=factory)
-    hw = Hardware(hw_validator, printer, reader, panel, dispenser=dispenser, device=device)
+    hw = Hardware(
+        hw_validator,
+        printer,
+        reader,
+        panel,
+        dispenser=dispenser,
+        device=device,
+        printer_device=printer_device,
+    )
     if c.simulate:
         from drivers.sim.control import SimRig, serve_control
 
         factory.pin(pins.door).drive_low()  # the simulated door starts closed
         rig = SimRig(
             validator=scripted,
-            printer=printer,
+            printer=scripted_printer,
             replay_dir=c.frames_dir,
             panel=panel,
             factory=factory,
@@ -186,7 +195,7 @@ class _DeviceSim:
         self._port = DevicePort()
         self._port.start()
         self._task = asyncio.create_task(self._serve(self.sim, self._port))
-        log.info("validator: simulated on %s", self._port.path)
+        log.info("%s simulated on %s", type(self.sim).__name__, self._port.path)
         return str(self._port.path)
 
     async def close(self) -> None:
@@ -225,3 +234,24 @@ def _reader(c: Config) -> CodeReader:
 
         source = V4l2Source(r.device)
     return CameraReader(source, _decoder(c), hold=r.hold_s)
+
+
+async def _printer(c: Config) -> tuple[ReceiptPrinter, Any, Any]:
+    """The printer driver, what the control channel scripts, and an in-process simulator."""
+    p = c.printer
+    columns = 48 if p.paper_mm == 80 else 32
+    if p.driver == "sim":
+        from drivers.printer.sim import SimPrinter
+
+        sim_printer = SimPrinter(c.receipts_dir, columns=columns)
+        return sim_printer, sim_printer, None
+    from drivers.escpos.client import EscposPrinter
+
+    port, device, scripted = p.port, None, None
+    if port == "sim":
+        from drivers.escpos.sim import EscposSimulator, serve
+
+        escpos_sim = EscposSimulator(c.receipts_dir, columns=columns)
+        device = _DeviceSim(serve, escpos_sim)
+        port, scripted = await device.start(), escpos_sim
+    return EscposPrinter(port, line=p.line, columns=columns), scripted, device

@@ -51,6 +51,7 @@ def write_kiosk(
     validator: str = "sim",
     validator_port: str = "sim",
     payout: bool = False,
+    printer: str = "escpos",
 ) -> KioskFiles:
     """Config, secrets and keys of a simulated kiosk under ``root`` (receipts rendered in
     ``receipts_dir``, default ``root/receipts``). ``validator`` picks the driver: ``sim``
@@ -97,6 +98,8 @@ retries = 3
 payout = {"true" if payout else "false"}
 
 [hardware.printer]
+driver = "{printer}"
+port = "sim"
 paper_mm = 80
 out_dir = "{receipts}"
 
@@ -205,3 +208,9 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):  # type:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
+
+
+def receipts_of(receipts_dir: Path, ref: str) -> list[Path]:
+    """The rendered receipts (``.txt``; the ``.png`` beside each) that carry ``ref``, oldest
+    first: the ESC/POS simulator names them by sequence and first line, not by reference."""
+    return [p for p in sorted(receipts_dir.glob("*.txt")) if ref in p.read_text(encoding="utf-8")]

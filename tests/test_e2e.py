@@ -14,7 +14,7 @@ from drivers.reader.decode import decode_image
 from drivers.sim.control import SimControl
 from kiosk.demo import make_qr_png, run_demo, store_setup
 from kiosk.sandbox.server import start_sandbox
-from kiosk.simkiosk import DaemonProcess, wait_for, write_kiosk
+from kiosk.simkiosk import DaemonProcess, receipts_of, wait_for, write_kiosk
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,9 @@ def test_demo_journey_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert run_demo(tmp_path) == 0
     out = capsys.readouterr().out
     assert "journey completed" in out and "PAID_SUCCESS" in out and "returned" in out
-    (png,) = (tmp_path / "receipts").glob("*-cashin.png")
-    assert decode_image(Image.open(png)) == [png.name.removesuffix("-cashin.png")]
-    text = png.with_suffix(".txt").read_text()
+    (txt,) = receipts_of(tmp_path / "receipts", "KSK-DEMO-000001")  # printed over ESC/POS
+    assert decode_image(Image.open(txt.with_suffix(".png"))) == ["KSK-DEMO-000001"]
+    text = txt.read_text()
     assert "AED 150.00" in text and "AED 100.00, AED 50.00" in text
 
 
@@ -121,5 +121,63 @@ def test_out_of_service_while_a_device_is_missing_or_faulted(tmp_path: Path) -> 
             wait_for(lambda: control.call("state")["panel"]["state"] == "out_of_service")
             control.call("clear_fault")
             wait_for(lambda: control.call("state")["panel"]["state"] == "ready")
+        finally:
+            assert daemon.stop() == 0
+
+
+def test_paper_out_refuses_journeys_and_mid_receipt_queues_for_reprint(tmp_path: Path) -> None:
+    from kiosk import admin
+
+    with start_sandbox(tmp_path / "sandbox") as sandbox:
+        with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
+            files = write_kiosk(tmp_path / "kiosk", payby_url=sandbox.url,
+                                payby_public_pem=resp.read())
+        store_setup(sandbox.url, files.store_public_pem)
+        daemon = DaemonProcess(files)
+        daemon.start()
+
+        def order() -> dict[str, str]:
+            req = urllib.request.Request(
+                f"{sandbox.url}/_sandbox/payby/orders",
+                json.dumps({"amount": "50.00", "currency": "AED"}).encode(),
+                {"Content-Type": "application/json"})
+            return json.loads(urllib.request.urlopen(req).read())  # type: ignore[no-any-return]
+
+        def rows(sql: str) -> list[tuple[object, ...]]:
+            conn = sqlite3.connect(f"file:{files.journal}?mode=ro", uri=True)
+            try:
+                return list(conn.execute(sql))
+            finally:
+                conn.close()
+
+        try:
+            control = SimControl(files.control_socket)
+            # 1. paper out: no journey starts
+            control.call("paper", state="out")
+            first = order()
+            control.call("show", path=str(make_qr_png(first["tokenUrl"], tmp_path / "a.png")))
+            wait_for(lambda: rows("SELECT data FROM events WHERE kind = 'code.refused'"))
+            assert not rows("SELECT id FROM transactions")
+            # 2. paper runs out mid-receipt: the payment stands, the receipt is queued
+            control.call("paper", state="ok")
+            control.call("paper_runs_out", lines=4)
+            second = order()
+            control.call("show", path=str(make_qr_png(second["tokenUrl"], tmp_path / "b.png")))
+            wait_for(lambda: rows("SELECT id FROM transactions WHERE state = 'accepting'"),
+                     timeout=20)
+            control.call("insert", value=5000)
+            wait_for(lambda: rows("SELECT id FROM transactions WHERE state = 'completed'"),
+                     timeout=20)
+            ((ref,),) = rows("SELECT ref FROM transactions")
+            ((status, error),) = rows("SELECT status, last_error FROM receipts")
+            assert status == "queued" and "paper" in str(error)
+            # 3. the technician loads paper and reprints
+            control.call("paper", state="ok")
+            wait_for(lambda: admin.call(files.state_dir / "admin.sock", {"cmd": "status"})
+                     ["state"] == "ready", timeout=10)
+            reply = admin.call(files.state_dir / "admin.sock", {"cmd": "reprint", "ref": ref})
+            assert reply["ok"] and reply["receipts"][0]["printed"], reply
+            assert rows("SELECT status FROM receipts") == [("printed",)]
+            assert receipts_of(files.receipts, str(ref))
         finally:
             assert daemon.stop() == 0

@@ -26,7 +26,7 @@ from drivers.errors import CommandRefused
 from drivers.sim.control import SimControl
 from kiosk.demo import make_qr_png, store_setup
 from kiosk.sandbox.server import Sandbox, start_sandbox
-from kiosk.simkiosk import DaemonProcess, KioskFiles, wait_for, write_kiosk
+from kiosk.simkiosk import DaemonProcess, KioskFiles, receipts_of, wait_for, write_kiosk
 
 pytestmark = pytest.mark.slow
 PROTOCOLS = ["id003", "essp"]
@@ -247,7 +247,8 @@ def test_encrypted_payout_with_smart_payout(wire: Wire) -> None:
     assert state["encrypted"] is True
     (eff,) = wire.rows("SELECT * FROM effects WHERE kind = 'payout'")
     assert json.loads(eff["request"])["levels_before"]
-    assert (wire.files.receipts / f"{reply['ref']}-cashout.txt").exists()
+    (receipt,) = receipts_of(wire.files.receipts, str(reply["ref"]))
+    assert "Cash paid out: AED 70.00" in receipt.read_text()
 
 
 @pytest.mark.parametrize("wire", ["essp"], indirect=True)

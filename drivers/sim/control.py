@@ -82,6 +82,19 @@ class ScriptedValidator(Protocol):
     def state(self) -> dict[str, Any]: ...
 
 
+class ScriptedPrinter(Protocol):
+    """What the control channel asks of a simulated printer: the interface-level
+    :class:`SimPrinter` or the ESC/POS simulator (``drivers.escpos.sim``)."""
+
+    def set_paper(self, paper: PaperState) -> None: ...
+
+    def set_cover_open(self, cover_open: bool) -> None: ...
+
+    def set_online(self, online: bool) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class ValidatorRig:
     """A validator simulator alone (``kiosk sim validator``): only the validator commands."""
@@ -101,7 +114,7 @@ class SimRig:
     """
 
     validator: ScriptedValidator
-    printer: SimPrinter
+    printer: ScriptedPrinter
     replay_dir: Path
     panel: Panel
     factory: Any  # gpiozero MockFactory the panel's pins come from
@@ -334,6 +347,16 @@ async def _payout_stop_after(rig: SimRig, req: Mapping[str, Any]) -> dict[str, A
     return {"stop_after": notes}
 
 
+async def _paper_runs_out(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
+    """The paper runs out after ``lines`` more lines (ESC/POS simulator): mid-receipt."""
+    lines = _arg(req, "lines", int)
+    runs_out = getattr(rig.printer, "run_out_of_paper_after", None)
+    if runs_out is None:
+        raise _BadRequest("this simulated printer cannot run out mid-receipt")
+    runs_out(lines=lines)
+    return {"printer": rig.printer.state()}
+
+
 async def _power(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
     """A power cut of the validator alone (wire-level simulators): ``{"on": false|true}``."""
     on = _arg(req, "on", bool)
@@ -361,6 +384,7 @@ COMMANDS: Final[dict[str, _Handler]] = {
     "state": _state,
     "power": _power,
     "payout_stop_after": _payout_stop_after,
+    "paper_runs_out": _paper_runs_out,
 }
 
 
