@@ -223,12 +223,23 @@ def cmd_sim_printer(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        from drivers.escpos.sim import EscposSimulator
+        from drivers.sim.control import PrinterRig, serve_control
+
+        sim = EscposSimulator(Path(args.out), columns=args.columns)
         task = asyncio.create_task(
-            run_simulator(Path(args.link), Path(args.out), columns=args.columns)
+            run_simulator(Path(args.link), Path(args.out), columns=args.columns, sim=sim)
         )
-        print(f"ESC/POS printer simulator on {args.link}; receipts in {args.out}", flush=True)
+        server = await serve_control(PrinterRig(sim), Path(args.control)) if args.control else None
+        print(
+            f"ESC/POS printer simulator on {args.link}; receipts in {args.out}"
+            + (f"; control socket {args.control}" if args.control else ""),
+            flush=True,
+        )
         await stop.wait()
         task.cancel()
+        if server is not None:
+            server.close()
 
     asyncio.run(serve())
     return 0
@@ -302,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--link", required=True, help="path of the symlink to the pty to create")
     sp.add_argument("--out", required=True, help="directory for the rendered receipts")
     sp.add_argument("--columns", type=int, default=48, help="48 for 80 mm paper, 32 for 58 mm")
+    sp.add_argument("--control", help="a Unix socket to script paper, cover and online state")
     sp.set_defaults(fn=cmd_sim_printer)
 
     dc = with_config(sub.add_parser("decode", help="decode images: one JSON line per file"))

@@ -106,6 +106,16 @@ class ValidatorRig:
 
 
 @dataclass(frozen=True)
+class PrinterRig:
+    """A printer simulator alone (``kiosk sim printer``): only the printer commands."""
+
+    printer: ScriptedPrinter
+
+    def state(self) -> dict[str, Any]:
+        return {"printer": self.printer.state()}
+
+
+@dataclass(frozen=True)
 class SimRig:
     """The simulated devices of one kiosk, and the camera directory the reader watches.
 
@@ -211,8 +221,11 @@ def _choice(req: Mapping[str, Any], key: str, choices: list[str]) -> str:
     return value
 
 
-Rig = Union["SimRig", ValidatorRig]
+Rig = Union["SimRig", ValidatorRig, PrinterRig]
 _Handler = Callable[[Any, Mapping[str, Any]], Awaitable[dict[str, Any]]]
+_PRINTER_COMMANDS: Final = frozenset(
+    {"ping", "paper", "cover", "online", "paper_runs_out", "state"}
+)
 _VALIDATOR_COMMANDS: Final = frozenset(
     {
         "ping",
@@ -398,8 +411,15 @@ async def handle_request(rig: Rig, line: bytes) -> dict[str, Any]:
         return {"ok": False, "error": "a request is a JSON object"}
     cmd = req.get("cmd")
     handler = COMMANDS.get(cmd) if isinstance(cmd, str) else None
-    if handler is None or (isinstance(rig, ValidatorRig) and cmd not in _VALIDATOR_COMMANDS):
-        known = _VALIDATOR_COMMANDS if isinstance(rig, ValidatorRig) else COMMANDS
+    allowed = (
+        _VALIDATOR_COMMANDS
+        if isinstance(rig, ValidatorRig)
+        else _PRINTER_COMMANDS
+        if isinstance(rig, PrinterRig)
+        else frozenset(COMMANDS)
+    )
+    if handler is None or cmd not in allowed:
+        known = allowed
         return {"ok": False, "error": f"unknown cmd {cmd!r}; known: {', '.join(sorted(known))}"}
     try:
         extra = await handler(rig, req)
