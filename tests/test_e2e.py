@@ -130,8 +130,9 @@ def test_paper_out_refuses_journeys_and_mid_receipt_queues_for_reprint(tmp_path:
 
     with start_sandbox(tmp_path / "sandbox") as sandbox:
         with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-            files = write_kiosk(tmp_path / "kiosk", payby_url=sandbox.url,
-                                payby_public_pem=resp.read())
+            files = write_kiosk(
+                tmp_path / "kiosk", payby_url=sandbox.url, payby_public_pem=resp.read()
+            )
         store_setup(sandbox.url, files.store_public_pem)
         daemon = DaemonProcess(files)
         daemon.start()
@@ -140,7 +141,8 @@ def test_paper_out_refuses_journeys_and_mid_receipt_queues_for_reprint(tmp_path:
             req = urllib.request.Request(
                 f"{sandbox.url}/_sandbox/payby/orders",
                 json.dumps({"amount": "50.00", "currency": "AED"}).encode(),
-                {"Content-Type": "application/json"})
+                {"Content-Type": "application/json"},
+            )
             return json.loads(urllib.request.urlopen(req).read())  # type: ignore[no-any-return]
 
         def rows(sql: str) -> list[tuple[object, ...]]:
@@ -163,18 +165,25 @@ def test_paper_out_refuses_journeys_and_mid_receipt_queues_for_reprint(tmp_path:
             control.call("paper_runs_out", lines=4)
             second = order()
             control.call("show", path=str(make_qr_png(second["tokenUrl"], tmp_path / "b.png")))
-            wait_for(lambda: rows("SELECT id FROM transactions WHERE state = 'accepting'"),
-                     timeout=20)
+            wait_for(
+                lambda: rows("SELECT id FROM transactions WHERE state = 'accepting'"), timeout=20
+            )
             control.call("insert", value=5000)
-            wait_for(lambda: rows("SELECT id FROM transactions WHERE state = 'completed'"),
-                     timeout=20)
+            wait_for(
+                lambda: rows("SELECT id FROM transactions WHERE state = 'completed'"), timeout=20
+            )
             ((ref,),) = rows("SELECT ref FROM transactions")
             ((status, error),) = rows("SELECT status, last_error FROM receipts")
             assert status == "queued" and "paper" in str(error)
             # 3. the technician loads paper and reprints
             control.call("paper", state="ok")
-            wait_for(lambda: admin.call(files.state_dir / "admin.sock", {"cmd": "status"})
-                     ["state"] == "ready", timeout=10)
+            wait_for(
+                lambda: (
+                    admin.call(files.state_dir / "admin.sock", {"cmd": "status"})["state"]
+                    == "ready"
+                ),
+                timeout=10,
+            )
             reply = admin.call(files.state_dir / "admin.sock", {"cmd": "reprint", "ref": ref})
             assert reply["ok"] and reply["receipts"][0]["printed"], reply
             assert rows("SELECT status FROM receipts") == [("printed",)]
