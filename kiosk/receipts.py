@@ -142,7 +142,7 @@ def _money(tx: Tx, minor: int) -> str:
     return str(Money.of(minor, tx.currency))
 
 
-def fields_for(
+def build(
     tx: Tx,
     kind: str,
     *,
@@ -153,9 +153,10 @@ def fields_for(
     notes: list[int],
     references: dict[str, str],
     status_text: str,
+    templates_dir: Path | None = None,
     extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The template fields of ``tx``."""
+) -> Document:
+    """The receipt of ``tx`` of ``kind`` (one of :data:`KINDS`)."""
     fields = dict(FIELDS)
     fields.update(
         title=TITLES.get(kind, kind.upper()),
@@ -177,36 +178,6 @@ def fields_for(
         journey=tx.journey,
     )
     fields.update(extra or {})
-    return fields
-
-
-def build(
-    tx: Tx,
-    kind: str,
-    *,
-    kiosk_id: str,
-    location: str,
-    support_line: str,
-    provider_name: str,
-    notes: list[int],
-    references: dict[str, str],
-    status_text: str,
-    templates_dir: Path | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> Document:
-    """The receipt of ``tx`` of ``kind`` (one of :data:`KINDS`)."""
-    fields = fields_for(
-        tx,
-        kind,
-        kiosk_id=kiosk_id,
-        location=location,
-        support_line=support_line,
-        provider_name=provider_name,
-        notes=notes,
-        references=references,
-        status_text=status_text,
-        extra=extra,
-    )
     return load_templates(templates_dir)[kind].render(fields, f"{tx.ref}-{kind}")
 
 
