@@ -21,9 +21,9 @@ def decode_files(
     payby_hosts: tuple[str, ...] = (),
     out: Callable[[str], None] = print,
 ) -> int:
-    from drivers.reader.decoders import make_decoder
     from PIL import Image, UnidentifiedImageError
 
+    from drivers.reader.decoders import make_decoder
     from kiosk.router import kind_of
 
     dec = make_decoder(decoder)
