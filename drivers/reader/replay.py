@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 from drivers.errors import FrameError
 from drivers.reader.base import Decoder
+from drivers.reader.camera_reader import RepeatFilter
 from drivers.reader.decode import decode_file
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,7 @@ class ReplayReader:
         self._files: collections.deque[Path] = collections.deque(files)
         self._seen: set[str] = set()
         self._pending: collections.deque[str] = collections.deque()
-        self._in_view: set[str] = set()
-        self._last_reported: dict[str, float] = {}
+        self._repeats = RepeatFilter(hold)
 
     async def open(self) -> None:
         if self.directory is not None:
@@ -131,13 +130,4 @@ class ReplayReader:
             self._seen.add(frame.name)
 
     def _take(self, texts: list[str]) -> None:
-        now = time.monotonic()
-        self._last_reported = {
-            t: at for t, at in self._last_reported.items() if now - at < self.hold
-        }
-        for text in texts:
-            if text in self._in_view and text in self._last_reported:
-                continue
-            self._last_reported[text] = now
-            self._pending.append(text)
-        self._in_view = set(texts)
+        self._pending.extend(self._repeats.feed(texts))
