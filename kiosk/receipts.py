@@ -76,6 +76,16 @@ FIELDS: dict[str, str] = {
 _STYLES = ("@center", "@right", "@bold", "@double")
 
 
+def blank_fields() -> dict[str, str]:
+    """Every field empty: a field a receipt kind does not fill leaves its line out (the
+    values of :data:`FIELDS` are samples for checking templates, never printed)."""
+    return dict.fromkeys(FIELDS, "")
+
+
+def local_time() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     kind: str
@@ -157,12 +167,12 @@ def build(
     extra: Mapping[str, str] | None = None,
 ) -> Document:
     """The receipt of ``tx`` of ``kind`` (one of :data:`KINDS`)."""
-    fields = dict(FIELDS)
+    fields = blank_fields()
     fields.update(
         title=TITLES.get(kind, kind.upper()),
         kiosk_id=kiosk_id,
         location=location,
-        time=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime()),
+        time=local_time(),
         provider=provider_name,
         ref=tx.ref,
         references="\n".join(f"{k}: {v}" for k, v in references.items()),

@@ -34,13 +34,13 @@ async def reprint(ctx: Context, ref: str) -> dict[str, Any]:
 
 def _fields(ctx: Context, kind: str, ref: str, **extra: str) -> dict[str, str]:
     c = ctx.config
-    fields = dict(receipts.FIELDS)
+    fields = receipts.blank_fields()
     fields.update(
         title=receipts.TITLES[kind],
         kiosk_id=c.kiosk_id,
         location=c.location,
         support_line=c.support_line,
-        time=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime()),
+        time=receipts.local_time(),
         ref=ref,
         **extra,
     )
