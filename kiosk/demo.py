@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.simkiosk import (
+    STORE_BALANCE,
     STORE_PARTNER_ID,
     DaemonProcess,
     KioskFiles,
     receipts_of,
+    sandbox_kiosk,
     wait_for,
-    write_kiosk,
 )
 
 ORDER = ("150.00", "AED")
-STORE_BALANCE = "1000.00"
 
 
 def _http(url: str, body: dict[str, Any] | None = None) -> Any:
@@ -95,17 +95,6 @@ def make_qr_png(text: str, path: Path) -> Path:
     return path
 
 
-def store_setup(sandbox_url: str, store_public_pem: bytes) -> None:
-    _http(
-        f"{sandbox_url}/_sandbox/payby/merchants",
-        {
-            "partnerId": STORE_PARTNER_ID,
-            "publicKeyPem": store_public_pem.decode(),
-            "balance": {"currency": ORDER[1], "amount": STORE_BALANCE},
-        },
-    )
-
-
 def run_demo(out: Path | None, validator: str = "sim") -> int:
     from drivers.sim.control import SimControl
     from kiosk.sandbox.server import start_sandbox
@@ -122,15 +111,9 @@ def run_demo(out: Path | None, validator: str = "sim") -> int:
             raise
 
     with start_sandbox(root / "sandbox") as sandbox:
-        payby_pub = _http(f"{sandbox.url}/_sandbox/payby/public-key")
-        files = write_kiosk(
-            root / "kiosk",
-            payby_url=sandbox.url,
-            payby_public_pem=str(payby_pub).encode(),
-            receipts_dir=root / "receipts",
-            validator=validator,
+        files = sandbox_kiosk(
+            root / "kiosk", sandbox, receipts_dir=root / "receipts", validator=validator
         )
-        store_setup(sandbox.url, files.store_public_pem)
         daemon = DaemonProcess(files)
         ok = False
         try:

@@ -15,8 +15,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiosk.sandbox.server import Sandbox
 
 STORE_PARTNER_ID = "200009990777"
+STORE_BALANCE = "1000.00"  # AED in the simulated store's PayBy wallet
 TOKEN_HOST = "checkout.sandbox.payby.test"  # noqa: S105 - a host name
 
 
@@ -36,6 +41,22 @@ class KioskFiles:
     @property
     def control_socket(self) -> Path:
         return self.state_dir / "sim.sock"
+
+
+def sandbox_kiosk(
+    root: Path, sandbox: Sandbox, *, balance: str = STORE_BALANCE, **options: Any
+) -> KioskFiles:
+    """:func:`write_kiosk` for the running ``sandbox``: PayBy's key from it, and the kiosk's
+    store registered there with ``balance`` AED in its wallet. ``options`` go to write_kiosk."""
+    from kiosk.money import Money
+
+    files = write_kiosk(
+        root, payby_url=sandbox.url, payby_public_pem=sandbox.payby.public_key_pem, **options
+    )
+    sandbox.payby.register_merchant(
+        STORE_PARTNER_ID, files.store_public_pem, Money.from_decimal(balance, "AED")
+    )
+    return files
 
 
 def write_kiosk(

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.control import SimControl
-from kiosk.demo import make_qr_png, store_setup
+from kiosk.demo import make_qr_png
 from kiosk.journeys import TERMINAL
 from kiosk.sandbox.server import start_sandbox
-from kiosk.simkiosk import DaemonProcess, KioskFiles, wait_for, write_kiosk
+from kiosk.simkiosk import DaemonProcess, KioskFiles, sandbox_kiosk, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -81,12 +81,7 @@ def check_nothing_lost(files: KioskFiles) -> dict[str, int]:
 def test_sigkill_while_notes_are_inserted_loses_nothing(tmp_path: Path) -> None:
     rng = random.Random(20261121)
     with start_sandbox(tmp_path / "sandbox") as sandbox:
-        with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-            payby_public = resp.read()
-        files = write_kiosk(
-            tmp_path / "kiosk", payby_url=sandbox.url, payby_public_pem=payby_public, stack_s=0.15
-        )
-        store_setup(sandbox.url, files.store_public_pem)
+        files = sandbox_kiosk(tmp_path / "kiosk", sandbox, stack_s=0.15)
         kills = 0
         for round_no in range(4):
             daemon = DaemonProcess(files, log_path=tmp_path / f"daemon-{round_no}.log")

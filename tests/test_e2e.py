@@ -12,9 +12,9 @@ from PIL import Image
 
 from drivers.reader.decode import decode_image
 from drivers.sim.control import SimControl
-from kiosk.demo import make_qr_png, run_demo, store_setup
+from kiosk.demo import make_qr_png, run_demo
 from kiosk.sandbox.server import start_sandbox
-from kiosk.simkiosk import DaemonProcess, receipts_of, wait_for, write_kiosk
+from kiosk.simkiosk import DaemonProcess, receipts_of, sandbox_kiosk, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +31,7 @@ def test_demo_journey_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_running_daemon_refuses_bad_codes_and_reports_state(tmp_path: Path) -> None:
     with start_sandbox(tmp_path / "sandbox") as sandbox:
-        with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-            files = write_kiosk(
-                tmp_path / "kiosk", payby_url=sandbox.url, payby_public_pem=resp.read()
-            )
-        store_setup(sandbox.url, files.store_public_pem)
+        files = sandbox_kiosk(tmp_path / "kiosk", sandbox)
         daemon = DaemonProcess(files)
         daemon.start()
         try:
@@ -80,11 +76,7 @@ def test_running_daemon_refuses_bad_codes_and_reports_state(tmp_path: Path) -> N
 
 def test_out_of_service_while_a_device_is_missing_or_faulted(tmp_path: Path) -> None:
     with start_sandbox(tmp_path / "sandbox") as sandbox:
-        with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-            files = write_kiosk(
-                tmp_path / "kiosk", payby_url=sandbox.url, payby_public_pem=resp.read()
-            )
-        store_setup(sandbox.url, files.store_public_pem)
+        files = sandbox_kiosk(tmp_path / "kiosk", sandbox)
         # the validator's memory is garbage: the device cannot be opened
         (files.state_dir / "sim-validator.json").write_text("{not json")
         daemon = DaemonProcess(files)
@@ -129,11 +121,7 @@ def test_paper_out_refuses_journeys_and_mid_receipt_queues_for_reprint(tmp_path:
     from kiosk import admin
 
     with start_sandbox(tmp_path / "sandbox") as sandbox:
-        with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-            files = write_kiosk(
-                tmp_path / "kiosk", payby_url=sandbox.url, payby_public_pem=resp.read()
-            )
-        store_setup(sandbox.url, files.store_public_pem)
+        files = sandbox_kiosk(tmp_path / "kiosk", sandbox)
         daemon = DaemonProcess(files)
         daemon.start()
 

@@ -24,9 +24,9 @@ import pytest
 
 from drivers.errors import CommandRefused
 from drivers.sim.control import SimControl
-from kiosk.demo import make_qr_png, store_setup
+from kiosk.demo import make_qr_png
 from kiosk.sandbox.server import Sandbox, start_sandbox
-from kiosk.simkiosk import DaemonProcess, KioskFiles, receipts_of, wait_for, write_kiosk
+from kiosk.simkiosk import DaemonProcess, KioskFiles, receipts_of, sandbox_kiosk, wait_for
 
 pytestmark = pytest.mark.slow
 PROTOCOLS = ["id003", "essp"]
@@ -126,16 +126,13 @@ def wire(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wire]:
     simulator = _spawn_simulator(protocol, tmp_path)
     try:
         with start_sandbox(tmp_path / "sandbox") as sandbox:
-            with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-                files = write_kiosk(
-                    tmp_path / "kiosk",
-                    payby_url=sandbox.url,
-                    payby_public_pem=resp.read(),
-                    validator=protocol,
-                    validator_port=str(tmp_path / "validator"),
-                    payout=protocol == "essp",
-                )
-            store_setup(sandbox.url, files.store_public_pem)
+            files = sandbox_kiosk(
+                tmp_path / "kiosk",
+                sandbox,
+                validator=protocol,
+                validator_port=str(tmp_path / "validator"),
+                payout=protocol == "essp",
+            )
             daemon = DaemonProcess(files)
             daemon.start()
             w = Wire(

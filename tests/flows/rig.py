@@ -19,12 +19,11 @@ from drivers.panel import Panel, PanelState
 from drivers.printer.sim import SimPrinter
 from drivers.validator.sim import SimValidator
 from kiosk import config
-from kiosk.demo import store_setup
 from kiosk.flows.context import Context
 from kiosk.journal import AsyncJournal, Tx
 from kiosk.providers.payby import PayByClient, Signer, Verifier
 from kiosk.sandbox.server import Sandbox, start_sandbox
-from kiosk.simkiosk import KioskFiles, write_kiosk
+from kiosk.simkiosk import KioskFiles, sandbox_kiosk
 
 
 @dataclass
@@ -103,30 +102,9 @@ async def rig(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Rig]:
     with start_sandbox(tmp_path / "sandbox") as sandbox:
-        with urllib.request.urlopen(f"{sandbox.url}/_sandbox/payby/public-key") as resp:
-            payby_pub = resp.read()
-        files = write_kiosk(
-            tmp_path / "kiosk",
-            payby_url=sandbox.url,
-            payby_public_pem=payby_pub,
-            inactivity_timeout_s=inactivity_timeout_s,
+        files = sandbox_kiosk(
+            tmp_path / "kiosk", sandbox, balance=balance, inactivity_timeout_s=inactivity_timeout_s
         )
-        store_setup(sandbox.url, files.store_public_pem)
-        if balance != "1000.00":
-            urllib.request.urlopen(
-                urllib.request.Request(
-                    f"{sandbox.url}/_sandbox/payby/merchants",
-                    json.dumps(
-                        {
-                            "partnerId": "200009990777",
-                            "publicKeyPem": files.store_public_pem.decode(),
-                            "balance": {"currency": "AED", "amount": balance},
-                        }
-                    ).encode(),
-                    {"Content-Type": "application/json"},
-                ),
-                timeout=10,
-            ).close()
         cfg = config.load(files.config)
         secrets = config.load_secrets(cfg.secrets_file)
         journal = await AsyncJournal.open(
