@@ -45,7 +45,7 @@ from typing import Final
 
 from drivers.errors import CommandRefused, DeviceFault, DriverError, FrameError, PortError
 from drivers.essp.codes import ACK_REQUIRED, Command, Event, RejectCode, Response
-from drivers.essp.core import MIN_PROTOCOL, PollState, Restarted
+from drivers.essp.core import MIN_POLL_GAP, MIN_PROTOCOL, PollState, Restarted
 from drivers.essp.frames import PollEvent, Request, inhibit_mask
 from drivers.essp.payout import SmartPayout
 from drivers.essp.protocol import HostProtocol
@@ -53,9 +53,9 @@ from drivers.essp.startup import DRAIN_POLLS, Startup
 from drivers.serialport import open_link
 from drivers.validator.base import (
     CreditCallback,
-    Fault,
     FaultKind,
     Note,
+    NoteCredited,
     NoteEscrowed,
     NoteRejected,
     NoteReturned,
@@ -63,13 +63,19 @@ from drivers.validator.base import (
     ValidatorEvent,
 )
 
-__all__ = ["DRAIN_POLLS", "MIN_PROTOCOL", "MOVING_POLL_S", "EsspValidator"]
+__all__ = ["DRAIN_POLLS", "MIN_POLL_GAP", "MIN_PROTOCOL", "EsspValidator"]
 
 log = logging.getLogger("drivers.essp")  # one logger for the whole driver
 
-#: Events of a note on its way through the unit: while they show, poll back-to-back.
-_MOVING: Final = frozenset({Event.STACKING, Event.REJECTING, Event.CREDIT})
-MOVING_POLL_S: Final = 0.002  # gap between polls while a note moves (idle: poll_interval)
+#: HOLD answers that mean "this unit does not hold notes": polling goes on without it.
+_HOLD_UNSUPPORTED: Final = frozenset({Response.UNKNOWN_COMMAND, Response.FAIL})
+_KEPT_NOTES: Final = frozenset(
+    {
+        Event.CLEARED_TO_CASHBOX,
+        Event.NOTE_PAID_INTO_STACKER_AT_POWER_UP,
+        Event.NOTE_PAID_INTO_STORE_AT_POWER_UP,
+    }
+)
 
 
 class EsspValidator(Startup, SmartPayout):
@@ -135,9 +141,11 @@ class EsspValidator(Startup, SmartPayout):
         ]
         await self._cmd(Command.SET_INHIBITS, inhibit_mask(chans, self._n_channels()))
         await self._cmd(Command.ENABLE)
+        self.enabled = True
 
     async def disable(self) -> None:
         await self._cmd(Command.DISABLE)
+        self.enabled = False
 
     async def next_event(self) -> ValidatorEvent:
         return await self._events.get()
@@ -149,6 +157,8 @@ class EsspValidator(Startup, SmartPayout):
             raise DeviceFault(FaultKind.DISCONNECTED.value, f"{self.name}: the unit is gone")
         if note is None or s.stack is not None:
             raise CommandRefused(f"{self.name}: no note in escrow to stack")
+        if s.stray:
+            raise CommandRefused(f"{self.name}: a stray credit waits for ack_credit()")
         done: asyncio.Future[Note] = asyncio.get_running_loop().create_future()
         s.stack, s.stacking = done, True
         self._kick.set()
@@ -181,6 +191,17 @@ class EsspValidator(Startup, SmartPayout):
             s.escrow, s.host_reject = None, True
         return note
 
+    async def ack_credit(self) -> None:
+        """Acknowledge a :class:`NoteCredited` (a credit no :meth:`stack` asked for) once the
+        kiosk has committed it. Until then the unit repeats it and moves no note."""
+        s = self._s
+        async with self._poll_lock:
+            if not s.stray:
+                return
+            await self._ack()
+            s.unacked, s.hold_ack, s.stray = (), False, False
+        log.info("%s: stray credit acknowledged", self.name)
+
     async def ack_power_up(self) -> None:
         """Acknowledge the notes :meth:`open` reported (EVENT ACK), once the kiosk's recovery
         has committed them. Until then the unit repeats them and moves no note. Does nothing
@@ -211,11 +232,8 @@ class EsspValidator(Startup, SmartPayout):
             while True:
                 async with self._poll_lock:
                     await self._poll_step()
-                if self._s.stacking or self._s.moving:
-                    # A note is on its way: its next step matters now (the credit point, a
-                    # rejection). Poll again at once; the idle cycle resumes when it settles.
-                    await asyncio.sleep(MOVING_POLL_S)
-                    continue
+                # GA973 §7.4: 200..1000 ms between polls, a note on its way included; a
+                # kick (stack) may bring the next poll forward to the 200 ms floor only.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._kick.wait()
@@ -231,19 +249,26 @@ class EsspValidator(Startup, SmartPayout):
     async def _poll_step(self) -> None:
         s = self._s
         try:
-            if s.escrow is not None and not s.stacking:
+            if s.escrow is not None and not s.stacking and not s.hold_refused:
+                await self._spaced()
                 reply = await self._proto_or_raise().command(Request(Command.HOLD))
                 if reply.ok:
                     return
                 if reply.status == Response.KEY_NOT_SET:
                     raise Restarted(f"{self.name}: the unit lost its keys: it restarted")
-                if reply.status != Response.CANNOT_PROCESS:
-                    raise self._refusal(Command.HOLD, reply)  # never POLL: it would accept
+                if reply.status in _HOLD_UNSUPPORTED:
+                    # Never stop polling for it: the poll accepts the note, whose CREDIT then
+                    # reaches the kiosk (stack() or NoteCredited), or the unit rejects it.
+                    log.warning(
+                        "%s: HOLD refused (%#04x): the note is left to the poll",
+                        self.name,
+                        reply.status,
+                    )
+                    s.hold_refused = True
+                elif reply.status != Response.CANNOT_PROCESS:
+                    raise self._refusal(Command.HOLD, reply)
                 # F5: no note in escrow any more: poll to learn what became of it
             events = await self._poll_events()
-            s.moving = any(e.code in _MOVING for e in events) or (
-                any(e.code == Event.READ and not e.channel for e in events)
-            )
             await self._handle(events)
         except (CommandRefused, FrameError) as exc:
             if str(exc) != s.problem:
@@ -255,16 +280,22 @@ class EsspValidator(Startup, SmartPayout):
             s.problem = ""
 
     async def _handle(self, events: tuple[PollEvent, ...]) -> None:
+        """One poll's events. Events needing an ack that the unit repeats (not yet
+        acknowledged) are handled once; money events wait for the kiosk's commit (stack's
+        on_credit, ack_credit), the others are acknowledged at once."""
         s = self._s
-        ack_events = tuple(e for e in events if e.code in ACK_REQUIRED)
-        if ack_events and ack_events == s.unacked:
-            fresh = [e for e in events if e.code not in ACK_REQUIRED]  # the unit repeats them
-        else:
-            fresh, s.unacked = list(events), ack_events
+        acks = tuple(e for e in events if e.code in ACK_REQUIRED)
+        known = len(s.unacked) if acks[: len(s.unacked)] == s.unacked else 0
+        new_acks = acks[known:]
+        fresh = tuple(e for e in events if e.code not in ACK_REQUIRED) + new_acks
+        s.unacked = acks
         for event in fresh:
             await self._event(event)
-        self._track_faults(events)
-        if s.unacked and not s.hold_ack:
+        self._track_faults(events, fresh)
+        if not acks or self.poll_command != Command.POLL_WITH_ACK:
+            s.unacked = ()
+            return
+        if not s.hold_ack:  # set by a credit: acknowledged once the kiosk has committed it
             await self._ack()
             s.unacked = ()
 
@@ -275,10 +306,16 @@ class EsspValidator(Startup, SmartPayout):
             raise Restarted(f"{self.name}: the unit reset (SLAVE RESET)")
         if code == Event.READ and e.channel:
             if s.escrow is None:
-                s.escrow = self._note(e.channel)
+                s.escrow, s.hold_refused = self._note(e.channel), False
                 self._emit(NoteEscrowed(s.escrow))
         elif code == Event.CREDIT:
             await self._credit(self._note(e.channel))
+        elif code in _KEPT_NOTES:  # a note kept at a reset the unit had while we polled
+            await self._credit(
+                self._note(e.channel)
+                if e.channel is not None
+                else Note(0, e.total(self.currency), self.currency)
+            )
         elif code == Event.REJECTED:
             await self._rejected()
         else:
@@ -291,13 +328,11 @@ class EsspValidator(Startup, SmartPayout):
             s.escrow, s.stacking = None, False
             s.stack.set_result(note)
             return
-        log.error("%s: CREDIT %s without a stack command: left unacknowledged", self.name, note)
-        self._emit(
-            Fault(
-                FaultKind.FAILURE,
-                f"credit of {note.value} {note.currency} not asked for: reopen to report it",
-            )
-        )
+        # A credit no stack() waits for: a note the poll accepted after HOLD was refused, or
+        # one that went on after a fault mid-stack. The kiosk commits it, then ack_credit().
+        s.escrow, s.stacking, s.stray = None, False, True
+        log.warning("%s: CREDIT %s without a stack command: waiting for the kiosk", self.name, note)
+        self._emit(NoteCredited(note))
 
     async def _rejected(self) -> None:
         s = self._s

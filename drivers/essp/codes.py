@@ -110,20 +110,42 @@ class Event(enum.IntEnum):
     JAM_RECOVERY = 0xB0
 
 
-#: Events that POLL WITH ACK repeats until EVENT ACK (GA138 "Poll With Ack": the table of
-#: events needing an ack). Inferred: the credit and the power-up note reports (the kiosk's
-#: money) and the end of each payout operation; see the package docstring.
+#: Events that POLL WITH ACK repeats until EVENT ACK (GA138 event tables, "Poll with Ack"
+#: column; checked against issue 8's reading of GA138): the credits, the notes moved at
+#: power-up, the ends of payouts, floats and empties, and a fraud attempt. Not JAMMED (D5)
+#: nor HALTED (D6): they are reported once. GA138 is silent on TIMEOUT (D9) and NOTE CLEARED
+#: FROM FRONT (E1); they are not in the column and are treated as reported once.
 ACK_REQUIRED: Final = frozenset(
     {
         Event.CREDIT,
-        Event.CLEARED_FROM_FRONT,
         Event.CLEARED_TO_CASHBOX,
+        Event.FRAUD_ATTEMPT,
+        Event.ERROR_DURING_PAYOUT,
+        Event.NOTE_TRANSFERRED_TO_STACKER,
+        Event.NOTE_PAID_INTO_STACKER_AT_POWER_UP,
+        Event.NOTE_PAID_INTO_STORE_AT_POWER_UP,
+        Event.NOTE_DISPENSED_AT_POWER_UP,
         Event.DISPENSED,
+        Event.FLOATED,
         Event.INCOMPLETE_PAYOUT,
-        Event.JAMMED,
-        Event.HALTED,
-        Event.TIMEOUT,
+        Event.INCOMPLETE_FLOAT,
+        Event.CASHBOX_PAID,
         Event.SMART_EMPTIED,
+    }
+)
+
+#: Of those, the events that move the customer's money: acknowledged only once the kiosk's
+#: journal has committed them (a credit in :meth:`stack`'s ``on_credit``, a power-up report
+#: in ``ack_power_up``, a stray credit in ``ack_credit``). The others are acknowledged at once.
+MONEY_EVENTS: Final = frozenset(
+    {
+        Event.CREDIT,
+        Event.CLEARED_TO_CASHBOX,
+        Event.NOTE_PAID_INTO_STACKER_AT_POWER_UP,
+        Event.NOTE_PAID_INTO_STORE_AT_POWER_UP,
+        Event.NOTE_DISPENSED_AT_POWER_UP,
+        Event.INCOMPLETE_PAYOUT,
+        Event.INCOMPLETE_FLOAT,
     }
 )
 
@@ -173,10 +195,12 @@ class UnitType(enum.IntEnum):
 
 
 class PayoutError(enum.IntEnum):
-    """The error byte after F5 for PAYOUT AMOUNT (GA138 "Payout Amount"; kybarg ``utils.js``)."""
+    """The error byte after F5 for PAYOUT AMOUNT (GA138 "Payout Amount"). kybarg's
+    ``utils.js`` numbers the first two 0 and 1; GA138 says 1 and 2, which we follow, and a
+    0 is read as "not enough value" too."""
 
-    NOT_ENOUGH_VALUE = 0
-    CANNOT_PAY_EXACT = 1
+    NOT_ENOUGH_VALUE = 1
+    CANNOT_PAY_EXACT = 2
     BUSY = 3
     DISABLED = 4
 

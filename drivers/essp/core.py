@@ -36,6 +36,9 @@ from drivers.validator.base import (
 log = logging.getLogger("drivers.essp")  # one logger for the whole driver
 
 MIN_PROTOCOL: Final = 6  # 4-byte values and country codes
+MIN_POLL_GAP: Final = 0.2  # seconds between polls at the least (GA973 §7.4: 200..1000 ms)
+MAX_POLL_GAP: Final = 1.0
+MAX_AMOUNT: Final = 0xFFFFFFFF  # a value on the wire: 4 bytes LE (protocol >= 6)
 
 LEVEL_FAULTS: Final = {
     Event.UNSAFE_JAM: (FaultKind.JAM, "unsafe jam"),
@@ -51,6 +54,15 @@ PAYOUT_ENDS: Final = {
     Event.TIMEOUT: "timeout",
 }
 _PAYOUT_ERRORS: Final = frozenset(e.value for e in PayoutError)
+
+
+def payout_error(err: int) -> str:
+    """The name of PAYOUT AMOUNT's F5 error byte (GA138: 1..4; kybarg's 0 as 1)."""
+    if err == 0:
+        err = PayoutError.NOT_ENOUGH_VALUE
+    return PayoutError(err).name.lower() if err in _PAYOUT_ERRORS else f"error {err}"
+
+
 _RESPONSES: Final = frozenset(r.value for r in Response)
 
 
@@ -70,12 +82,14 @@ class PollState:
 
     escrow: Note | None = None
     stacking: bool = False
-    moving: bool = False  # the last poll showed a note on its way (reading, stacking...)
     stack: asyncio.Future[Note] | None = None
     host_reject: bool = False
     unacked: tuple[PollEvent, ...] = ()
-    hold_ack: bool = False  # the unacked events wait: on_credit, an orphan credit, recovery
+    hold_ack: bool = False  # the unacked events wait: on_credit, a stray credit, recovery
     power_up: bool = False  # they are the power-up report, waiting for ack_power_up()
+    stray: bool = False  # they are a credit no stack() asked for, waiting for ack_credit()
+    last_poll: float = float("-inf")  # loop time of the last POLL / HOLD sent
+    hold_refused: bool = False  # HOLD answered F2/F8: the note is left to the poll
     faults: frozenset[FaultKind] = frozenset()
     fraud: bool = False
     payout: PayoutWait | None = None
@@ -110,8 +124,8 @@ class EsspCore:
         payout_timeout: float = 120.0,
         name: str = "essp",
     ) -> None:
-        if not 0 < poll_interval <= 1.0:
-            raise ValueError("poll_interval must be in (0, 1] seconds")
+        if not MIN_POLL_GAP <= poll_interval <= MAX_POLL_GAP:
+            raise ValueError("poll_interval must be in [0.2, 1] seconds (GA973 §7.4)")
         if protocol_version < MIN_PROTOCOL:
             raise ValueError(f"protocol_version must be >= {MIN_PROTOCOL}")
         self.url, self.currency, self.line, self.address = url, currency, line, address
@@ -121,6 +135,8 @@ class EsspCore:
         self.stack_timeout, self.payout_timeout = stack_timeout, payout_timeout
         self.name = name
         self._payout_option = payout
+        self.poll_command = Command.POLL_WITH_ACK  # POLL when the unit does not know it
+        self.enabled = False  # as the host last set it (ENABLE / DISABLE)
         self.protocol = 0  # negotiated at open
         self.setup: SetupInfo | None = None
         self.serial_number: int | None = None
@@ -147,16 +163,33 @@ class EsspCore:
         return reply
 
     async def _ack(self) -> None:
+        """EVENT ACK, only with POLL WITH ACK (a plain POLL gives each event once)."""
+        if self.poll_command != Command.POLL_WITH_ACK:
+            return
         reply = await self._proto_or_raise().command(Request(Command.EVENT_ACK))
         if not reply.ok and reply.status != Response.CANNOT_PROCESS:
             raise self._refusal(Command.EVENT_ACK, reply)
 
+    async def _spaced(self) -> None:
+        """Keep at least MIN_POLL_GAP between two polls (POLL, POLL WITH ACK, HOLD)."""
+        loop = asyncio.get_running_loop()
+        wait = self._s.last_poll + MIN_POLL_GAP - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._s.last_poll = loop.time()
+
     async def _poll_events(self) -> tuple[PollEvent, ...]:
-        reply = await self._proto_or_raise().command(Request(Command.POLL_WITH_ACK))
+        await self._spaced()
+        reply = await self._proto_or_raise().command(Request(self.poll_command))
+        if reply.status == Response.UNKNOWN_COMMAND and self.poll_command == Command.POLL_WITH_ACK:
+            log.warning("%s: POLL WITH ACK unknown (F2): polling with POLL", self.name)
+            self.poll_command = Command.POLL
+            self._s.last_poll = asyncio.get_running_loop().time()
+            reply = await self._proto_or_raise().command(Request(Command.POLL))
         if reply.status == Response.KEY_NOT_SET and self._task is not None:
             raise Restarted(f"{self.name}: the unit lost its keys: it restarted")
         if not reply.ok:
-            raise self._refusal(Command.POLL_WITH_ACK, reply)
+            raise self._refusal(self.poll_command, reply)
         smart = self.setup is not None and self.setup.unit_type in (
             UnitType.SMART_PAYOUT,
             UnitType.SMART_HOPPER,
@@ -173,8 +206,8 @@ class EsspCore:
                 " restarted: close() and open()"
             )
         if status == Response.CANNOT_PROCESS:
-            if code == Command.PAYOUT_AMOUNT and err in _PAYOUT_ERRORS:
-                return CommandRefused(f"{what}: {PayoutError(err).name.lower()}")
+            if code == Command.PAYOUT_AMOUNT and err is not None:
+                return CommandRefused(f"{what}: {payout_error(err)}")
             return CommandRefused(f"{what}: cannot be processed now (error {err})")
         if status == Response.SOFTWARE_ERROR:
             return DeviceFault(FaultKind.FAILURE.value, f"{what}: software error")
@@ -194,19 +227,24 @@ class EsspCore:
 
     # -- what the events say ---------------------------------------------------------------------
 
-    def _track_faults(self, events: tuple[PollEvent, ...]) -> None:
+    def _track_faults(
+        self, events: tuple[PollEvent, ...], fresh: tuple[PollEvent, ...] | None = None
+    ) -> None:
+        """Level faults from every poll; a fraud attempt once, when it is new (a unit repeats
+        it until EVENT ACK: one fault, not one per poll)."""
         s = self._s
         current: dict[FaultKind, str] = {}
         for e in events:
             if e.code in LEVEL_FAULTS:
                 kind, detail = LEVEL_FAULTS[e.code]
                 current.setdefault(kind, detail)
-        frauds = [e for e in events if e.code == Event.FRAUD_ATTEMPT]
+        frauds = [e for e in (events if fresh is None else fresh) if e.code == Event.FRAUD_ATTEMPT]
         for kind, detail in current.items():
             if kind not in s.faults:
                 log.warning("%s: %s", self.name, detail)
                 self._emit(Fault(kind, detail))
-        for e in frauds:
+        if frauds and not s.fraud:
+            e = frauds[0]
             detail = (
                 f"fraud attempt on channel {e.channel}"
                 if e.channel is not None
@@ -214,14 +252,15 @@ class EsspCore:
             )
             log.warning("%s: %s", self.name, detail)
             self._emit(Fault(FaultKind.FRAUD, detail))
-        if (s.faults or s.fraud) and not current and not frauds:
+        still_fraud = any(e.code == Event.FRAUD_ATTEMPT for e in events)
+        if (s.faults or s.fraud) and not current and not still_fraud:
             log.info("%s: faults cleared", self.name)
             self._emit(FaultCleared())
         if (current or frauds) and s.stack is not None and not s.stack.done():
             kind = FaultKind.FRAUD if frauds else next(iter(current))
             s.escrow = None
             s.stack.set_exception(DeviceFault(kind.value, f"{self.name}: note not stacked"))
-        s.faults, s.fraud = frozenset(current), bool(frauds)
+        s.faults, s.fraud = frozenset(current), still_fraud or (s.fraud and bool(current))
 
     def _incomplete(self, e: PollEvent, wait: PayoutWait | None) -> PayoutResult:
         parts = [i for i in e.incomplete if i.country == self.currency]

@@ -81,7 +81,15 @@ def is_prime(n: int) -> bool:
     return True
 
 
-def safe_prime(bits: int = 63) -> int:
+#: Generator, modulus and secrets stay below 2**31: ITL's own SDK (``ITLSSPProc.c``) computes
+#: the exchange with 64-bit integers (``XpowYmodN`` squares numbers below the modulus), so a
+#: unit running that code overflows on anything larger (GA138 example: generator 982451653,
+#: modulus 1287821). ITL's host draws both as primes below 2**31 and sends the larger one as
+#: the generator; so do we.
+KEY_LIMIT: Final = 2**31
+
+
+def safe_prime(bits: int = 31) -> int:
     """A random safe prime ``p = 2q + 1`` (``q`` prime) of exactly ``bits`` bits."""
     while True:
         q = secrets.randbits(bits - 1) | (1 << (bits - 2)) | 1
@@ -93,12 +101,14 @@ def safe_prime(bits: int = 63) -> int:
             return p
 
 
-def prime_generator(p: int) -> int:
-    """A prime primitive root of the safe prime ``p`` (its order is ``p - 1``)."""
+def prime_generator(p: int, limit: int = KEY_LIMIT) -> int:
+    """A prime ``g`` with ``p < g < limit`` whose residue is a primitive root of the safe
+    prime ``p`` (its order is ``p - 1``)."""
     q = (p - 1) // 2
     while True:
-        g = secrets.randbelow(p - 2**32) + 2**32
-        if is_prime(g) and pow(g, q, p) != 1 and pow(g, 2, p) != 1:
+        g = secrets.randbelow(limit - p - 1) + p + 1
+        r = g % p
+        if is_prime(g) and r > 1 and pow(r, q, p) != 1 and pow(r, 2, p) != 1:
             return g
 
 
@@ -112,9 +122,9 @@ class HostKeys:
 
     @classmethod
     def generate(cls) -> HostKeys:
-        modulus = safe_prime(63)
+        modulus = safe_prime(31)  # in [2**30, 2**31)
         generator = prime_generator(modulus)
-        return cls(generator, modulus, secrets.randbelow(modulus - 3) + 2)
+        return cls(generator, modulus, secrets.randbelow(KEY_LIMIT - 3) + 2)
 
     @property
     def intermediate(self) -> int:

@@ -15,15 +15,22 @@ Siblings: :mod:`~drivers.essp.core` (state and shared exchanges), :mod:`~drivers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Final
 
 from drivers.errors import CommandRefused, DeviceFault
 from drivers.essp.codes import PAYOUT_NOW, PAYOUT_TEST, Command, Event, Response, Route
-from drivers.essp.core import PAYOUT_ENDS, EsspCore, PayoutWait
+from drivers.essp.core import MAX_AMOUNT, PAYOUT_ENDS, EsspCore, PayoutWait
 from drivers.essp.frames import PayoutRequest, PollEvent, Request, RouteRequest, parse_levels
 from drivers.validator.base import FaultKind, PayoutResult
 
 log = logging.getLogger("drivers.essp")  # one logger for the whole driver
+
+#: PAYOUT AMOUNT's F5 error bytes that mean "cannot pay this": GA138's 1 (not enough value)
+#: and 2 (cannot pay the exact amount), and kybarg's 0 for the first.
+_CANNOT_PAY: Final = frozenset({b"\x00", b"\x01", b"\x02"})
 
 
 class SmartPayout(EsspCore):
@@ -39,22 +46,45 @@ class SmartPayout(EsspCore):
         return out
 
     async def can_pay(self, amount: int) -> bool:
+        """PAYOUT AMOUNT in test mode: False when the unit says it lacks the value or cannot
+        make the exact amount (F5 1 / 2; kybarg's 0 too), or the amount does not fit."""
         self._need_payout("can_pay")
-        if amount <= 0:
+        if not 0 < amount <= MAX_AMOUNT:
             return False
         params = PayoutRequest(amount, self.currency, PAYOUT_TEST).serialize()
-        reply = await self._proto_or_raise().command(Request(Command.PAYOUT_AMOUNT, params))
+        async with self._enabled_for_payout():
+            reply = await self._proto_or_raise().command(Request(Command.PAYOUT_AMOUNT, params))
         if reply.ok:
             return True
-        if reply.status == Response.CANNOT_PROCESS and reply.data[:1] in (b"\x00", b"\x01"):
+        if reply.status == Response.CANNOT_PROCESS and reply.data[:1] in _CANNOT_PAY:
             return False
         raise self._refusal(Command.PAYOUT_AMOUNT, reply)
+
+    @contextlib.asynccontextmanager
+    async def _enabled_for_payout(self) -> AsyncIterator[None]:
+        """SMART Payout refuses PAYOUT AMOUNT while the validator is disabled (F5 4, GA973):
+        enable it around the command and disable it again if it was disabled. No channel is
+        enabled for notes in (SET INHIBITS stays as the last journey left it)."""
+        was = self.enabled
+        if not was:
+            await self._cmd(Command.ENABLE)
+            self.enabled = True
+        try:
+            yield
+        finally:
+            if not was and not self._s.gone:
+                await self._cmd(Command.DISABLE)
+                self.enabled = False
 
     async def payout(self, amount: int) -> PayoutResult:
         self._need_payout("payout")
         if amount <= 0:
             raise ValueError("a payout amount is positive")
-        async with self._payout_lock:
+        if amount > MAX_AMOUNT:
+            raise CommandRefused(
+                f"{self.name}: payout of {amount}: more than a payout can carry ({MAX_AMOUNT})"
+            )
+        async with self._payout_lock, self._enabled_for_payout():
             done: asyncio.Future[PayoutResult] = asyncio.get_running_loop().create_future()
             wait = PayoutWait(amount, done)
             self._s.payout = wait

@@ -67,7 +67,19 @@ class FaultCleared:
     """The device reports normal operation again."""
 
 
-ValidatorEvent = NoteEscrowed | NoteRejected | NoteReturned | Fault | FaultCleared
+@dataclass(frozen=True, slots=True)
+class NoteCredited:
+    """The device credited a note that no :meth:`BillValidator.stack` was waiting for (a note
+    that reached escrow after the journey stopped listening and could not be returned, or a
+    credit that came after a fault mid-stack). The device repeats it, and takes no other note,
+    until the kiosk has committed it (credited to the transaction whose note was unconfirmed,
+    or owed) and called :meth:`BillValidator.ack_credit`. ``value`` 0: the device cannot say
+    which note (ID-003)."""
+
+    note: Note
+
+
+ValidatorEvent = NoteEscrowed | NoteRejected | NoteReturned | NoteCredited | Fault | FaultCleared
 
 CreditCallback = Callable[[Note], Awaitable[None]]
 
@@ -115,6 +127,11 @@ class BillValidator(Protocol):
 
     async def return_note(self) -> Note:
         """Give the escrowed note back to the customer."""
+        ...
+
+    async def ack_credit(self) -> None:
+        """Acknowledge the last :class:`NoteCredited`, once the kiosk committed it. Does
+        nothing when no credit waits."""
         ...
 
 

@@ -44,7 +44,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def client(port: DevicePort, **kw: Any) -> EsspValidator:
-    options: dict[str, Any] = {"poll_interval": 0.02, "reply_timeout": 0.1, "tries": 3}
+    options: dict[str, Any] = {"poll_interval": 0.2, "reply_timeout": 0.1, "tries": 3}
     return EsspValidator(str(port.path), currency="EUR", **(options | kw))
 
 
@@ -119,7 +119,7 @@ def test_escrow_then_stack_acknowledges_only_after_on_credit() -> None:
         async def on_credit(credited: Note) -> None:
             order.append("on_credit")
             assert credited == TEN
-            await asyncio.sleep(0.1)  # the journal write; the unit keeps repeating the credit
+            await asyncio.sleep(0.5)  # the journal write; the unit keeps repeating the credit
             assert any(e.code == Event.CREDIT for e in sim.state().unacked)
             order.append("committed")
 
@@ -132,7 +132,8 @@ def test_escrow_then_stack_acknowledges_only_after_on_credit() -> None:
     first_ack = order.index(Command.EVENT_ACK)
     assert order.index("on_credit") < order.index("committed") < first_ack
     assert order.count(Command.EVENT_ACK) == 1
-    assert order.count(Command.POLL_WITH_ACK) > 3  # polling went on while on_credit ran
+    during = order[order.index("on_credit") : order.index("committed")]
+    assert during.count(Command.POLL_WITH_ACK) >= 1  # polling went on while on_credit ran
 
 
 def test_escrow_then_return() -> None:
@@ -245,7 +246,8 @@ def test_power_cut_in_escrow_reports_the_note_given_back() -> None:
         sim.power_on()
         await v.close()
         report = await v.open()
-        assert [e.code for e in sim.state().unacked] == [Event.CLEARED_FROM_FRONT]
+        # NOTE CLEARED FROM FRONT is not in GA138's "Poll with Ack" column: given once
+        assert Event.CLEARED_FROM_FRONT not in [e.code for e in sim.state().unacked]
         await v.ack_power_up()
         assert sim.state().unacked == ()
         return report
@@ -435,7 +437,7 @@ def test_run_simulator_on_a_link_path(tmp_path: Path) -> None:
         sim = EsspSimulator(currency="AED", channels={1: 500, 2: 1000})
         task = asyncio.create_task(run_simulator(link, sim=sim))
         await until(link.exists)
-        v = EsspValidator(str(link), currency="AED", poll_interval=0.02, reply_timeout=0.1)
+        v = EsspValidator(str(link), currency="AED", poll_interval=0.2, reply_timeout=0.1)
         try:
             report = await v.open()
             assert v.channels == {1: Note(1, 500, "AED"), 2: Note(2, 1000, "AED")}
