@@ -18,8 +18,16 @@ Events
 - STACKER FULL / STACKER OPEN / JAM IN ACCEPTOR / JAM IN STACKER / CHEATED / FAILURE →
   ``Fault(cashbox_full / cashbox_removed / jam / jam / fraud / failure, detail)``; IDLING or
   DISABLE afterwards → ``FaultCleared``. No answer (after ``retries`` repeats of
-  ``reply_timeout``) → ``Fault(disconnected)`` and ``PortError`` from the command; the next
-  answer clears it. PAUSE (a second note pushed in) is logged only.
+  ``reply_timeout``) → ``Fault(disconnected)`` and ``DeviceFault`` from the command; polling
+  goes on and the next answer clears it. A port that vanishes (adapter unplugged, pty hung up:
+  reads/writes fail) → ``Fault(disconnected)`` at once and polling stops; every method then
+  raises ``DeviceFault`` until :meth:`close` and :meth:`open` (the daemon reopens it).
+  PAUSE (a second note pushed in) is logged only.
+- VEND VALID that no :meth:`stack` waits for (a stack that failed on a fault and carried on
+  once it cleared) → ``NoteCredited(note)`` (the note escrowed before it, else value 0) and no
+  ACK until :meth:`ack_credit`: the acceptor repeats VEND VALID and takes no other note.
+- An escrow code of another currency (CURRENCY ASSIGN record with another country code) →
+  returned at once, ``NoteRejected("foreign_currency")``, never credited.
 - The acceptor restarting behind the host's back (POWER UP while running) → it is initialised
   again and the accept set the kiosk enabled is restored.
 
@@ -57,6 +65,7 @@ from drivers.serialport import Link, open_link
 from drivers.validator.base import (
     CreditCallback,
     Note,
+    NoteCredited,
     NoteEscrowed,
     NoteRejected,
     NoteReturned,
@@ -101,8 +110,8 @@ class Id003Validator(Startup, Stacking):
     async def open(self) -> PowerUpReport:
         if self._link is not None:
             raise CommandRefused(f"{self.name}: already open")
-        self._last, self._fault, self._escrow = None, None, None
-        self._pending_ack = self._needs_init = self._enabled = False
+        self._last, self._fault, self._escrow, self._credit = None, None, None, None
+        self._pending_ack = self._needs_init = self._enabled = self._gone = False
         link = await open_link(self.url, self.line)
         self._link, self._proto = link, Id003Protocol(link)
         try:
@@ -127,6 +136,10 @@ class Id003Validator(Startup, Stacking):
     async def enable(self, accept: frozenset[int] | None = None) -> None:
         async with self._lock:
             self._require_open()
+            if self._credit is not None:
+                raise CommandRefused(
+                    f"{self.name}: {self._credit} waits at VEND VALID: commit it, then ack_credit()"
+                )
             if self._pending_ack:
                 await self._acknowledge_power_up()
             if self._needs_init:
@@ -141,8 +154,9 @@ class Id003Validator(Startup, Stacking):
     async def disable(self) -> None:
         async with self._lock:
             self._enabled = False
-            if self._link is None or self._pending_ack or self._needs_init:
-                return  # closed, at VEND VALID, or not initialised: not accepting anyway
+            self._require_open()
+            if self._pending_ack or self._needs_init or self._credit is not None:
+                return  # at VEND VALID, or not initialised: not accepting anyway
             await self._set(Command.SET_INHIBIT, b"\x01")
 
     async def next_event(self) -> ValidatorEvent:
@@ -179,6 +193,17 @@ class Id003Validator(Startup, Stacking):
                 if status not in (Status.RETURNING, *IDLE):
                     raise
             return await self._follow_return(note)
+
+    async def ack_credit(self) -> None:
+        """Acknowledge the VEND VALID reported as ``NoteCredited``, once the kiosk committed
+        it: ACK (0x50) until the acceptor leaves VEND VALID. Does nothing when none waits."""
+        async with self._lock:
+            self._require_open()
+            if self._credit is None:
+                return
+            await self._acknowledge_vend_valid("the credit")
+            log.info("%s: %s acknowledged", self.name, self._credit)
+            self._credit = None
 
     # -- beyond BillValidator --------------------------------------------------------------------
 
@@ -223,6 +248,8 @@ class Id003Validator(Startup, Stacking):
                 try:
                     await self._poll_once()
                 except Exception as exc:  # the poll task must outlive any one bad answer
+                    if self._gone:
+                        return  # the port vanished: Fault(disconnected) was emitted
                     if str(exc) != self._poll_error:
                         log.warning(
                             "%s: %s", self.name, exc, exc_info=not isinstance(exc, DriverError)
@@ -247,13 +274,9 @@ class Id003Validator(Startup, Stacking):
             reason = reject_reason_name(data[0]) if data else "unknown"
             log.info("%s: note rejected (%s)", self.name, reason)
             self._emit(NoteRejected(reason))
-        elif status is Status.VEND_VALID and prev is not Status.VEND_VALID:
-            if not self._pending_ack:
-                log.error(
-                    "%s: VEND VALID with no credit in progress: not acknowledged; the note is"
-                    " in the cashbox and is reported at the next open()",
-                    self.name,
-                )
+        elif status is Status.VEND_VALID:
+            if not self._pending_ack and self._credit is None:
+                self._unasked_credit()
         elif status is Status.POWER_UP_BILL_IN_ACCEPTOR:
             self._returned_by_device()  # given back while initialising
         if self._needs_init and not self._pending_ack and status not in FAULTS:
@@ -262,7 +285,33 @@ class Id003Validator(Startup, Stacking):
             await self._request(Command.HOLD, self.hold_data)
             self._last_hold = asyncio.get_running_loop().time()
 
+    def _unasked_credit(self) -> None:
+        """VEND VALID with no stack() waiting: the note is in the cashbox. Reported, not
+        acknowledged: the kiosk commits it and calls ack_credit()."""
+        note, self._escrow = self._escrow, None
+        if note is None:
+            note = Note(0, 0, self.currency)  # VEND VALID carries no denomination
+        self._credit = note
+        log.error(
+            "%s: VEND VALID with no stack() waiting: %s credited, ACK held until ack_credit()",
+            self.name,
+            note,
+        )
+        self._emit(NoteCredited(note))
+
     async def _on_escrow(self, code: int) -> None:
+        if code in self._foreign:
+            log.error(
+                "%s: escrow code 0x%02x is a note of country code 0x%02x, not %s: returned",
+                self.name,
+                code,
+                self._foreign[code],
+                self.currency,
+            )
+            self._escrow, self._refused_code = None, code
+            await self._request(Command.RETURN)
+            self._emit(NoteRejected("foreign_currency"))
+            return
         value = self._table.get(code)
         if value is None:
             log.warning("%s: escrow code 0x%02x not in the escrow table: returned", self.name, code)

@@ -14,11 +14,12 @@ Siblings: :mod:`~drivers.id003.startup` (power-up report, initialisation, the es
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from drivers.errors import CommandRefused, DeviceFault, FrameError, PortError
+from drivers.errors import CommandRefused, DeviceFault, FrameError
 from drivers.id003.codes import (
     FAULTS,
     OPERATIONS,
@@ -85,6 +86,7 @@ class Id003Core:
         hold_interval: float | None = None,
         hold_data: bytes = b"",
         security: bytes = b"\x00\x00",
+        country_code: int | None = None,
         name: str = "id003",
     ) -> None:
         if len(security) != 2:
@@ -96,6 +98,7 @@ class Id003Core:
         self.init_timeout, self.stack_timeout = init_timeout, stack_timeout
         self.hold_interval, self.hold_data = hold_interval, bytes(hold_data)
         self.security = bytes(security)
+        self.country_code = country_code
         self._configured: dict[int, int] = dict(escrow_table or {})
         self._table: dict[int, int] = dict(self._configured)
         self._link: Link | None = None
@@ -108,6 +111,9 @@ class Id003Core:
         self._fault: FaultKind | None = None
         self._escrow: Note | None = None
         self._refused_code: int | None = None  # an escrow code not in the table, being returned
+        self._foreign: dict[int, int] = {}  # escrow code -> country code of another currency
+        self._credit: Note | None = None  # a VEND VALID nobody stacked, waiting for ack_credit
+        self._gone = False  # the port vanished: polling stopped until close() and open()
         self._pending_ack = False
         self._needs_init = False
         self._enabled = False
@@ -173,26 +179,46 @@ class Id003Core:
     # -- exchanges -------------------------------------------------------------------------------
 
     def _require_open(self) -> Id003Protocol:
+        if self._gone:
+            raise DeviceFault(
+                FaultKind.DISCONNECTED.value,
+                f"{self.name}: {self.url} was lost: close() and open() it again",
+            )
         if self._proto is None:
-            raise PortError(f"{self.name}: {self.url} is not open: call open() first")
+            raise DeviceFault(
+                FaultKind.DISCONNECTED.value, f"{self.name}: {self.url} is not open: call open()"
+            )
         return self._proto
+
+    async def _send(self, frame: Frame) -> None:
+        """A frame the acceptor does not answer (ACK); a vanished port → ``DeviceFault``."""
+        proto = self._require_open()
+        try:
+            await proto.send(frame)
+        except OSError as exc:  # PortError included: the adapter was unplugged
+            raise self._port_gone(exc) from exc
 
     async def _request(self, cmd: Command, data: bytes = b"") -> Frame:
         """Send ``cmd`` and return its answer. No answer after ``retries`` repeats → the
-        acceptor is disconnected (``PortError``); COMMUNICATION ERROR or INVALID COMMAND →
-        sent once more, then ``FrameError`` / ``CommandRefused``."""
+        acceptor is disconnected (``DeviceFault``, polling goes on); a port that vanished →
+        ``DeviceFault`` and polling stops (:meth:`_port_gone`); COMMUNICATION ERROR or INVALID
+        COMMAND → sent once more, then ``FrameError`` / ``CommandRefused``."""
         proto = self._require_open()
         accept = _answers(cmd)
         silent = refused = 0
         while True:
-            answer = await proto.request(Frame(cmd, data), self.reply_timeout, accept)
+            try:
+                answer = await proto.request(Frame(cmd, data), self.reply_timeout, accept)
+            except OSError as exc:  # PortError included: the adapter was unplugged
+                raise self._port_gone(exc) from exc
             if answer is None:
                 silent += 1
                 if silent > self.retries:
                     self._lost()
-                    raise PortError(
+                    raise DeviceFault(
+                        FaultKind.DISCONNECTED.value,
                         f"{self.name}: no answer to {cmd.name} on {self.url} after {silent}"
-                        f" tries of {self.reply_timeout}s: check power and cable"
+                        f" tries of {self.reply_timeout}s: check power and cable",
                     )
                 continue
             if answer.cmd in _REFUSALS:
@@ -222,13 +248,28 @@ class Id003Core:
             )
 
     def _lost(self) -> None:
+        """The acceptor is silent (power, cable): reported once; polling goes on, and the
+        next answer clears it."""
         if self._fault is FaultKind.DISCONNECTED or not self._running:
             return
         self._fault = FaultKind.DISCONNECTED
         log.error("%s: no answer from the acceptor on %s", self.name, self.url)
         self._emit(Fault(FaultKind.DISCONNECTED, f"no answer on {self.url}"))
 
+    def _port_gone(self, exc: OSError) -> DeviceFault:
+        """The port itself vanished (adapter unplugged, pty hung up): ``Fault(disconnected)``
+        at once, polling stops, every method raises ``DeviceFault`` until close() and open()."""
+        detail = f"{self.url} lost ({exc})"
+        if not self._gone:
+            self._gone = True
+            log.error("%s: %s: polling stopped", self.name, detail)
+            if self._running:
+                self._fault = FaultKind.DISCONNECTED
+                self._emit(Fault(FaultKind.DISCONNECTED, detail))
+        return DeviceFault(FaultKind.DISCONNECTED.value, f"{self.name}: {detail}")
+
     async def _close_link(self) -> None:
         link, self._link, self._proto = self._link, None, None
         if link is not None:
-            await link.close()
+            with contextlib.suppress(Exception):  # a lost port may fail to close: it is gone
+                await link.close()

@@ -109,6 +109,10 @@ class Id003Simulator:
     :param escrow_table: escrow code → value in minor units, answered to CURRENCY ASSIGN.
     :param minor_digits: decimals of the currency (records carry major units).
     :param country_code: the JCM country byte put in each CURRENCY ASSIGN record.
+    :param foreign_table: escrow code → value of notes of a second currency the acceptor also
+        takes (multi-currency firmware), answered with ``foreign_country`` in CURRENCY ASSIGN
+        and fed with ``insert(value, foreign=True)``.
+    :param foreign_country: the JCM country byte of ``foreign_table``.
     :param answers_currency_assign: ``False`` answers 0x8A with INVALID COMMAND (old firmware).
     :param escrow_timeout: seconds a note waits in escrow (HOLD/WAIT restart it) before the
         device returns it by itself; ``None`` waits for ever.
@@ -125,6 +129,8 @@ class Id003Simulator:
         escrow_table: Mapping[int, int] | None = None,
         minor_digits: int = 2,
         country_code: int = 0,
+        foreign_table: Mapping[int, int] | None = None,
+        foreign_country: int = 1,
         answers_currency_assign: bool = True,
         version: str = "",
         boot_version: str = "BOOT-SIM V1.00",
@@ -140,9 +146,15 @@ class Id003Simulator:
             escrow_table = ESCROW_TABLES[currency]
         self.currency = currency
         self.escrow_table: dict[int, int] = dict(escrow_table)
+        self.foreign_table: dict[int, int] = dict(foreign_table or {})
+        self._values = {**self.foreign_table, **self.escrow_table}  # code → value, any currency
         self.records = tuple(
-            currency_record(code, value, minor_digits, country_code)
-            for code, value in sorted(self.escrow_table.items())
+            currency_record(code, value, minor_digits, country)
+            for table, country in (
+                (self.escrow_table, country_code),
+                (self.foreign_table, foreign_country),
+            )
+            for code, value in sorted(table.items())
         )
         self.answers_currency_assign = answers_currency_assign
         self.version = version or f"i({currency})100-SS ID003-05V000-00 SIMULATOR"
@@ -215,13 +227,15 @@ class Id003Simulator:
 
     # -- the customer and the technician ---------------------------------------------------------
 
-    def insert(self, value: int) -> bool:
-        """A customer feeds a note of ``value`` minor units. ``False`` if the acceptor does not
-        draw it in (inhibited, busy, faulted, off). An unknown value is rejected (0x76), an
-        inhibited denomination too (0x79)."""
+    def insert(self, value: int, *, foreign: bool = False) -> bool:
+        """A customer feeds a note of ``value`` minor units (of the ``foreign_table``
+        currency with ``foreign``). ``False`` if the acceptor does not draw it in (inhibited,
+        busy, faulted, off). An unknown value is rejected (0x76), an inhibited denomination
+        too (0x79)."""
         if not self._can_draw_in():
             return False
-        code = next((c for c, v in sorted(self.escrow_table.items()) if v == value), None)
+        table = self.foreign_table if foreign else self.escrow_table
+        code = next((c for c, v in sorted(table.items()) if v == value), None)
         if code is None:
             self._after_accepting = (Status.REJECTING, bytes((RejectReason.DISCRIMINATION,)))
         elif code in inhibited_codes(self._settings[Command.SET_DENOMINATIONS]):
@@ -309,7 +323,7 @@ class Id003Simulator:
             status=status,
             data=data,
             powered=self._powered,
-            escrow=None if self._bill is None else self.escrow_table[self._bill],
+            escrow=None if self._bill is None else self._values[self._bill],
             cashbox=dict(self._cashbox),
             inhibited=self._inhibited,
             denominations=self._settings[Command.SET_DENOMINATIONS],
@@ -406,6 +420,10 @@ class Id003Simulator:
             return Frame(Status.INVALID_COMMAND)
         if cmd is not Command.SET_INHIBIT and self._status in _BUSY:
             return Frame(Status.INVALID_COMMAND)
+        if cmd is Command.SET_COMMUNICATION_MODE and data != b"\x00":
+            # Interrupt modes (1, 2: the acceptor sends ENQ 0x05 for the host to poll) are not
+            # simulated: refused, so a host never waits for an ENQ that does not come.
+            return Frame(Status.INVALID_COMMAND)
         self._settings[cmd] = bytes(data)
         if cmd is Command.SET_INHIBIT and self._status in (Status.IDLING, Status.DISABLE):
             self._idle()
@@ -425,7 +443,7 @@ class Id003Simulator:
 
     def _count(self) -> None:
         if self._bill is not None and not self._counted:
-            value = self.escrow_table[self._bill]
+            value = self._values[self._bill]
             self._cashbox[value] = self._cashbox.get(value, 0) + 1
             self._counted = True
 

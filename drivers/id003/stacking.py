@@ -31,7 +31,6 @@ class Stacking(Id003Core):
     async def _follow_stack(self, note: Note, on_credit: CreditCallback) -> Note:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.stack_timeout
-        proto = self._require_open()
         credited = False
         while True:
             status, data = await self._status()
@@ -41,7 +40,7 @@ class Stacking(Id003Core):
                     log.debug("%s: %s at VEND VALID: credit, then ACK", self.name, note)
                     await on_credit(note)  # the kiosk commits first: only then the ACK
                     credited = True
-                await proto.send(Frame(Command.ACK))  # again if the acceptor missed it
+                await self._send(Frame(Command.ACK))  # again if the acceptor missed it
             elif status is Status.STACKED or (credited and status in IDLE):
                 log.debug("%s: %s stacked", self.name, note)
                 return note

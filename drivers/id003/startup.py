@@ -41,7 +41,13 @@ from drivers.id003.codes import (
     Status,
 )
 from drivers.id003.core import IDLE, IN_ESCROW, Id003Core
-from drivers.id003.frames import Frame, decode_currency_assign, denomination_mask, escrow_values
+from drivers.id003.frames import (
+    CurrencyRecord,
+    Frame,
+    decode_currency_assign,
+    denomination_mask,
+    escrow_values,
+)
 from drivers.validator.base import FaultKind, Note, PowerUpReport
 
 log = logging.getLogger("drivers.id003.client")  # one logger for the whole driver
@@ -103,13 +109,22 @@ class Startup(Id003Core):
         await self._set(
             Command.SET_DENOMINATIONS, self._mask(self._accept if self._enabled else None)
         )
-        await self._set(Command.SET_SECURITY, self.security)
-        await self._set(Command.SET_COMMUNICATION_MODE, b"\x00")  # polled
+        await self._optional_setting(Command.SET_SECURITY, self.security)
+        # Polled, never interrupt mode (C2 01/02: the acceptor would wait for the host's ENQ
+        # handling, which this driver does not implement). Polled is the power-up default.
+        await self._optional_setting(Command.SET_COMMUNICATION_MODE, b"\x00")
         await self._set(Command.SET_INHIBIT, b"\x00" if self._enabled else b"\x01")
         if status is Status.INITIALIZE:
             await self._wait_idle(settings_pending=False)
         self._needs_init = False
         log.info("%s: ready (%s)", self.name, "enabled" if self._enabled else "inhibited")
+
+    async def _optional_setting(self, cmd: Command, data: bytes) -> None:
+        """A setting some firmware refuses (INVALID COMMAND): logged, the default stays."""
+        try:
+            await self._set(cmd, data)
+        except CommandRefused as exc:
+            log.warning("%s: %s; keeping the acceptor's default", self.name, exc)
 
     async def _wait_idle(self, *, settings_pending: bool) -> Status:
         loop = asyncio.get_running_loop()
@@ -139,7 +154,7 @@ class Startup(Id003Core):
         except CommandRefused:
             table = {}
         else:
-            table = escrow_values(decode_currency_assign(answer.data), self.minor_digits)
+            table = await self._own_currency(decode_currency_assign(answer.data))
         if table:
             if table != self._table:
                 if self._configured and table != self._configured:
@@ -159,6 +174,46 @@ class Startup(Id003Core):
                 " escrow_table is configured: configure escrow code → value",
             )
 
+    async def _own_currency(self, records: tuple[CurrencyRecord, ...]) -> dict[int, int]:
+        """The kiosk's notes among the CURRENCY ASSIGN records, by country code: the one
+        configured (``country_code``), else the only one the acceptor has. Codes of another
+        country are remembered as foreign (returned if escrowed). No note of the kiosk's
+        currency → ``DeviceFault``: the acceptor is set up for another currency."""
+        assigned = [r for r in records if r.mantissa]
+        countries = sorted({r.country_code for r in assigned})
+        if not assigned:
+            return {}
+        ours = self.country_code
+        if ours is None:
+            if len(countries) > 1:
+                raise DeviceFault(
+                    FaultKind.FAILURE.value,
+                    f"{self.name}: the acceptor holds notes of several currencies (country codes"
+                    f" {', '.join(f'0x{c:02X}' for c in countries)}): configure the country"
+                    f" code of {self.currency}",
+                )
+            ours = countries[0]
+        self._foreign = {r.escrow_code: r.country_code for r in assigned if r.country_code != ours}
+        table = escrow_values((r for r in assigned if r.country_code == ours), self.minor_digits)
+        if not table:
+            version = await self._version_for_message()
+            raise DeviceFault(
+                FaultKind.FAILURE.value,
+                f"{self.name}: the kiosk's currency is {self.currency} (country code"
+                f" 0x{ours:02X}) but the acceptor's currency table has no {self.currency} note:"
+                f" it holds the currency of country code(s)"
+                f" {', '.join(f'0x{c:02X}' for c in countries)}{version}: fit an acceptor"
+                f" (firmware) for {self.currency}",
+            )
+        return table
+
+    async def _version_for_message(self) -> str:
+        try:
+            answer = await self._request(Command.VERSION)
+        except DriverError:
+            return ""
+        return f" (acceptor version {answer.data.decode('ascii', 'replace')!r})"
+
     def _mask(self, accept: frozenset[int] | None) -> bytes:
         allowed = {c for c, v in self._table.items() if accept is None or v in accept}
         if accept is not None and not accept <= set(self._table.values()):
@@ -170,23 +225,27 @@ class Startup(Id003Core):
         )
 
     async def _acknowledge_power_up(self) -> None:
+        await self._acknowledge_vend_valid("the power-up ACK")
+        self._pending_ack = False
+        log.info("%s: power-up VEND VALID acknowledged", self.name)
+        await self._initialise()
+
+    async def _acknowledge_vend_valid(self, what: str) -> None:
+        """ACK (0x50), again while the acceptor repeats VEND VALID, until it has left
+        VEND VALID and STACKED."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.stack_timeout
-        proto = self._require_open()
-        await proto.send(Frame(Command.ACK))
+        await self._send(Frame(Command.ACK))
         while True:
             status, data = await self._status()
             if status is Status.VEND_VALID:
-                await proto.send(Frame(Command.ACK))  # our ACK was lost
+                await self._send(Frame(Command.ACK))  # our ACK was lost
             elif status in FAULTS:
-                raise self._device_fault(status, data, "after the power-up ACK")
+                raise self._device_fault(status, data, f"after {what}")
             elif status is not Status.STACKED:
-                break
+                return
             if loop.time() >= deadline:
                 raise DeviceFault(
                     FaultKind.FAILURE.value, f"{self.name}: VEND VALID not cleared by ACK"
                 )
             await asyncio.sleep(self._step)
-        self._pending_ack = False
-        log.info("%s: power-up VEND VALID acknowledged", self.name)
-        await self._initialise()

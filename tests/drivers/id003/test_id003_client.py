@@ -283,7 +283,7 @@ def test_power_cut_mid_stack_reports_a_note_in_the_stacker() -> None:
                 stacking = asyncio.create_task(v.stack(on_credit))
                 await until(status_is(sim, Status.STACKING))
                 sim.power_cut()
-                with pytest.raises(PortError):
+                with pytest.raises(DeviceFault, match="no answer"):
                     await stacking
             assert credited == []
             sim.power_on()
@@ -370,8 +370,9 @@ def test_disconnect_then_restart_restores_the_enabled_state() -> None:
             sim.power_cut()
             got = await event(v)
             assert isinstance(got, Fault) and got.kind is FaultKind.DISCONNECTED
-            with pytest.raises(PortError):
+            with pytest.raises(DeviceFault) as silent:
                 await v.disable()
+            assert silent.value.kind == "disconnected"
             sim.power_on()
             assert await event(v) == FaultCleared()
             await until(status_is(sim, Status.DISABLE))
@@ -519,14 +520,15 @@ def test_jam_while_stacking_fails_the_stack() -> None:
     run(main())
 
 
-def test_commands_before_open_raise_port_error() -> None:
+def test_commands_before_open_raise_device_fault() -> None:
     async def main() -> None:
         v = Id003Validator("/dev/null-not-a-port", currency="EUR", **FAST)
-        with pytest.raises(PortError):
+        with pytest.raises(DeviceFault, match="not open"):
             await v.enable()
         with pytest.raises(PortError):
             await v.open()
-        await v.disable()  # closed: nothing to do
+        with pytest.raises(DeviceFault, match="not open"):
+            await v.disable()
         await v.close()
 
     run(main())
