@@ -103,6 +103,12 @@ class Id003Validator(Startup, Stacking):
     :param hold_data: data of the HOLD command. Empty by default; some firmware takes a
         hold-time byte (a public UBA host sends ``44 FF``).
     :param security: SET_SECURITY data (d1 d2): bit = 1 for high security on that denomination.
+    :param country_code: JCM's country byte of ``currency`` in the acceptor's CURRENCY ASSIGN
+        records (JCM's own numbering, not ISO 4217, and not public: read it off the unit). Records
+        of other country codes are foreign notes: inhibited where they have an inhibit bit,
+        returned if escrowed. ``open`` raises ``DeviceFault`` if no record has this code (the
+        acceptor is set up for another currency). ``None``: a single-currency table is taken as
+        ``currency`` (nothing to compare it with); a table of several countries fails ``open``.
     """
 
     # -- BillValidator ---------------------------------------------------------------------------

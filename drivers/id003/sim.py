@@ -19,6 +19,11 @@ least once before the next one, so a poller sees every step; ``step_time``/``sta
 them last longer. Faults (jam, stacker full/open, cheated, failure) are answered instead of the
 status underneath until cleared. The note counts in the cashbox when it reaches VEND VALID.
 
+COMMUNICATION MODE (C2 n): 0 (polled) is echoed like any setting; the interrupt modes (1, 2,
+where a real unit sends ENQ 0x05 for the host to poll) are not simulated and are refused with
+INVALID COMMAND, so a host never waits for an ENQ. A vanished port is simulated by closing the
+:class:`~drivers.pty.DevicePort` (the pty hangs up: the driver's reads fail).
+
 Power (:meth:`~Id003Simulator.power_cut`): a cut device answers nothing. At
 :meth:`~Id003Simulator.power_on` it reports POWER UP WITH BILL IN ACCEPTOR (41) if a note was in
 the acceptor (it is given back at the next RESET, never counted) or WITH BILL IN STACKER (42) if

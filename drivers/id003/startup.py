@@ -9,8 +9,11 @@ not been told about:
 - POWER UP (0x40) → empty report; POWER UP WITH BILL IN ACCEPTOR (0x41) → ``in_escrow`` (value 0:
   the acceptor cannot say which note; it gives it back while initialising); WITH BILL IN STACKER
   (0x42) → ``stacked`` (value 0: the host's journal intent says which). Then RESET, INITIALIZE →
-  DISABLE, the escrow table (CURRENCY ASSIGN 0x8A), denominations (C0), security (C1), polled
-  mode (C2 00) and INHIBIT (C3 01) until ``Id003Validator.enable``.
+  DISABLE, the escrow table (CURRENCY ASSIGN 0x8A: the kiosk's currency only, see
+  ``country_code``), denominations (C0), security (C1), polled mode (C2 00; never an interrupt
+  mode) and INHIBIT (C3 01) until ``Id003Validator.enable``. C1 and C2 refused with INVALID
+  COMMAND are logged and the acceptor's defaults kept; C0 and C3 refused raise
+  ``CommandRefused``.
 - A note still in ESCROW (the host restarted while the acceptor kept it) → ``in_escrow`` with its
   value; it is returned (RETURN 0x43) before the RESET.
 - VEND VALID repeated (the host crashed inside ``on_credit``, before its ACK) → ``stacked``
