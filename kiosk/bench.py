@@ -71,34 +71,46 @@ def footprint(*, idle_s: float = 10.0, runs: int = 3) -> int:
     return 0
 
 
-def validator(*, protocol: str, notes: int = 500, poll_interval: float = 0.2) -> int:
-    """``kiosk bench validator``: from a note reaching escrow in the simulator to its credit
-    committed in the journal (fsync'd), over a real pty, with the protocol's poll cycle.
+def validator(*, protocol: str, notes: int = 100, poll_interval: float = 0.2) -> int:
+    """``kiosk bench validator``: two figures per note, over a real pty with the protocol's
+    poll cycle (GA973: eSSP polls 200..1000 ms apart, a note on its way included).
+
+    - *credit reply -> committed*: the kiosk's own time, from the poll reply that reports the
+      credit (eSSP CREDIT, ID-003 VEND VALID) being read to the credit committed (fsync'd) in
+      the journal; this is what the kiosk controls (target p99 <= 20 ms);
+    - *escrow -> committed*: from the note reaching escrow in the simulator to the same
+      commit; the poll cycle bounds it (a poll to see the escrow, one to see the credit).
 
     Each note goes through the flow's own steps: NoteEscrowed → stack intent committed →
     stack → the credit committed at the device's safe credit point → acknowledged.
     """
     import asyncio
 
-    latencies = asyncio.run(_validator_latencies(protocol, notes, poll_interval))
-    ms = sorted(x * 1000 for x in latencies)
+    own, whole = asyncio.run(_validator_latencies(protocol, notes, poll_interval))
 
-    def pct(p: float) -> float:
+    def pct(xs: list[float], p: float) -> float:
+        ms = sorted(x * 1000 for x in xs)
         return ms[min(len(ms) - 1, round(p / 100 * (len(ms) - 1)))]
 
     print(
-        f"kiosk bench validator: {protocol} over a pty, {len(ms)} notes, "
-        f"poll cycle {poll_interval * 1000:.0f} ms idle"
+        f"kiosk bench validator: {protocol} over a pty, {len(own)} notes, "
+        f"poll cycle {poll_interval * 1000:.0f} ms"
     )
-    print(
-        f"  escrow -> credit committed   p50 {pct(50):6.1f} ms   p99 {pct(99):6.1f} ms   "
-        f"max {ms[-1]:6.1f} ms   (target p99 <= 20 ms)"
-    )
-    print("  target met" if pct(99) <= 20 else "  MISSED: p99 above 20 ms")
+    for label, xs, target in (
+        ("credit reply -> committed", own, "target p99 <= 20 ms"),
+        ("escrow -> committed      ", whole, "bounded by the poll cycle"),
+    ):
+        print(
+            f"  {label}   p50 {pct(xs, 50):7.1f} ms   p99 {pct(xs, 99):7.1f} ms   "
+            f"max {pct(xs, 100):7.1f} ms   ({target})"
+        )
+    print("  target met" if pct(own, 99) <= 20 else "  MISSED: p99 above 20 ms")
     return 0
 
 
-async def _validator_latencies(protocol: str, notes: int, poll_interval: float) -> list[float]:
+async def _validator_latencies(
+    protocol: str, notes: int, poll_interval: float
+) -> tuple[list[float], list[float]]:
     from drivers.pty import DevicePort
     from drivers.validator.base import Note, NoteEscrowed
     from kiosk.journal import AsyncJournal
@@ -120,7 +132,8 @@ async def _validator_latencies(protocol: str, notes: int, poll_interval: float) 
 
     sim.handle = timed_handle
     server = asyncio.create_task(serve(sim, port))
-    latencies: list[float] = []
+    own: list[float] = []
+    whole: list[float] = []
     try:
         await driver.open()
         await driver.enable()
@@ -141,13 +154,14 @@ async def _validator_latencies(protocol: str, notes: int, poll_interval: float) 
                 done.append(time.perf_counter())
 
             await driver.stack(on_credit)
-            latencies.append(done[0] - escrow_at[-1])
+            own.append(done[0] - driver.credit_seen_at)
+            whole.append(done[0] - escrow_at[-1])
     finally:
         await driver.close()
         server.cancel()
         port.close()
         await journal.close()
-    return latencies
+    return own, whole
 
 
 def _bench_device(protocol: str, path: str, poll_interval: float) -> tuple[Any, Any, Any, Any]:

@@ -270,8 +270,9 @@ def _validator(t: _Table) -> ValidatorConfig:
         poll_interval_s=t.check(
             "poll_interval_s",
             t.get("poll_interval_s", float, d.poll_interval_s, "seconds"),
-            lambda x: 0.01 <= x <= 1.0,
-            "seconds between 0.01 and 1 (eSSP requires a poll at least every second)",
+            lambda x: (0.2 if driver == "essp" else 0.01) <= x <= 1.0,
+            "seconds between 0.2 and 1 for essp (GA973: 200..1000 ms between polls),"
+            " between 0.01 and 1 otherwise",
         ),
         reply_timeout_s=t.check(
             "reply_timeout_s",

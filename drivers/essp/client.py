@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Final
 
 from drivers.errors import CommandRefused, DeviceFault, DriverError, FrameError, PortError
@@ -324,6 +325,7 @@ class EsspValidator(Startup, SmartPayout):
     async def _credit(self, note: Note) -> None:
         s = self._s
         s.hold_ack = True
+        self.credit_seen_at = time.perf_counter()
         if s.stack is not None and not s.stack.done():
             s.escrow, s.stacking = None, False
             s.stack.set_result(note)

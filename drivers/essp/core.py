@@ -137,6 +137,7 @@ class EsspCore:
         self._payout_option = payout
         self.poll_command = Command.POLL_WITH_ACK  # POLL when the unit does not know it
         self.enabled = False  # as the host last set it (ENABLE / DISABLE)
+        self.credit_seen_at = 0.0  # time.perf_counter() when the last CREDIT reply was read
         self.protocol = 0  # negotiated at open
         self.setup: SetupInfo | None = None
         self.serial_number: int | None = None
