@@ -55,6 +55,9 @@ class ValidatorConfig:
     """eSSP: slave address (0 for validators and SMART Payout)."""
     payout: bool = False
     """The validator is a recycler that pays notes out (eSSP SMART Payout): cash-out on."""
+    country_code: int | None = None
+    """ID-003: JCM's country byte of ``kiosk.currency`` in the acceptor's CURRENCY ASSIGN
+    table (0-255); unset: a single-currency table is taken as the kiosk's currency."""
     notes: tuple[int, ...] = (500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
     """Simulator only: note values of its channels, in minor units of ``kiosk.currency``."""
     escrow_timeout_s: float = 30.0
@@ -293,6 +296,12 @@ def _validator(t: _Table) -> ValidatorConfig:
             t.get("payout", bool, d.payout, "true or false"),
             lambda on: not on or driver == "essp",
             "false unless the driver is essp (ID-003 recyclers are not supported)",
+        ),
+        country_code=t.check(
+            "country_code",
+            t.get("country_code", int, d.country_code, "JCM's country byte, 0-255"),
+            lambda n: n is None or (0 <= n <= 255 and driver == "id003"),
+            "JCM's country byte 0-255, with driver = \"id003\" only",
         ),
         notes=_int_list(t, "notes", d.notes, "a non-empty list of positive minor-unit integers"),
         escrow_timeout_s=t.check(

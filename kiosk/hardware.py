@@ -138,6 +138,7 @@ async def _validator(c: Config) -> tuple[BillValidator, Any, NoteDispenser | Non
             port,
             currency=c.currency.code,
             escrow_table=table,
+            country_code=v.country_code,
             line=v.line or ID003_LINE,
             poll_interval=v.poll_interval_s,
             reply_timeout=v.reply_timeout_s,

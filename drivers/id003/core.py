@@ -99,6 +99,7 @@ class Id003Core:
         self.hold_interval, self.hold_data = hold_interval, bytes(hold_data)
         self.security = bytes(security)
         self.country_code = country_code
+        self.credit_seen_at = 0.0  # time.perf_counter() when the last VEND VALID was read
         self._configured: dict[int, int] = dict(escrow_table or {})
         self._table: dict[int, int] = dict(self._configured)
         self._link: Link | None = None

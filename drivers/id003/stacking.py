@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from drivers.errors import DeviceFault
 from drivers.id003.codes import FAULTS, Command, Status
@@ -36,6 +37,7 @@ class Stacking(Id003Core):
             status, data = await self._status()
             if status is Status.VEND_VALID:
                 if not credited:
+                    self.credit_seen_at = time.perf_counter()
                     self._escrow = None
                     log.debug("%s: %s at VEND VALID: credit, then ACK", self.name, note)
                     await on_credit(note)  # the kiosk commits first: only then the ACK
