@@ -205,6 +205,9 @@ class SimValidator:
         self._save()
         return note
 
+    async def ack_credit(self) -> None:
+        """This simulator credits only through :meth:`stack`: nothing ever waits here."""
+
     # -- control (the customer and the technician) ----------------------------------------------
 
     def insert(self, value: int) -> NoteEscrowed | NoteRejected:
