@@ -22,7 +22,7 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import PaperState, PrinterStatus
-from drivers.validator.base import Fault, FaultCleared, FaultKind, PowerUpReport
+from drivers.validator.base import FaultCleared, FaultKind, PowerUpReport
 from kiosk.admin import Handler, serve_admin
 from kiosk.config import Config, Secrets, read_public_key
 from kiosk.errors import PayloadError
@@ -38,6 +38,7 @@ IDLE_TICK_S = 30.0  # how often an idle kiosk settles pending payments
 REOPEN_S = 2.0  # how often a lost validator is opened again
 NO_RECEIPT_CONFIRM_S = 10.0  # how long a customer has to accept a journey without a receipt
 RESULT_HOLD_S = 3.0  # how long DONE / REFUSED stay on the panel
+MAX_PAYOUT_WIRE = 0xFFFFFFFF  # eSSP PAYOUT AMOUNT: a 4-byte unsigned amount (minor units)
 
 
 class Daemon:
@@ -184,7 +185,6 @@ class Daemon:
 
     async def _serve(self, ctx: Context, hw: Hardware) -> None:
         """The idle loop: wait for a code, a panel event or a device event."""
-        j = ctx.journal
         while True:
             oos = ctx.out_of_service.is_set()
             hw.panel.show(PanelState.OUT_OF_SERVICE if oos else PanelState.READY)
@@ -199,29 +199,48 @@ class Daemon:
             try:
                 got = await sources.next(IDLE_TICK_S if self.validator_ok else REOPEN_S)
             finally:
-                await sources.close()
-            if got is None:
+                left = await sources.close()
+            if got is None and not left:
                 await self._idle_tick(ctx, hw)
                 continue
-            name, event = got
-            if name == "validator":
-                await self._device_event(ctx, event)
-                await self._drop_lost_validator(ctx, hw)
-            elif name == "panel":
-                if event in (PanelEvent.DOOR_OPEN, PanelEvent.DOOR_CLOSED):
-                    await j.call(
-                        j.sync.log, f"door.{'open' if event == PanelEvent.DOOR_OPEN else 'closed'}"
-                    )
-                    log.info("door %s", "open" if event == PanelEvent.DOOR_OPEN else "closed")
-            elif oos:
-                log.info("code refused: out of service")
-                hw.panel.show(PanelState.REFUSED)
-                await asyncio.sleep(RESULT_HOLD_S)
-            else:
-                async with self.busy:
-                    await self._journey(ctx, event)
-                await self._drop_lost_validator(ctx, hw)
-                await asyncio.sleep(RESULT_HOLD_S)
+            events = ([got] if got is not None else []) + left
+            # Every device and panel event first, in order; then the code (if one was read).
+            for name, event in events:
+                if name != "code":
+                    await self._idle_event(ctx, hw, name, event)
+            for name, event in events:
+                if name == "code":
+                    await self._code(ctx, hw, event)
+
+    async def _idle_event(self, ctx: Context, hw: Hardware, name: str, event: object) -> None:
+        j = ctx.journal
+        if name == "validator":
+            await self._device_event(ctx, event)
+            await self._drop_lost_validator(ctx, hw)
+        elif event in (PanelEvent.DOOR_OPEN, PanelEvent.DOOR_CLOSED):
+            word = "open" if event == PanelEvent.DOOR_OPEN else "closed"
+            await j.call(j.sync.log, f"door.{word}")
+            log.info("door %s", word)
+
+    async def _code(self, ctx: Context, hw: Hardware, text: str) -> None:
+        if ctx.out_of_service.is_set():
+            log.info("code refused: out of service")
+            hw.panel.show(PanelState.REFUSED)
+            await asyncio.sleep(RESULT_HOLD_S)
+            return
+        async with self.busy:
+            try:
+                await self._journey(ctx, text)
+            except (DriverError, OSError) as exc:
+                # The journal holds every step; recovery settles the transaction.
+                log.error("journey stopped by a device error (%s): out of service", exc)
+                await ctx.journal.call(
+                    ctx.journal.sync.log, "device.error", {"call": "journey", "error": str(exc)}
+                )
+                ctx.out_of_service.set()
+                self.validator_ok = False  # reopened (and recovered) by the idle tick
+        await self._drop_lost_validator(ctx, hw)
+        await asyncio.sleep(RESULT_HOLD_S)
 
     async def _printer_status(self, ctx: Context) -> PrinterStatus:
         """The printer's live status; a printer that cannot answer is not ready. Logs
@@ -293,18 +312,12 @@ class Daemon:
         ctx.panel.show(PanelState.REFUSED)
 
     async def _device_event(self, ctx: Context, event: object) -> None:
-        j = ctx.journal
-        if isinstance(event, Fault):
-            log.error("validator: %s: out of service", event.kind)
-            await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)})
-            ctx.fault = event.kind
+        """A validator event in the idle loop (no journey listens): see flows.device_events."""
+        from kiosk.flows import device_events
+
+        await device_events.handle(ctx, event)
+        if isinstance(event, FaultCleared) and not self.validator_ok:
             ctx.out_of_service.set()
-        elif isinstance(event, FaultCleared):
-            log.info("validator: recovered")
-            await j.call(j.sync.log, "device.recovered")
-            ctx.fault = None
-            if self.validator_ok:
-                ctx.out_of_service.clear()
 
     async def _drop_lost_validator(self, ctx: Context, hw: Hardware) -> None:
         """A validator that stopped answering is closed; the idle loop opens it again, which
@@ -358,8 +371,17 @@ class Daemon:
             amount = req.get("amount")
             if type(amount) is not int or amount <= 0:
                 raise ValueError("amount must be a positive integer of minor units")
+            if amount > MAX_PAYOUT_WIRE:
+                raise ValueError(
+                    f"amount {amount} does not fit the device's payout command"
+                    f" (at most {MAX_PAYOUT_WIRE} minor units)"
+                )
             if self.busy.locked():
                 raise ValueError("a journey is running; try again when the kiosk is idle")
+            if ctx.dispenser is not None:
+                held = sum(v * n for v, n in (await ctx.dispenser.levels()).items())
+                if amount > held:
+                    raise ValueError(f"the recycler holds {held} minor units; cannot pay {amount}")
             from kiosk.flows.cashout import local_cashout
 
             async with self.busy:
@@ -390,7 +412,7 @@ class Daemon:
                     return await tech.test_page(ctx)
                 return await tech.collect(ctx, str(req.get("technician") or "unknown"))
 
-        return {
+        handlers: dict[str, Handler] = {
             "status": status,
             "payout": payout,
             "levels": levels,
@@ -398,6 +420,23 @@ class Daemon:
             "test_page": technician,
             "collect": technician,
         }
+        return {name: _clean_errors(name, h) for name, h in handlers.items()}
+
+
+def _clean_errors(name: str, handler: Handler) -> Handler:
+    """Any exception inside an admin handler becomes a clean error reply, never a traceback
+    on the technician's screen nor a dead daemon."""
+
+    async def wrapped(req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await handler(req)
+        except ValueError:
+            raise  # the admin socket replies {"ok": false, "error": ...}
+        except Exception as exc:
+            log.exception("admin %s failed", name)
+            raise ValueError(f"{name} failed: {type(exc).__name__}: {exc}") from exc
+
+    return wrapped
 
 
 def _printer_problem(status: PrinterStatus) -> str:

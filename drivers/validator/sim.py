@@ -50,6 +50,7 @@ from drivers.validator.base import (
     FaultCleared,
     FaultKind,
     Note,
+    NoteCredited,
     NoteEscrowed,
     NoteRejected,
     NoteReturned,
@@ -73,7 +74,7 @@ DEFAULT_CHANNELS: Final[Mapping[int, int]] = {
 
 _STATE_VERSION: Final = 1
 
-_E = TypeVar("_E", NoteEscrowed, NoteRejected, NoteReturned, Fault, FaultCleared)
+_E = TypeVar("_E", NoteEscrowed, NoteRejected, NoteReturned, NoteCredited, Fault, FaultCleared)
 
 
 def note_to_json(note: Note | None) -> dict[str, Any] | None:
@@ -142,6 +143,11 @@ class SimValidator:
         self._stacking = False
         self._cashbox: dict[int, int] = {}
         self._escrow_timer: asyncio.TimerHandle | None = None
+        self._credit_waiting: Note | None = None
+        self.acked_credits: list[Note] = []
+        """Credits :meth:`ack_credit` acknowledged (test hook)."""
+        self.fail: dict[str, Exception] = {}
+        """Test hook: a method name (``enable``, ``return_note``) → the error it raises once."""
 
     # -- BillValidator -------------------------------------------------------------------------
 
@@ -165,6 +171,8 @@ class SimValidator:
         self._enabled = False
 
     async def enable(self, accept: frozenset[int] | None = None) -> None:
+        if "enable" in self.fail:
+            raise self.fail.pop("enable")
         if not self._open:
             raise CommandRefused(f"{self.name}: enable before open")
         self._accept = accept
@@ -199,6 +207,8 @@ class SimValidator:
         return note
 
     async def return_note(self) -> Note:
+        if "return_note" in self.fail:
+            raise self.fail.pop("return_note")
         note = self._escrowed_for_command("return")
         self._cancel_timer()
         self._escrow = None
@@ -206,7 +216,10 @@ class SimValidator:
         return note
 
     async def ack_credit(self) -> None:
-        """This simulator credits only through :meth:`stack`: nothing ever waits here."""
+        """Acknowledge the credit :meth:`credit_unasked` emitted (nothing when none waits)."""
+        if self._credit_waiting is not None:
+            self.acked_credits.append(self._credit_waiting)
+            self._credit_waiting = None
 
     # -- control (the customer and the technician) ----------------------------------------------
 
@@ -221,6 +234,37 @@ class SimValidator:
         self._escrow = note
         self._save()
         return self._emit(NoteEscrowed(note))
+
+    def escrow_unasked(self, value: int) -> NoteEscrowed:
+        """A note reaches escrow whatever the device's state (it was already in the
+        transport when the host disabled it)."""
+        channel = next(ch for ch, v in self.channels.items() if v == value)
+        note = Note(channel=channel, value=value, currency=self.currency)
+        self._escrow = note
+        self._save()
+        return self._emit(NoteEscrowed(note))
+
+    def credit_unasked(self, value: int) -> NoteCredited:
+        """The device credits a note no :meth:`stack` waits for (the escrowed one, or one of
+        ``value`` that a jam left in the transport); it waits for :meth:`ack_credit`."""
+        note = self._escrow
+        if note is None or note.value != value:
+            channel = next(ch for ch, v in self.channels.items() if v == value)
+            note = Note(channel=channel, value=value, currency=self.currency)
+        self._cancel_timer()
+        self._escrow = None
+        self._cashbox[note.value] = self._cashbox.get(note.value, 0) + 1
+        self._credit_waiting = note
+        self._save()
+        return self._emit(NoteCredited(note))
+
+    def return_unasked(self, value: int) -> NoteReturned:
+        """The device gives a note back by itself (a jam cleared by returning it)."""
+        channel = next(ch for ch, v in self.channels.items() if v == value)
+        note = Note(channel=channel, value=value, currency=self.currency)
+        self._escrow = None
+        self._save()
+        return self._emit(NoteReturned(note))
 
     def insert_fake(self) -> NoteRejected:
         """A customer feeds something that is not a genuine note."""

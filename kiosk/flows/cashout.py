@@ -22,6 +22,7 @@ import logging
 
 from drivers.errors import DriverError
 from drivers.panel import PanelState
+from drivers.validator.base import PayoutResult
 from kiosk import receipts
 from kiosk.flows.context import Context
 from kiosk.journal import Effect, Tx
@@ -86,6 +87,19 @@ async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
 async def settle_payout(ctx: Context, tx: Tx, eff: Effect) -> Tx:
     """Settle a payout whose outcome is unknown from the recycler's levels (recovery too)."""
     j = ctx.journal
+    report = getattr(ctx.validator, "incomplete_payout", None)
+    if isinstance(report, PayoutResult) and report.requested == eff.amount:
+        # eSSP INCOMPLETE PAYOUT at start-up: the device says exactly what it paid.
+        status = "done" if report.dispensed == eff.amount else "failed"
+        await j.call(
+            j.sync.outcome,
+            eff.id,
+            status,
+            dispensed=report.dispensed,
+            outcome={"dispensed": report.dispensed, "settled_by": "device_incomplete_payout"},
+        )
+        tx = await j.call(j.sync.get, tx.id)
+        return await end_payout(ctx, tx, report.dispensed, "settled_by_device_report")
     before = {int(v): int(n) for v, n in eff.request.get("levels_before", {}).items()}
     try:
         assert ctx.dispenser is not None

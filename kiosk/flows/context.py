@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,7 +40,8 @@ class Context:
 
 class Sources:
     """Waits on several event sources at once without losing an event: one pending task per
-    source survives between waits, and all are cancelled at :meth:`close`."""
+    source survives between waits; :meth:`close` cancels the rest and hands back the events
+    of waits that had already completed."""
 
     def __init__(self, **sources: Callable[[], Awaitable[Any]]) -> None:
         self._sources = sources
@@ -63,10 +63,23 @@ class Sources:
                 return name, task.result()
         return None  # pragma: no cover - asyncio.wait returned a task we do not own
 
-    async def close(self) -> None:
+    async def close(self) -> list[tuple[str, Any]]:
+        """Cancel the pending waits. Returns, in source order, the events of waits that had
+        already completed (or completed while being cancelled): the caller handles them, so
+        no event is ever dropped."""
         for task in self._tasks.values():
             task.cancel()
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        left: list[tuple[str, Any]] = []
+        for name, task in self._tasks.items():
+            try:
+                result = await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # we ourselves are being cancelled
+                continue
+            except Exception as exc:
+                log.debug("%s: wait failed while closing: %s", name, exc)
+                continue
+            left.append((name, result))
         self._tasks.clear()
+        return left

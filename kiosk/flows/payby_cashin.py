@@ -25,7 +25,14 @@ from collections.abc import Awaitable, Callable
 from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import Document
-from drivers.validator.base import Fault, Note, NoteEscrowed, NoteRejected, NoteReturned
+from drivers.validator.base import (
+    Fault,
+    Note,
+    NoteCredited,
+    NoteEscrowed,
+    NoteRejected,
+    NoteReturned,
+)
 from kiosk import receipts
 from kiosk.errors import (
     ProviderAmbiguous,
@@ -34,6 +41,7 @@ from kiosk.errors import (
     ProviderRefused,
     ProviderUnavailable,
 )
+from kiosk.flows import device_events
 from kiosk.flows.context import Context, Sources
 from kiosk.journal import Tx
 from kiosk.money import Money
@@ -100,7 +108,15 @@ class PayByCashIn:
         due, credited = tx.amount_due, tx.credited
         sources = Sources(validator=v.next_event, panel=panel.next_event)
         try:
-            await v.enable()
+            try:
+                await v.enable()
+            except (DriverError, OSError) as exc:
+                log.error("%s: validator: enable failed (%s): out of service", tx.ref, exc)
+                await j.call(
+                    j.sync.log, "device.error", {"call": "enable", "error": str(exc)}, tx.id
+                )
+                self.ctx.out_of_service.set()
+                return "fault"
             panel.show(PanelState.INSERT_NOTES)
             while credited < due:
                 got = await sources.next(self.ctx.config.inactivity_timeout_s)
@@ -135,6 +151,9 @@ class PayByCashIn:
                         {"value": event.note.value, "reason": "device"},
                         tx.id,
                     )
+                elif isinstance(event, NoteCredited):
+                    await device_events.credit_stray(self.ctx, event.note)
+                    credited = (await j.call(j.sync.get, tx.id)).credited
                 elif isinstance(event, Fault):
                     await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)}, tx.id)
                     self.ctx.fault = event.kind
@@ -142,11 +161,17 @@ class PayByCashIn:
                     return "fault"
             return "complete"
         finally:
-            await sources.close()
+            left = await sources.close()
             try:
                 await v.disable()
-            except DriverError as exc:
+            except (DriverError, OSError) as exc:
                 log.warning("validator: disable failed: %s", exc)
+            # A note that reached escrow (or was credited) after we stopped listening is
+            # returned or committed now, never left in escrow with no trace.
+            for name, event in left:
+                if name == "validator":
+                    await device_events.handle(self.ctx, event)
+            await device_events.drain(self.ctx)
 
     async def _stack(self, tx: Tx, note: Note) -> bool:
         """Intent, stack, credit at the device's safe point. False on a device fault."""

@@ -1,0 +1,180 @@
+"""Validator events that arrive when no stack() waits for them: in the idle loop, or just
+after a journey stopped listening. Each is journaled before the device is answered.
+
+- :class:`NoteEscrowed` ⇒ the note is returned (``return_note``) and the return journaled,
+  linked to the latest transaction;
+- :class:`NoteCredited` ⇒ committed first (the latest transaction's unconfirmed stack effect
+  settled as done, else a ``stray_note`` liability), then ``ack_credit``;
+- :class:`NoteReturned` ⇒ an unconfirmed stack effect of that value becomes ``failed`` and
+  its ``unconfirmed_note`` liability is settled (the customer has the note back);
+- :class:`Fault` / :class:`FaultCleared` ⇒ out of service / back in service.
+
+No device error escapes: a :class:`DriverError` or :class:`OSError` puts the kiosk out of
+service with the reason logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from drivers.errors import DriverError
+from drivers.validator.base import (
+    Fault,
+    FaultCleared,
+    Note,
+    NoteCredited,
+    NoteEscrowed,
+    NoteRejected,
+    NoteReturned,
+)
+from kiosk.flows.context import Context
+from kiosk.journal import Effect, Tx
+
+log = logging.getLogger("kiosk.flows.device")
+
+DRAIN_S = 0.2  # how long a journey's end listens for a note still in flight
+
+
+async def handle(ctx: Context, event: object) -> None:
+    """Handle one validator event no journey is waiting for."""
+    j = ctx.journal
+    if isinstance(event, NoteEscrowed):
+        await return_stray(ctx, event.note)
+    elif isinstance(event, NoteCredited):
+        await credit_stray(ctx, event.note)
+    elif isinstance(event, NoteReturned):
+        await note_returned(ctx, event.note)
+    elif isinstance(event, NoteRejected):
+        await j.call(j.sync.log, "note.rejected", {"reason": event.reason}, await _last_tx_id(ctx))
+    elif isinstance(event, Fault):
+        log.error("validator: %s: out of service", event.kind)
+        await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)})
+        ctx.fault = event.kind
+        ctx.out_of_service.set()
+    elif isinstance(event, FaultCleared):
+        log.info("validator: recovered")
+        await j.call(j.sync.log, "device.recovered")
+        ctx.fault = None
+        ctx.out_of_service.clear()
+
+
+async def drain(ctx: Context, timeout: float = DRAIN_S) -> None:
+    """After ``disable()``: handle every validator event that comes within ``timeout``."""
+    while True:
+        try:
+            event = await asyncio.wait_for(ctx.validator.next_event(), timeout)
+        except TimeoutError:
+            return
+        except (DriverError, OSError) as exc:
+            out_of_service(ctx, f"validator: events failed: {exc}")
+            return
+        await handle(ctx, event)
+
+
+def out_of_service(ctx: Context, reason: str) -> None:
+    log.error("%s: out of service", reason)
+    ctx.out_of_service.set()
+
+
+async def return_stray(ctx: Context, note: Note) -> None:
+    j = ctx.journal
+    tx_id = await _last_tx_id(ctx)
+    try:
+        returned = await ctx.validator.return_note()
+    except (DriverError, OSError) as exc:
+        await j.call(
+            j.sync.log,
+            "note.return_failed",
+            {"value": note.value, "reason": "no_journey", "error": str(exc)},
+            tx_id,
+        )
+        out_of_service(ctx, f"validator: a note in escrow could not be returned ({exc})")
+        return
+    await j.call(
+        j.sync.log, "note.returned", {"value": returned.value, "reason": "no_journey"}, tx_id
+    )
+    log.info("validator: returned a %s note nobody was waiting for", returned.value)
+
+
+async def credit_stray(ctx: Context, note: Note) -> None:
+    """Commit a credit no stack() waited for, then acknowledge it."""
+    j = ctx.journal
+    tx, eff = await _unconfirmed(ctx, note, statuses=("intent", "unknown"))
+    if tx is not None and eff is not None:
+        await j.call(
+            j.sync.outcome,
+            eff.id,
+            "done",
+            credit=eff.amount or 0,
+            outcome={"settled_by": "device_credit", "value": note.value},
+        )
+        if tx.closed:
+            # The transaction already ended owing this note ("unconfirmed_note"): the liability
+            # stands (the money never reached the provider); the note is now known stacked.
+            await j.call(
+                j.sync.log, "note.found_stacked", {"effect": eff.id, "value": eff.amount}, tx.id
+            )
+        log.warning("%s: an unconfirmed note was credited by the device", tx.ref)
+    else:
+        last = await _last_tx(ctx)
+        if last is None:
+            tx_id = await j.call(j.sync.begin, "payby_cashin", currency=ctx.config.currency.code)
+            last = await j.call(j.sync.transition, tx_id.id, "refused", reason="stray_note")
+        await j.call(j.sync.owe, last.id, note.value, "stray_note")
+        log.warning("%s: a stray note of %s credited: owed", last.ref, note.value)
+    try:
+        await ctx.validator.ack_credit()
+    except (DriverError, OSError) as exc:
+        out_of_service(ctx, f"validator: credit acknowledgement failed ({exc})")
+
+
+async def note_returned(ctx: Context, note: Note) -> None:
+    """The device gave a note back: an unconfirmed stack of that note was not credited."""
+    j = ctx.journal
+    tx, eff = await _unconfirmed(ctx, note, statuses=("unknown", "intent"))
+    if tx is None or eff is None:
+        await j.call(
+            j.sync.log,
+            "note.returned",
+            {"value": note.value, "reason": "device"},
+            await _last_tx_id(ctx),
+        )
+        return
+    await j.call(j.sync.outcome, eff.id, "failed", outcome={"settled_by": "device_returned_note"})
+    for row in await j.call(j.sync.liabilities):
+        if (
+            row["tx_id"] == tx.id
+            and row["reason"] == "unconfirmed_note"
+            and row["amount"] == eff.amount
+        ):
+            await j.call(
+                j.sync.settle_liability, row["id"], "the device returned the note to the customer"
+            )
+            break
+    log.info("%s: the unconfirmed note was returned by the device", tx.ref)
+
+
+async def _unconfirmed(
+    ctx: Context, note: Note, *, statuses: tuple[str, ...]
+) -> tuple[Tx | None, Effect | None]:
+    tx = await _last_tx(ctx)
+    if tx is None:
+        return None, None
+    j = ctx.journal
+    for status in statuses:
+        for eff in await j.call(j.sync.effects, tx.id, kind="stack", status=status):
+            if note.value in (eff.amount, 0):
+                return tx, eff
+    return tx, None
+
+
+async def _last_tx(ctx: Context) -> Tx | None:
+    j = ctx.journal
+    txs = await j.call(j.sync.transactions, limit=1)
+    return txs[0] if txs else None
+
+
+async def _last_tx_id(ctx: Context) -> int | None:
+    tx = await _last_tx(ctx)
+    return tx.id if tx is not None else None
