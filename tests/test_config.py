@@ -60,7 +60,17 @@ def test_minimal_config_loads_with_defaults(config_file: Path) -> None:
         (
             '[kiosk]\nid = "K"\n[hardware.validator]\npoll_interval_s = 2',
             "hardware.validator.poll_interval_s",
-            "at least every second",
+            "between 0.01 and 1",
+        ),
+        (
+            '[kiosk]\nid = "K"\n[hardware.validator]\ndriver = "essp"\npoll_interval_s = 0.05',
+            "hardware.validator.poll_interval_s",
+            "GA973: 200..1000 ms between polls",
+        ),
+        (
+            '[kiosk]\nid = "K"\n[hardware.validator]\ndriver = "essp"\ncountry_code = 3',
+            "hardware.validator.country_code",
+            "id003",
         ),
         (
             '[kiosk]\nid = "K"\n[hardware.validator]\nretries = 0',
