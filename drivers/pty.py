@@ -25,6 +25,16 @@ _BAUDS = {
 }
 
 
+def check_link_path(path: Path) -> None:
+    """Raise :class:`PortError` if ``path`` exists and is not a symlink (a link may replace
+    only a stale link, never a file it did not make)."""
+    if not path.is_symlink() and path.exists():
+        raise PortError(
+            f"{path}: exists and is not a symlink; not replacing it (remove it or pick "
+            "another --link path)"
+        )
+
+
 class DevicePort:
     """A pty whose master end is the simulated device. Use inside a running loop."""
 
@@ -41,10 +51,16 @@ class DevicePort:
         self._reading = False
 
     def link(self, path: Path) -> Path:
-        """A stable name for the port (like udev's ``/dev/kiosk-validator``)."""
+        """A stable name for the port (like udev's ``/dev/kiosk-validator``): a symlink at
+        ``path``. An old symlink there (a simulator that died) is replaced; anything else is
+        never touched: :class:`~drivers.errors.PortError`."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
+        if path.is_symlink():
             path.unlink()
+        elif path.exists():
+            raise PortError(
+                f"{path} exists and is not a symlink: not replaced (choose another --link)"
+            )
         path.symlink_to(self.path)
         self._links.append(path)
         return path
@@ -102,8 +118,10 @@ class DevicePort:
                 asyncio.get_running_loop().remove_reader(self.master)
             self._reading = False
         for p in self._links:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+            # only our own link: a file or another link put there since is left alone
+            with contextlib.suppress(OSError):
+                if p.is_symlink() and p.readlink() == self.path:
+                    p.unlink()
         for fd in (self.master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
