@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from drivers.errors import DriverError
 from kiosk.errors import ConfigError, KioskError
 
 
@@ -34,9 +35,11 @@ def _load(args: argparse.Namespace, simulate: bool = False):  # type: ignore[no-
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kiosk.daemon import Daemon
+    from kiosk.statelock import StateLock
 
     cfg, secrets = _load(args, simulate=args.simulate)
-    return asyncio.run(Daemon(cfg, secrets).run())
+    with StateLock(cfg.state_dir):  # one daemon per state directory
+        return asyncio.run(Daemon(cfg, secrets).run())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -52,8 +55,42 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(KioskError):
+    """Bad arguments on the command line: exit status 2, the message says what to change."""
+
+
+def _check_link(link: str) -> Path:
+    from drivers.errors import PortError
+    from drivers.pty import check_link_path
+
+    try:
+        check_link_path(Path(link))
+    except PortError as exc:
+        raise UsageError(f"--link {exc}") from exc
+    return Path(link)
+
+
+def cmd_sim_setup(args: argparse.Namespace) -> int:
+    from kiosk.simkiosk import setup_by_hand
+
+    try:
+        files = setup_by_hand(
+            Path(args.dir).resolve(),
+            sandbox_url=args.sandbox,
+            validator=args.validator,
+            validator_port=args.validator_port or "sim",
+            payout=args.payout,
+        )
+    except KioskError as exc:  # bad arguments, an unwritable dir, no sandbox: usage, exit 2
+        raise UsageError(str(exc)) from exc
+    print(files.config)
+    return 0
+
+
 def cmd_sim_validator(args: argparse.Namespace) -> int:
     from kiosk.money import currency
+
+    _check_link(args.link)
     from kiosk.simserve import DEFAULT_NOTES, serve_validator
 
     currency(args.currency)  # refuse an unknown currency before anything starts
@@ -216,6 +253,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_sim_printer(args: argparse.Namespace) -> int:
     from drivers.escpos.sim import run_simulator
 
+    _check_link(args.link)
+
     async def serve() -> None:
         import signal
 
@@ -301,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="device simulators on pseudo-terminals")
     simsub = sim.add_subparsers(dest="sim", required=True)
+    ss = simsub.add_parser("setup", help="write a simulated kiosk to run the daemon by hand")
+    ss.add_argument("--dir", required=True, help="where the config, secrets and state go")
+    ss.add_argument("--sandbox", metavar="URL", help="a running `kiosk sandbox` to register at")
+    ss.add_argument("--validator", choices=["sim", "essp", "id003"], default="sim")
+    ss.add_argument(
+        "--validator-port", metavar="PATH", help="an external `kiosk sim validator --link PATH`"
+    )
+    ss.add_argument("--payout", action="store_true", help="the eSSP unit is a SMART Payout")
+    ss.set_defaults(fn=cmd_sim_setup)
     sv = simsub.add_parser("validator", help="a bill validator speaking eSSP or ID-003")
     sv.add_argument("--protocol", choices=["essp", "id003"], required=True)
     sv.add_argument("--link", required=True, help="path of the symlink to the pty to create")
@@ -381,9 +429,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kiosk: configuration error: {exc}", file=sys.stderr)
         return 2
+    except UsageError as exc:
+        print(f"kiosk: {exc}", file=sys.stderr)
+        return 2
     except KioskError as exc:
         print(f"kiosk: {exc}", file=sys.stderr)
-        return 1
+        return int(getattr(exc, "exit_status", 1))  # 2 for a refusal like StateLocked
+    except DriverError as exc:  # a device or port the command could not use
+        print(f"kiosk: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -235,3 +235,74 @@ def receipts_of(receipts_dir: Path, ref: str) -> list[Path]:
     """The rendered receipts (``.txt``; the ``.png`` beside each) that carry ``ref``, oldest
     first: the ESC/POS simulator names them by sequence and first line, not by reference."""
     return [p for p in sorted(receipts_dir.glob("*.txt")) if ref in p.read_text(encoding="utf-8")]
+
+
+def setup_by_hand(
+    root: Path,
+    *,
+    sandbox_url: str | None,
+    validator: str = "sim",
+    validator_port: str = "sim",
+    payout: bool = False,
+) -> KioskFiles:
+    """``kiosk sim setup``: a simulated kiosk under ``root`` for running the daemon by hand.
+    With ``sandbox_url`` (a running ``kiosk sandbox``), PayBy's key is fetched from its hooks
+    and the kiosk's store registered there with :data:`STORE_BALANCE` AED; without, the PayBy
+    section points at the sandbox's default address with a placeholder key (re-run with
+    ``--sandbox`` once one runs). Raises :class:`~kiosk.errors.KioskError` with a message."""
+    from kiosk.errors import KioskError
+
+    if validator not in ("sim", "essp", "id003"):
+        raise KioskError(f"--validator {validator!r}: expected sim, essp or id003")
+    if payout and validator != "essp":
+        raise KioskError("--payout needs --validator essp (a SMART Payout)")
+    if validator == "sim" and validator_port != "sim":
+        raise KioskError("--validator-port goes with --validator essp or id003")
+    options: dict[str, Any] = {
+        "validator": validator,
+        "validator_port": validator_port,
+        "payout": payout,
+        "receipts_dir": root / "receipts",
+    }
+    try:
+        if sandbox_url is None:
+            from kiosk.providers.payby import generate_key_pair
+
+            _, placeholder = generate_key_pair()
+            return write_kiosk(
+                root, payby_url=SANDBOX_DEFAULT_URL, payby_public_pem=placeholder, **options
+            )
+        return _register_at(root, sandbox_url.rstrip("/"), options)
+    except OSError as exc:
+        raise KioskError(f"cannot write the simulated kiosk under {root}: {exc}") from exc
+
+
+SANDBOX_DEFAULT_URL = "http://127.0.0.1:8700"
+
+
+def _register_at(root: Path, url: str, options: dict[str, Any]) -> KioskFiles:
+    import httpx
+
+    from kiosk.errors import KioskError
+
+    hooks = f"{url}/_sandbox/payby"
+    try:
+        with httpx.Client(timeout=5.0) as http:
+            pem = http.get(f"{hooks}/public-key")
+            pem.raise_for_status()
+            files = write_kiosk(root, payby_url=url, payby_public_pem=pem.text.encode(), **options)
+            reply = http.post(
+                f"{hooks}/merchants",
+                json={
+                    "partnerId": STORE_PARTNER_ID,
+                    "publicKeyPem": files.store_public_pem.decode(),
+                    "balance": {"currency": "AED", "amount": STORE_BALANCE},
+                },
+            )
+            reply.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise KioskError(
+            f"the sandbox at {url} did not answer its hooks ({exc}); start it with"
+            " `kiosk sandbox` and give its address to --sandbox"
+        ) from exc
+    return files
