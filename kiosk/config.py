@@ -301,7 +301,7 @@ def _validator(t: _Table) -> ValidatorConfig:
             "country_code",
             t.get("country_code", int, d.country_code, "JCM's country byte, 0-255"),
             lambda n: n is None or (0 <= n <= 255 and driver == "id003"),
-            "JCM's country byte 0-255, with driver = \"id003\" only",
+            'JCM\'s country byte 0-255, with driver = "id003" only',
         ),
         notes=_int_list(t, "notes", d.notes, "a non-empty list of positive minor-unit integers"),
         escrow_timeout_s=t.check(

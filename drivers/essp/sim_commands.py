@@ -344,7 +344,8 @@ class SimCommands(SimDevice):
             return Reply(Response.PARAMETER_OUT_OF_RANGE)
         if req.country != self.currency:
             return Reply(Response.PARAMETER_OUT_OF_RANGE)
-        if not self._payout_enabled:
+        if not self._payout_enabled or not self._enabled:
+            # GA973: a SMART Payout refuses PAYOUT AMOUNT (test mode too) while disabled
             return Reply(Response.CANNOT_PROCESS, bytes([PayoutError.DISABLED]))
         if self._payout is not None or self._empty is not None or self._note_moving():
             return Reply(Response.CANNOT_PROCESS, bytes([PayoutError.BUSY]))

@@ -262,7 +262,11 @@ class SimDevice:
         self.cashbox[value] = self.cashbox.get(value, 0) + 1
         e.moved[value] = e.moved.get(value, 0) + 1
         e.total += value
-        return [PollEvent(Event.SMART_EMPTYING, amounts=(Amount(e.total, self.currency),))]
+        # GA138: NOTE TRANSFERRED TO STACKER for every note a SMART EMPTY moves (acked)
+        return [
+            PollEvent(Event.SMART_EMPTYING, amounts=(Amount(e.total, self.currency),)),
+            PollEvent(Event.NOTE_TRANSFERRED_TO_STACKER, amounts=(Amount(value, self.currency),)),
+        ]
 
     # -- internals -------------------------------------------------------------------------------
 

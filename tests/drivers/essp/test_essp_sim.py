@@ -370,8 +370,9 @@ def test_power_cut_in_escrow_reports_cleared_from_front() -> None:
         PollEvent(Event.CLEARED_FROM_FRONT, channel=3),
         PollEvent(Event.DISABLED),
     )
-    assert host.codes() == [Event.CLEARED_FROM_FRONT, Event.DISABLED]  # until acknowledged
-    assert host.send(C.EVENT_ACK).ok
+    # NOTE CLEARED FROM FRONT is not in GA138's "Poll with Ack" column: reported once
+    assert host.codes() == [Event.DISABLED]
+    assert host.send(C.EVENT_ACK).status == Response.CANNOT_PROCESS  # nothing to acknowledge
     assert sim.state().cashbox == {}
 
 
@@ -396,7 +397,17 @@ def payout_host(levels: dict[int, int]) -> Host:
     assert host.send(C.HOST_PROTOCOL_VERSION, b"\x08").ok
     host.events()
     assert host.send(C.ENABLE_PAYOUT_DEVICE, b"\x00").ok
+    assert host.send(C.ENABLE).ok  # GA973: PAYOUT AMOUNT is refused while disabled
     return host
+
+
+def test_payout_amount_is_refused_while_the_validator_is_disabled() -> None:
+    host = payout_host({2000: 1})
+    assert host.send(C.DISABLE).ok
+    for option in (0x58, 0x19):  # a real payout and a test one alike
+        got = host.send(C.PAYOUT_AMOUNT, PayoutRequest(2000, "EUR", option).serialize())
+        assert got == Reply(Response.CANNOT_PROCESS, b"\x04")  # GA138: 4 = disabled
+    assert host.sim.state().levels[2000] == 1
 
 
 def test_get_all_levels() -> None:
@@ -426,9 +437,9 @@ def test_payout_test_option_moves_nothing_and_errors() -> None:
     assert host.send(C.PAYOUT_AMOUNT, test).ok
     assert not host.sim.state().paying_out
     short = host.send(C.PAYOUT_AMOUNT, PayoutRequest(5000, "EUR", 0x19).serialize())
-    assert short == Reply(Response.CANNOT_PROCESS, b"\x00")  # not enough value
+    assert short == Reply(Response.CANNOT_PROCESS, b"\x01")  # GA138: 1 not enough value
     exact = host.send(C.PAYOUT_AMOUNT, PayoutRequest(1000, "EUR", 0x19).serialize())
-    assert exact == Reply(Response.CANNOT_PROCESS, b"\x01")  # cannot pay exact amount
+    assert exact == Reply(Response.CANNOT_PROCESS, b"\x02")  # GA138: 2 cannot pay exact
 
 
 def test_payout_stop_after_reports_incomplete() -> None:
@@ -437,10 +448,13 @@ def test_payout_stop_after_reports_incomplete() -> None:
     assert host.send(C.PAYOUT_AMOUNT, PayoutRequest(4000, "EUR", 0x58).serialize()).ok
     host.events()
     host.events()
-    (incomplete, _) = host.events()
+    (incomplete, *_) = host.events()
     assert incomplete.code == Event.INCOMPLETE_PAYOUT
     assert incomplete.incomplete[0].dispensed == 2000
     assert incomplete.incomplete[0].requested == 4000
+
+
+ACKED = (Event.NOTE_TRANSFERRED_TO_STACKER, Event.SMART_EMPTIED)
 
 
 def test_halt_and_route_and_smart_empty() -> None:
@@ -449,15 +463,24 @@ def test_halt_and_route_and_smart_empty() -> None:
     assert host.send(C.PAYOUT_AMOUNT, PayoutRequest(3000, "EUR", 0x58).serialize()).ok
     host.events()
     assert host.send(C.HALT_PAYOUT).ok
-    (halted, _) = host.events()
+    (halted, *_) = host.events()
     assert halted.code == Event.HALTED and halted.total("EUR") == 2000
-    assert host.send(C.EVENT_ACK).ok
+    assert host.send(C.EVENT_ACK).status == Response.CANNOT_PROCESS  # D6 needs no ack
     route = bytes([Route.CASHBOX]) + Amount(1000, "EUR").serialize()
     assert host.send(C.SET_DENOMINATION_ROUTE, route).ok
     assert host.sim.state().routes[1000] is Route.CASHBOX
     assert host.send(C.SMART_EMPTY).ok
-    codes = [host.codes() for _ in range(3)]
-    assert codes[-1][0] == Event.SMART_EMPTIED
+    codes: list[list[int]] = []
+    for _ in range(12):  # every note moved: C9, repeated until EVENT ACK (GA138)
+        codes.append(host.codes())
+        acked = [c for c in codes[-1] if c in ACKED]
+        if acked:
+            assert [c for c in host.codes() if c in ACKED] == acked  # repeated until acked
+            assert host.send(C.EVENT_ACK).ok
+        if Event.SMART_EMPTIED in codes[-1]:
+            break
+    assert Event.SMART_EMPTIED in codes[-1]
+    assert sum(c.count(Event.NOTE_TRANSFERRED_TO_STACKER) for c in codes) == 2
     data = parse_levels(host.send(C.CASHBOX_PAYOUT_OPERATION_DATA).data)
     assert {lv.value: lv.count for lv in data if lv.count} == {1000: 2}
     assert host.sim.state().cashbox == {1000: 2}
