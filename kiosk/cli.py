@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     fp.set_defaults(fn=cmd_bench)
     bv = bsub.add_parser("validator", help="escrow -> credit committed latency, p50 and p99")
     bv.add_argument("--protocol", choices=["essp", "id003"], default="essp")
-    bv.add_argument("--notes", type=int, default=500)
+    bv.add_argument("--notes", type=int, default=100)
     bv.add_argument("--poll-ms", type=float, default=200.0, help="idle poll cycle")
     bv.set_defaults(fn=cmd_bench_validator)
     bq = bsub.add_parser("qr", help="decoders side by side on a seeded corpus of hard frames")

@@ -164,6 +164,12 @@ class SimCommands(SimDevice):
         return any(e.code in _CREDIT_EVENTS for e in self._last_events)
 
     def _record(self, code: int) -> None:
+        if code in (Command.POLL, Command.POLL_WITH_ACK, Command.HOLD):
+            # GA973 §7.4: 200..1000 ms between polls; a host that polls sooner is counted
+            now = self.clock()
+            if now - self._last_poll_at < 0.2:
+                self.fast_polls += 1
+            self._last_poll_at = now
         self.received.append(code)
         if self.on_command is not None:
             self.on_command(code)
@@ -332,6 +338,8 @@ class SimCommands(SimDevice):
             return Reply(Response.CANNOT_PROCESS, bytes([1]))  # no device connected
         if on and len(params) > 1:
             return Reply(Response.WRONG_PARAMETERS)
+        if on and params and self.firmware.isdigit() and int(self.firmware) < 416:
+            return Reply(Response.WRONG_PARAMETERS)  # GA138: the option byte came with 4.16
         self._payout_enabled = on
         return Reply(Response.OK)
 

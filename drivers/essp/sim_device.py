@@ -134,6 +134,8 @@ class SimDevice:
         self.routes = {v: Route.PAYOUT for v in values} | dict(routes or {})
         self.cashbox: dict[int, int] = {}
         self.received: list[int] = []  # commands executed (retransmissions excluded)
+        self.fast_polls = 0  # polls (POLL, POLL WITH ACK, HOLD) < 200 ms after the last one
+        self._last_poll_at = float("-inf")
         self.retransmissions = 0  # repeated sequence flags answered from the last reply
         self.on_command: Callable[[int], None] | None = None
         self._drop: list[int | None] = []

@@ -18,7 +18,7 @@ from drivers.essp.codes import Command, Response
 from drivers.essp.frames import Frame
 from drivers.essp.sim import EsspSimulator
 from drivers.pty import DevicePort
-from drivers.validator.base import Fault, FaultKind, NoteCredited
+from drivers.validator.base import Fault, FaultKind, NoteCredited, NoteEscrowed
 from tests.drivers.essp.test_essp_client import TEN, escrowed, event, rig, run, until
 
 _POLLS = frozenset({Command.POLL, Command.POLL_WITH_ACK, Command.HOLD})
@@ -230,3 +230,30 @@ def test_a_credit_after_a_fault_mid_stack_comes_as_note_credited() -> None:
         await until(lambda: sim.state().unacked == ())
 
     run(rig(body))
+
+
+def test_enable_payout_device_goes_bare_on_firmware_before_4_16() -> None:
+    async def body(sim: EsspSimulator, v: EsspValidator, port: DevicePort) -> None:
+        await v.open()
+        assert v.is_payout and sim.state().payout_enabled  # bare 5C accepted
+        assert await v.can_pay(1000)
+
+    run(rig(body, EsspSimulator(firmware="0415", levels={1000: 1})))
+
+
+def test_the_driver_never_polls_sooner_than_the_manual_allows() -> None:
+    async def body(sim: EsspSimulator, v: EsspValidator, port: DevicePort) -> int:
+        await v.open()
+        await v.enable()
+        for value in (1000, 2000):
+            await until(lambda value=value: sim.insert(value), timeout=3.0)  # type: ignore[misc]
+            while not isinstance(await event(v), NoteEscrowed):
+                pass
+
+            async def on_credit(note: object) -> None:
+                return None
+
+            await v.stack(on_credit)
+        return sim.fast_polls
+
+    assert run(rig(body)) == 0

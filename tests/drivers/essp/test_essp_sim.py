@@ -491,3 +491,25 @@ def test_fewest_notes() -> None:
     assert fewest_notes(7000, {5000: 1, 2000: 3}) == [5000, 2000]
     assert fewest_notes(3000, {2000: 5}) is None
     assert fewest_notes(0, {}) == []
+
+
+def test_enable_payout_device_takes_its_option_byte_from_firmware_4_16() -> None:
+    old = encrypted_host(EsspSimulator(firmware="0415"))
+    assert old.send(C.ENABLE_PAYOUT_DEVICE, b"\x00").status == Response.WRONG_PARAMETERS
+    assert old.send(C.ENABLE_PAYOUT_DEVICE).ok
+    new = encrypted_host(EsspSimulator(firmware="0416"))
+    assert new.send(C.ENABLE_PAYOUT_DEVICE, b"\x00").ok
+
+
+def test_polls_sooner_than_200_ms_are_counted() -> None:
+    now = [0.0]
+    sim = EsspSimulator(require_encryption=False, clock=lambda: now[0])
+    host = Host(sim)
+    host.send(C.SYNC)
+    host.events()
+    now[0] += 0.25
+    host.events()
+    assert sim.fast_polls == 0
+    now[0] += 0.05
+    host.events()
+    assert sim.fast_polls == 1
