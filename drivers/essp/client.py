@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from drivers.errors import CommandRefused, DeviceFault, DriverError, FrameError, PortError
@@ -194,26 +195,26 @@ class EsspValidator(Startup, SmartPayout):
 
     async def ack_credit(self) -> None:
         """Acknowledge a :class:`NoteCredited` (a credit no :meth:`stack` asked for) once the
-        kiosk has committed it. Until then the unit repeats it and moves no note."""
-        s = self._s
-        async with self._poll_lock:
-            if not s.stray:
-                return
-            await self._ack()
-            s.unacked, s.hold_ack, s.stray = (), False, False
-        log.info("%s: stray credit acknowledged", self.name)
+        kiosk has committed it. Until then the unit repeats it and moves no note. Does nothing
+        when nothing waits."""
+        await self._release_held("stray credit", lambda: self._s.stray)
 
     async def ack_power_up(self) -> None:
         """Acknowledge the notes :meth:`open` reported (EVENT ACK), once the kiosk's recovery
         has committed them. Until then the unit repeats them and moves no note. Does nothing
         when nothing waits."""
+        await self._release_held("power-up report", lambda: self._s.power_up)
+
+    async def _release_held(self, what: str, held: Callable[[], bool]) -> None:
+        """EVENT ACK for the events held until the kiosk committed them (one EVENT ACK
+        acknowledges every pending event)."""
         s = self._s
         async with self._poll_lock:
-            if not s.power_up:
+            if not held():
                 return
             await self._ack()
-            s.unacked, s.hold_ack, s.power_up = (), False, False
-        log.info("%s: power-up report acknowledged", self.name)
+            s.unacked, s.hold_ack, s.stray, s.power_up = (), False, False, False
+        log.info("%s: %s acknowledged", self.name, what)
 
     # -- more of the validator -------------------------------------------------------------------
 
