@@ -257,3 +257,26 @@ def test_the_driver_never_polls_sooner_than_the_manual_allows() -> None:
         return sim.fast_polls
 
     assert run(rig(body)) == 0
+
+
+def test_a_power_cut_mid_payout_is_reported_exactly_and_held_for_the_kiosk() -> None:
+    async def body(sim: EsspSimulator, v: EsspValidator, port: DevicePort) -> None:
+        await v.open()
+        paying = asyncio.create_task(v.payout(3000))
+        await until(lambda: sim.state().levels[1000] < 3, timeout=5.0)  # a note went out
+        sim.power_cut()
+        with pytest.raises(DeviceFault):
+            await paying
+        sim.power_on()
+        await v.close()
+        await v.open()
+        got = v.incomplete_payout
+        assert got is not None and got.requested == 3000
+        assert got.dispensed == 1000 * (3 - sim.state().levels[1000])
+        assert got.dispensed < 3000
+        # the unit repeats INCOMPLETE PAYOUT until the kiosk's recovery has committed it
+        assert any(e.code == 0xDC for e in sim.state().unacked)
+        await v.ack_power_up()
+        assert sim.state().unacked == ()
+
+    run(rig(body, EsspSimulator(levels={1000: 3})))
