@@ -108,7 +108,11 @@ class EsspSimulator(SimCommands):
     :param address: the SSP address it answers on.
     :param payout: a SMART Payout is fitted (unit type 0x06) — else a plain validator (0x00).
     :param serial: the SERIAL NUMBER reply.
-    :param max_protocol: the highest HOST PROTOCOL VERSION accepted (FAIL above).
+    :param max_protocol: the highest HOST PROTOCOL VERSION accepted.
+    :param version_refusal: the answer above it: FAIL (0xF8, GA138's example) or PARAMETER OUT
+        OF RANGE (0xF4), as some firmware gives.
+    :param poll_with_ack: False: POLL WITH ACK and EVENT ACK are unknown (F2), as on older
+        firmware; plain POLL then gives each event once.
     :param require_encryption: answer KEY NOT SET until keys are negotiated.
     :param escrow_timeout: seconds a held note waits for HOLD before it is rejected (GA138: 10).
     :param levels: stored notes at start, value → count (payout units).

@@ -185,6 +185,8 @@ class SimCommands(SimDevice):
         if code in _PAYOUT_ONLY and not self.payout:
             return Reply(Response.UNKNOWN_COMMAND)
         handler = self._handlers().get(code)
+        if not self.poll_with_ack and code in (Command.POLL_WITH_ACK, Command.EVENT_ACK):
+            handler = None  # older firmware: the commands do not exist
         if handler is None:
             return Reply(Response.UNKNOWN_COMMAND)
         return handler(request.params)
@@ -250,7 +252,7 @@ class SimCommands(SimDevice):
         if len(params) != 1:
             return Reply(Response.WRONG_PARAMETERS)
         if not 1 <= params[0] <= self.max_protocol:
-            return Reply(Response.FAIL)
+            return Reply(Response(self.version_refusal))
         self._protocol = params[0]
         return Reply(Response.OK)
 

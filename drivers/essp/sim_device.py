@@ -113,6 +113,8 @@ class SimDevice:
         serial: int = DEFAULT_SERIAL,
         firmware: str = "0430",
         max_protocol: int = 8,
+        version_refusal: int = 0xF8,
+        poll_with_ack: bool = True,
         require_encryption: bool = True,
         escrow_timeout: float = 10.0,
         levels: Mapping[int, int] | None = None,
@@ -126,6 +128,8 @@ class SimDevice:
         self.currency, self.address, self.payout = currency, address, payout
         self.channels = dict(sorted(channels.items()))
         self.serial, self.firmware, self.max_protocol = serial, firmware, max_protocol
+        self.version_refusal = version_refusal  # FAIL (GA138's example) or F4 on some firmware
+        self.poll_with_ack = poll_with_ack  # False: POLL WITH ACK / EVENT ACK unknown (F2)
         self.require_encryption, self.escrow_timeout = require_encryption, escrow_timeout
         self.clock, self.random = clock, random
         self.fixed_key = fixed_key

@@ -18,7 +18,7 @@ from drivers.essp.codes import Command, Response
 from drivers.essp.frames import Frame
 from drivers.essp.sim import EsspSimulator
 from drivers.pty import DevicePort
-from drivers.validator.base import Fault, FaultKind, NoteCredited, NoteEscrowed
+from drivers.validator.base import Fault, FaultKind, Note, NoteCredited, NoteEscrowed
 from tests.drivers.essp.test_essp_client import TEN, escrowed, event, rig, run, until
 
 _POLLS = frozenset({Command.POLL, Command.POLL_WITH_ACK, Command.HOLD})
@@ -280,3 +280,29 @@ def test_a_power_cut_mid_payout_is_reported_exactly_and_held_for_the_kiosk() -> 
         assert sim.state().unacked == ()
 
     run(rig(body, EsspSimulator(levels={1000: 3})))
+
+
+def test_against_a_unit_answering_f4_above_its_protocol() -> None:
+    async def body(sim: EsspSimulator, v: EsspValidator, port: DevicePort) -> int:
+        await v.open()
+        return v.protocol
+
+    sim = EsspSimulator(max_protocol=7, version_refusal=Response.PARAMETER_OUT_OF_RANGE)
+    assert run(rig(body, sim)) == 7
+
+
+def test_against_a_unit_without_poll_with_ack() -> None:
+    async def body(sim: EsspSimulator, v: EsspValidator, port: DevicePort) -> Note:
+        await v.open()
+        await v.enable()
+        await escrowed(sim, v, 1000)
+
+        async def on_credit(note: Note) -> None:
+            return None
+
+        credited = await v.stack(on_credit)
+        assert v.poll_command == Command.POLL
+        assert Command.EVENT_ACK not in sim.received
+        return credited
+
+    assert run(rig(body, EsspSimulator(poll_with_ack=False))) == TEN

@@ -513,3 +513,19 @@ def test_polls_sooner_than_200_ms_are_counted() -> None:
     now[0] += 0.05
     host.events()
     assert sim.fast_polls == 1
+
+
+def test_host_protocol_version_refusal_is_configurable() -> None:
+    for refusal in (Response.FAIL, Response.PARAMETER_OUT_OF_RANGE):
+        host = Host(plain(max_protocol=7, version_refusal=refusal))
+        host.send(C.SYNC)
+        assert host.send(C.HOST_PROTOCOL_VERSION, b"\x08").status == refusal
+        assert host.send(C.HOST_PROTOCOL_VERSION, b"\x07").ok
+
+
+def test_a_unit_without_poll_with_ack_answers_unknown() -> None:
+    host = Host(plain(poll_with_ack=False))
+    host.send(C.SYNC)
+    assert host.send(C.POLL_WITH_ACK).status == Response.UNKNOWN_COMMAND
+    assert host.send(C.EVENT_ACK).status == Response.UNKNOWN_COMMAND
+    assert host.send(C.POLL).ok
