@@ -28,7 +28,14 @@ from drivers.essp.codes import (
     Response,
     UnitType,
 )
-from drivers.essp.crypto import DEFAULT_FIXED_KEY, Cipher, aes_key, is_prime, slave_exchange
+from drivers.essp.crypto import (
+    DEFAULT_FIXED_KEY,
+    KEY_LIMIT,
+    Cipher,
+    aes_key,
+    is_prime,
+    slave_exchange,
+)
 from drivers.essp.frames import (
     STEX,
     Amount,
@@ -292,7 +299,9 @@ class SimCommands(SimDevice):
         if len(params) != 8:
             return Reply(Response.WRONG_PARAMETERS)
         n = int.from_bytes(params, "little")
-        if not is_prime(n):
+        if not is_prime(n) or n >= KEY_LIMIT:
+            # ITL's firmware computes the exchange in 64-bit integers: numbers from 2**31 on
+            # would overflow there (see drivers.essp.crypto.KEY_LIMIT)
             return Reply(Response.PARAMETER_OUT_OF_RANGE)
         if which == "generator":
             self._generator = n

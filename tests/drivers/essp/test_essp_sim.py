@@ -529,3 +529,12 @@ def test_a_unit_without_poll_with_ack_answers_unknown() -> None:
     assert host.send(C.POLL_WITH_ACK).status == Response.UNKNOWN_COMMAND
     assert host.send(C.EVENT_ACK).status == Response.UNKNOWN_COMMAND
     assert host.send(C.POLL).ok
+
+
+def test_key_numbers_from_2_31_on_are_refused() -> None:
+    host = Host(EsspSimulator())
+    host.send(C.SYNC)
+    big_prime = 2147483659  # the first prime above 2**31
+    assert host.send(C.SET_GENERATOR, u64le(big_prime)).status == Response.PARAMETER_OUT_OF_RANGE
+    assert host.send(C.SET_MODULUS, u64le(big_prime)).status == Response.PARAMETER_OUT_OF_RANGE
+    assert host.send(C.SET_GENERATOR, u64le(982451653)).ok
