@@ -38,7 +38,6 @@ IDLE_TICK_S = 30.0  # how often an idle kiosk settles pending payments
 REOPEN_S = 2.0  # how often a lost validator is opened again
 NO_RECEIPT_CONFIRM_S = 10.0  # how long a customer has to accept a journey without a receipt
 RESULT_HOLD_S = 3.0  # how long DONE / REFUSED stay on the panel
-MAX_PAYOUT_WIRE = 0xFFFFFFFF  # eSSP PAYOUT AMOUNT: a 4-byte unsigned amount (minor units)
 
 
 class Daemon:
@@ -371,6 +370,8 @@ class Daemon:
             amount = req.get("amount")
             if type(amount) is not int or amount <= 0:
                 raise ValueError("amount must be a positive integer of minor units")
+            from drivers.essp.core import MAX_AMOUNT as MAX_PAYOUT_WIRE  # PAYOUT AMOUNT's 4 bytes
+
             if amount > MAX_PAYOUT_WIRE:
                 raise ValueError(
                     f"amount {amount} does not fit the device's payout command"
