@@ -137,6 +137,12 @@ def cmd_bench_validator(args: argparse.Namespace) -> int:
     return validator(protocol=args.protocol, notes=args.notes, poll_interval=args.poll_ms / 1000)
 
 
+def cmd_bench_crashpoints(args: argparse.Namespace) -> int:
+    from kiosk.crashpoints import main as crashpoints
+
+    return crashpoints(args)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg, secrets = _load(args)
     if cfg.payby is not None:
@@ -163,34 +169,65 @@ def _journal(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from kiosk.money import Money
 
     j = _journal(args)
+    if args.ref == "verify":
+        return _journal_verify(j, as_json=args.json)
     if args.ref:
         tx = j.find(args.ref)
         if tx is None:
             print(f"no transaction {args.ref}", file=sys.stderr)
             return 1
-        print(
-            json.dumps(
-                {
-                    "transaction": tx.__dict__
-                    if hasattr(tx, "__dict__")
-                    else {f: getattr(tx, f) for f in tx.__slots__},
-                    "events": j.events(tx.id),
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        shown = {
+            "transaction": asdict(tx),
+            "effects": [asdict(e) for e in j.effects(tx.id)],
+            "liabilities": [r for r in j.liabilities(open_only=False) if r["tx_id"] == tx.id],
+            "outbox": j.outbox_rows(tx.id),
+            "events": j.events(tx.id),
+        }
+        print(json.dumps(shown, indent=2, default=str))
         return 0
-    for tx in j.transactions(open_only=args.open, limit=args.limit):
+    txs = j.transactions(open_only=args.open, limit=args.limit)
+    if args.json:
+        print(json.dumps([asdict(tx) for tx in txs], indent=2, default=str))
+        return 0
+    for tx in txs:
         print(
             f"{tx.ref}  {tx.created_at}  {tx.journey:<15} {tx.state:<12} "
             f"due {Money.of(tx.amount_due, tx.currency)}  in {Money.of(tx.credited, tx.currency)}"
             f"{'  OWED ' + str(Money.of(tx.owed, tx.currency)) if tx.owed else ''}"
+            f"{'  (' + tx.reason + ')' if tx.reason and tx.state == 'pending' else ''}"
         )
     return 0
+
+
+def _journal_verify(j, *, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+    from kiosk.journal import verify_chain
+
+    report = verify_chain(j.db.conn)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "checked": report.checked,
+                    "first_bad": report.first_bad,
+                    "reason": report.reason,
+                }
+            )
+        )
+    elif report.ok:
+        print(f"journal chain intact: {report.checked} events")
+    else:
+        print(
+            f"journal chain BROKEN at event {report.first_bad}: {report.reason}"
+            f" ({report.checked} events before it hold)",
+            file=sys.stderr,
+        )
+    return 0 if report.ok else 1
 
 
 def cmd_liabilities(args: argparse.Namespace) -> int:
@@ -384,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--frames", type=int, default=400)
     bq.add_argument("--seed", type=int, default=1)
     bq.set_defaults(fn=cmd_bench_qr)
+    bc = bsub.add_parser(
+        "crashpoints", help="SIGKILL the daemon before and after every durable step; invariants"
+    )
+    from kiosk.crashpoints import add_arguments as crashpoint_arguments
+
+    crashpoint_arguments(bc)
+    bc.set_defaults(fn=cmd_bench_crashpoints)
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)
@@ -391,10 +435,21 @@ def build_parser() -> argparse.ArgumentParser:
         csub.add_parser("check", help="check the config and secrets; exit 2 if bad")
     ).set_defaults(fn=cmd_config_check)
 
-    jr = with_config(sub.add_parser("journal", help="list transactions or show one"))
-    jr.add_argument("ref", nargs="?", help="a transaction reference (e.g. KSK1-000042)")
+    jr = with_config(
+        sub.add_parser(
+            "journal",
+            help="list transactions, show one, or verify the hash chain",
+            description="kiosk journal [--open] [--json]: list; kiosk journal REF: one"
+            " transaction with its effects, liabilities, outbox and events; kiosk journal"
+            " verify: check the events' hash chain (exit 1 naming the first bad event).",
+        )
+    )
+    jr.add_argument(
+        "ref", nargs="?", help="a transaction reference (e.g. KSK1-000042), or 'verify'"
+    )
     jr.add_argument("--open", action="store_true", help="only transactions not yet ended")
     jr.add_argument("--limit", type=int, default=50)
+    jr.add_argument("--json", action="store_true", help="machine-readable output")
     jr.set_defaults(fn=cmd_journal)
 
     st = with_config(sub.add_parser("status", help="ask the running daemon how it is"))

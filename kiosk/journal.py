@@ -39,8 +39,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
+from kiosk.crashhook import CrashHook
 from kiosk.errors import StorageError
 from kiosk.journeys import JOURNEYS, TERMINAL
 
@@ -123,7 +124,40 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
+    # 2: the events are hash-chained (tamper evidence); journal_head holds the chain's end
+    """
+    ALTER TABLE events ADD COLUMN prev_hash TEXT;
+    ALTER TABLE events ADD COLUMN hash TEXT;
+    CREATE TABLE journal_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+    """,
+    # 3: the outbox (every provider call that moves money, before it is a request)
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        tx_id INTEGER NOT NULL REFERENCES transactions(id),
+        op TEXT NOT NULL,
+        idem_key TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'done', 'failed')),
+        sealed TEXT,
+        request_time_ms INTEGER NOT NULL,
+        void_after_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at_ms INTEGER NOT NULL,
+        last_error TEXT,
+        result TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        ended_at TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(status, next_at_ms);
+    CREATE INDEX outbox_tx ON outbox(tx_id);
+    """,
 )
+
+GENESIS: Final = "0" * 64
 
 
 def now_iso() -> str:
@@ -180,6 +214,8 @@ class Journal:
         self.kiosk_id = kiosk_id
         self._code_key = code_key
         self._depth = 0
+        self._crash = CrashHook.from_env()
+        self._step_kinds: list[str] = []  # events of a transaction in the open commit
 
     @classmethod
     def open(cls, path: Path, *, kiosk_id: str, code_key: bytes) -> Journal:
@@ -208,6 +244,8 @@ class Journal:
         conn = self.db.conn
         name = f"sp{self._depth}"
         conn.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {name}")
+        if self._depth == 0:
+            self._step_kinds = []
         self._depth += 1
         try:
             yield
@@ -219,7 +257,15 @@ class Journal:
             raise
         else:
             self._depth -= 1
-            conn.execute("COMMIT" if self._depth == 0 else f"RELEASE {name}")
+            if self._depth:
+                conn.execute(f"RELEASE {name}")
+                return
+            durable = self._crash is not None and bool(self._step_kinds)
+            if durable:
+                self._crash.before()  # type: ignore[union-attr]
+            conn.execute("COMMIT")
+            if durable:
+                self._crash.after(self._step_kinds)  # type: ignore[union-attr]
 
     def _migrate(self) -> None:
         has_table = self.db.execute(
@@ -242,10 +288,38 @@ class Journal:
             with self.atomic():
                 for statement in _split_sql(script):
                     self.db.execute(statement)
+                if version == 2:
+                    self._chain_existing_events()
                 self.db.execute(
                     "INSERT INTO _migrations (version, applied_at) VALUES (?, ?)",
                     [version, now_iso()],
                 )
+
+    def _chain_existing_events(self) -> None:
+        """Migration 2: link the events written before the chain existed (append-only
+        triggers are lifted for this one pass, inside the migration's commit)."""
+        rows = list(
+            self.db.execute(
+                "SELECT seq, tx_id, at, kind, from_state, to_state, data FROM events ORDER BY seq"
+            )
+        )
+        if not rows:
+            return
+        self.db.execute("DROP TRIGGER events_no_update")
+        prev = GENESIS
+        for row in rows:
+            digest = chain_hash(prev, tuple(row))
+            self.db.execute(
+                "UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?", [prev, digest, row[0]]
+            )
+            prev = digest
+        self.db.execute(
+            "INSERT INTO journal_head (id, seq, hash) VALUES (1, ?, ?)", [rows[-1][0], prev]
+        )
+        self.db.execute(
+            "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+            " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+        )
 
     @property
     def schema_version(self) -> int:
@@ -262,10 +336,21 @@ class Journal:
         from_state: str | None = None,
         to_state: str | None = None,
     ) -> None:
+        if tx_id is not None:
+            self._step_kinds.append(kind)
+        head = self.db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (int(head[0]) + 1, head[1] or GENESIS) if head else (1, GENESIS)
+        row = (seq, tx_id, now_iso(), kind, from_state, to_state, _dumps(data))
+        digest = chain_hash(prev, row)
         self.db.execute(
-            "INSERT INTO events (tx_id, at, kind, from_state, to_state, data)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [tx_id, now_iso(), kind, from_state, to_state, _dumps(data)],
+            "INSERT INTO events (seq, tx_id, at, kind, from_state, to_state, data, prev_hash,"
+            " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [*row, prev, digest],
+        )
+        self.db.execute(
+            "INSERT INTO journal_head (id, seq, hash) VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            [seq, digest],
         )
 
     def log(self, kind: str, data: dict[str, Any] | None = None, tx_id: int | None = None) -> None:
@@ -499,6 +584,24 @@ class Journal:
             rows = self.db.query("SELECT * FROM events WHERE tx_id = ? ORDER BY seq", [tx_id])
         return [{**r, "data": json.loads(r["data"])} for r in rows]
 
+    def outbox_rows(
+        self, tx_id: int | None = None, *, queued_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """Outbox rows (``sealed`` left out: it is the request, encrypted)."""
+        sql, args = (
+            "SELECT id, tx_id, op, idem_key, status, request_time_ms, void_after_ms, attempts,"
+            " next_at_ms, last_error, result, created_at, ended_at FROM outbox WHERE 1=1",
+            [],
+        )
+        if tx_id is not None:
+            sql, args = sql + " AND tx_id = ?", [tx_id]
+        if queued_only:
+            sql += " AND status = 'queued'"
+        return [
+            {**r, "result": json.loads(r["result"])}
+            for r in self.db.query(sql + " ORDER BY id", args)
+        ]
+
     def liabilities(self, *, open_only: bool = True) -> list[dict[str, Any]]:
         where = "WHERE status = 'open'" if open_only else ""
         return list(self.db.query(f"SELECT * FROM liabilities {where} ORDER BY id"))  # noqa: S608
@@ -515,6 +618,47 @@ class Journal:
             {**r, "document": json.loads(r["document"])}
             for r in self.db.query(sql + " ORDER BY id", args)
         ]
+
+
+def chain_hash(prev: str, row: Sequence[Any]) -> str:
+    """SHA-256 over the previous hash and the event's columns (seq, tx_id, at, kind,
+    from_state, to_state, data as stored), in a canonical JSON array."""
+    body = json.dumps([prev, *row], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """What :func:`verify_chain` found. ``first_bad`` is the seq of the first event that
+    does not hold (changed, out of order, or following a removed one)."""
+
+    ok: bool
+    checked: int
+    first_bad: int | None = None
+    reason: str = ""
+
+
+def verify_chain(conn: sqlite3.Connection) -> ChainReport:
+    """Walk the events in order, recompute every hash and check every link, the sequence
+    (a gap is a removed row) and the recorded head (a removed last row)."""
+    prev, expected_seq, checked = GENESIS, 1, 0
+    cur = conn.execute(
+        "SELECT seq, tx_id, at, kind, from_state, to_state, data, prev_hash, hash"
+        " FROM events ORDER BY seq"
+    )
+    for seq, *fields, prev_hash, digest in cur:
+        if seq != expected_seq:
+            return ChainReport(False, checked, seq, f"events {expected_seq}..{seq - 1} removed")
+        if prev_hash != prev:
+            return ChainReport(False, checked, seq, "link to the previous event broken")
+        if chain_hash(prev, (seq, *fields)) != digest:
+            return ChainReport(False, checked, seq, "content changed since it was written")
+        prev, expected_seq, checked = digest, seq + 1, checked + 1
+    head = conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
+    if checked and (head is None or (head[0], head[1]) != (expected_seq - 1, prev)):
+        bad = head[0] if head else expected_seq
+        return ChainReport(False, checked, bad, "the last events were removed (head mismatch)")
+    return ChainReport(True, checked)
 
 
 class _Db:
