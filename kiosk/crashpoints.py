@@ -1,19 +1,862 @@
 """``kiosk bench crashpoints``: SIGKILL the daemon right before and right after every durable
 step of each journey, restart it, let recovery finish, and check the money invariants.
 
-(Work in progress: the harness is being written.)
+Each journey runs once on a fresh simulated kiosk with ``KIOSK_CRASH_LOG`` to count its
+durable steps (``kiosk.crashhook``); then, for every step ``n`` and for ``before`` and
+``after``, again on a fresh kiosk (own directory, own journal, the store re-registered with a
+fresh key and balance in the one PayBy sandbox of the run) with ``KIOSK_CRASH_AT=n:when``. When
+the daemon dies it is started again without the crash variables; once it is ready, and every
+transaction has left the non-terminal states (at most ``--pending-s``), the journal (read only),
+the simulated devices and the sandbox are checked (:func:`check_invariants`). A point the
+journey never reached (it took another path) is counted as *not reached*, not as a failure.
+
+Journeys: ``cash-in`` (150.00 AED, notes 100 + 50, paid), ``cancel`` (500.00, notes 100 + 50,
+cancel pressed: owed), ``ambiguous-pay`` (the sandbox drops payOrder's reply: settled later),
+``test-payout`` (a technician's 70.00 test dispense from a SMART Payout, an eSSP simulator in
+its own process so that it outlives the daemon, as a real recycler does).
+
+Exit status: 0 when no invariant was violated, 1 otherwise (2: bad arguments).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from kiosk.journeys import TERMINAL
+
+if TYPE_CHECKING:
+    from kiosk.sandbox.server import Sandbox
+    from kiosk.simkiosk import DaemonProcess, KioskFiles
+
+T = TypeVar("T")
+
+#: Invariant keys, in the order of the table (and what each one holds).
+INVARIANTS: Final[dict[str, str]] = {
+    "cashbox": "notes in the cashbox = credited + owed for unconfirmed notes",
+    "liabilities": "per transaction, the open liabilities equal `owed`",
+    "paid+owed": "never both paid at the provider and owed",
+    "unpaid": "cash taken and neither paid at the provider nor owed",
+    "wallet": "the store wallet debited at most once per order",
+    "payout": "no payout repeated; the recycler paid what the journal says",
+    "intent": "no effect left in `intent`",
+    "chain": "the events' hash chain intact",
+    "open": "no transaction left non-terminal after recovery",
+    "daemon": "the daemon died only by the crash hook and came back ready",
+}
+PAID: Final = frozenset({"PAID_SUCCESS", "SETTLED"})
+KEPT_WHEN_PAID: Final = ("unconfirmed_note", "stray_note")  # liabilities a paid order may keep
+ESSP_FLOAT: Final = "1000x10,2000x10,5000x10"  # notes the SMART Payout holds at start
+SETTLE_S: Final = 30.0  # how long a journey may take without a crash
+QUIET_S: Final = 0.5  # no new durable step for this long: the journey (and its receipt) ended
+
+
+class Died(Exception):
+    """The daemon process is gone (the crash point, or a bug)."""
+
+
+class Stuck(Exception):
+    """A journey did not get where it should in time; the message says where."""
+
+
+# --- the invariants ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one kiosk run left behind. Amounts in minor units.
+
+    ``held_*``: value of every note the validator holds (cashbox, and a recycler's payout
+    store); ``wallet_*``: the store's PayBy wallet; ``orders``: the sandbox's view of every
+    order the run created (orderNo → view), ``store``: the kiosk's partner id at PayBy."""
+
+    journal: Path
+    held_before: int = 0
+    held_after: int = 0
+    wallet_before: int | None = None
+    wallet_after: int | None = None
+    orders: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    store: str = ""
+    device_note: str = ""  # e.g. "the recycler is still paying out"
+
+
+def check_invariants(obs: Observed) -> list[tuple[str, str]]:
+    """Every violation found, as (invariant key of :data:`INVARIANTS`, detail)."""
+    conn = sqlite3.connect(f"file:{obs.journal}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        out = _check(conn, obs)
+        from kiosk.journal import verify_chain
+
+        chain = verify_chain(conn)
+        if not chain.ok:
+            out.append(("chain", f"event {chain.first_bad}: {chain.reason}"))
+        return out
+    finally:
+        conn.close()
+
+
+def _check(conn: sqlite3.Connection, obs: Observed) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    txs = list(conn.execute("SELECT * FROM transactions ORDER BY id"))
+    effects = list(conn.execute("SELECT * FROM effects ORDER BY id"))
+    liabilities = list(conn.execute("SELECT * FROM liabilities ORDER BY id"))
+    refs = {tx["id"]: tx["ref"] for tx in txs}
+    for eff in effects:
+        if eff["status"] == "intent":
+            out.append(("intent", f"{refs.get(eff['tx_id'])}: {eff['kind']} {eff['idem_key']}"))
+    for tx in txs:
+        if tx["state"] not in TERMINAL:
+            out.append(("open", f"{tx['ref']}: left {tx['state']}"))
+        mine = [r for r in liabilities if r["tx_id"] == tx["id"] and r["status"] == "open"]
+        total = sum(r["amount"] for r in mine)
+        if total != tx["owed"]:
+            out.append(
+                ("liabilities", f"{tx['ref']}: open liabilities {total} != owed {tx['owed']}")
+            )
+        tx_effects = [e for e in effects if e["tx_id"] == tx["id"]]
+        out += _provider_checks(tx, tx_effects, mine, obs)
+        out += _payout_checks(tx, tx_effects)
+    out += _device_checks(txs, effects, obs)
+    out += _wallet_checks(obs)
+    return out
+
+
+def _amounts(effects: list[sqlite3.Row], kind: str, *statuses: str) -> int:
+    return sum(e["amount"] or 0 for e in effects if e["kind"] == kind and e["status"] in statuses)
+
+
+def _paid_by_store(view: Mapping[str, Any] | None, store: str) -> bool:
+    if view is None or view.get("status") not in PAID:
+        return False
+    info = view.get("paymentInfo")
+    return isinstance(info, Mapping) and info.get("payerMid") == store
+
+
+def _provider_checks(
+    tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], obs: Observed
+) -> list[tuple[str, str]]:
+    if tx["provider"] != "payby" or tx["provider_ref"] not in obs.orders:
+        return []
+    view = obs.orders[tx["provider_ref"]]
+    ref, out = tx["ref"], []
+    if _paid_by_store(view, obs.store):
+        owed = [r for r in open_liabilities if not r["reason"].startswith(KEPT_WHEN_PAID)]
+        for r in owed:
+            out.append(
+                ("paid+owed", f"{ref}: {view.get('status')} at PayBy and owed {r['amount']}"
+                 f" ({r['reason']})")
+            )  # fmt: skip
+        if tx["state"] in TERMINAL and tx["state"] != "completed":
+            out.append(("paid+owed", f"{ref}: {view.get('status')} at PayBy, ended {tx['state']}"))
+        return out
+    unknown = _amounts(effects, "stack", "unknown", "intent")
+    if tx["state"] in TERMINAL and tx["owed"] < tx["credited"] + unknown:
+        out.append(
+            ("unpaid", f"{ref}: order {view.get('status')}, not paid by the store; credited"
+             f" {tx['credited']} + unconfirmed {unknown}, owed {tx['owed']}, ended {tx['state']}")
+        )  # fmt: skip
+    return out
+
+
+def _payout_checks(tx: sqlite3.Row, effects: list[sqlite3.Row]) -> list[tuple[str, str]]:
+    payouts = [e for e in effects if e["kind"] == "payout"]
+    done = [e for e in payouts if e["status"] == "done"]
+    out = []
+    if len(done) > 1:
+        out.append(("payout", f"{tx['ref']}: {len(done)} payouts done"))
+    if payouts and tx["dispensed"] > tx["amount_due"]:
+        out.append(("payout", f"{tx['ref']}: dispensed {tx['dispensed']} > {tx['amount_due']}"))
+    return out
+
+
+def _device_checks(
+    txs: list[sqlite3.Row], effects: list[sqlite3.Row], obs: Observed
+) -> list[tuple[str, str]]:
+    credited = sum(tx["credited"] for tx in txs)
+    dispensed = sum(tx["dispensed"] for tx in txs)
+    unknown_in = _amounts(effects, "stack", "unknown", "intent")
+    unknown_out = _amounts(effects, "payout", "unknown", "intent")
+    delta = obs.held_after - obs.held_before
+    notes_in = any(e["kind"] == "stack" for e in effects) or credited
+    payouts = any(e["kind"] == "payout" for e in effects)
+    out: list[tuple[str, str]] = []
+    if payouts and not notes_in:
+        paid = -delta
+        if not dispensed <= paid <= dispensed + unknown_out:
+            out.append(
+                ("payout", f"the recycler paid out {paid}; the journal says dispensed {dispensed}"
+                 f" (+ {unknown_out} unknown)")
+            )  # fmt: skip
+    elif not credited - dispensed - unknown_out <= delta <= credited + unknown_in - dispensed:
+        out.append(
+            ("cashbox", f"the device took in {delta + dispensed}; credited {credited},"
+             f" unconfirmed {unknown_in}" + (f", dispensed {dispensed}" if payouts else ""))
+        )  # fmt: skip
+    if obs.device_note:
+        out.append(("payout" if payouts else "cashbox", obs.device_note))
+    return out
+
+
+def _wallet_checks(obs: Observed) -> list[tuple[str, str]]:
+    if obs.wallet_before is None or obs.wallet_after is None:
+        return []
+    from kiosk.money import Money
+
+    paid = sum(
+        Money.from_payby(view["totalAmount"]).minor
+        for view in obs.orders.values()
+        if _paid_by_store(view, obs.store)
+    )
+    debited = obs.wallet_before - obs.wallet_after
+    if debited != paid:
+        return [("wallet", f"the store wallet went down by {debited}; orders it paid: {paid}")]
+    return []
+
+
+# --- one simulated kiosk ----------------------------------------------------------------------
+
+
+@dataclass
+class Kiosk:
+    """A fresh simulated kiosk for one run of one journey (one crash point)."""
+
+    root: Path
+    files: KioskFiles
+    sandbox: Sandbox
+    recycler: subprocess.Popen[bytes] | None = None  # the eSSP simulator, own process
+    daemon: DaemonProcess | None = None
+    orders: list[str] = field(default_factory=list)
+    held_before: int = 0
+    wallet_before: int = 0
+
+    @property
+    def crash_log(self) -> Path:
+        return self.root / "steps.log"
+
+    @property
+    def recycler_socket(self) -> Path:
+        return self.root / "validator.sock"
+
+    # the daemon
+
+    def start(self, env: dict[str, str] | None = None, log_name: str = "daemon.log") -> None:
+        from kiosk.simkiosk import DaemonProcess
+
+        self.daemon = DaemonProcess(self.files, log_path=self.root / log_name, env=env)
+        self.daemon.start()
+
+    def alive(self) -> bool:
+        return (
+            self.daemon is not None
+            and self.daemon.proc is not None
+            and (self.daemon.proc.poll() is None)
+        )
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+
+    def close(self) -> None:
+        if self.daemon is not None:
+            self.daemon.kill()
+        if self.recycler is not None and self.recycler.poll() is None:
+            self.recycler.send_signal(signal.SIGTERM)
+            try:
+                self.recycler.wait(10)
+            except subprocess.TimeoutExpired:
+                self.recycler.kill()
+                self.recycler.wait(5)
+
+    # reading
+
+    def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        if not self.files.journal.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.files.journal}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        try:
+            return list(conn.execute(sql, args))
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
+    def steps(self) -> list[tuple[int, str]]:
+        """The durable steps the crash hook logged: (n, event kinds)."""
+        if not self.crash_log.exists():
+            return []
+        out = []
+        for line in self.crash_log.read_text().splitlines():
+            n, _, kinds = line.partition(" ")
+            if n.isdigit():
+                out.append((int(n), kinds))
+        return out
+
+    def held(self) -> int:
+        """Value of the notes the validator holds: cashbox, and the payout store."""
+        if self.recycler is not None:
+            state = self._recycler_state()
+            stores = [state["cashbox"], state.get("levels", {})]
+        else:
+            path = self.files.state_dir / "sim-validator.json"
+            stores = [json.loads(path.read_text())["cashbox"]] if path.exists() else []
+        return sum(int(v) * int(n) for store in stores for v, n in store.items())
+
+    def _recycler_state(self) -> dict[str, Any]:
+        from drivers.sim.control import SimControl
+
+        state: dict[str, Any] = SimControl(self.recycler_socket).call("state")["validator"]
+        return state
+
+    def wallet(self) -> int:
+        from kiosk.simkiosk import STORE_PARTNER_ID
+
+        return self.sandbox.payby.balances(STORE_PARTNER_ID)["AED"].minor
+
+    def observe(self) -> Observed:
+        from kiosk.simkiosk import STORE_PARTNER_ID
+
+        note = ""
+        if self.recycler is not None and self._recycler_state().get("paying_out"):
+            note = "the recycler is still paying out after the kiosk stopped"
+        views = {o: self.sandbox.payby.order_view(o) for o in self.orders}
+        return Observed(
+            journal=self.files.journal,
+            held_before=self.held_before,
+            held_after=self.held(),
+            wallet_before=self.wallet_before,
+            wallet_after=self.wallet(),
+            orders={o: v for o, v in views.items() if v is not None},
+            store=STORE_PARTNER_ID,
+            device_note=note,
+        )
+
+    # waiting, aware of the daemon's death
+
+    def until(self, what: str, predicate: Callable[[], T], timeout: float = 15.0) -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if not self.alive():
+                raise Died(what)
+            if time.monotonic() > deadline:
+                raise Stuck(f"{what}: not within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def control(self, cmd: str, **args: Any) -> dict[str, Any]:
+        """A call on the daemon's simulated hardware (the customer)."""
+        from drivers.errors import DriverError
+        from drivers.sim.control import SimControl
+
+        try:
+            return SimControl(self.files.control_socket).call(cmd, **args)
+        except DriverError as exc:
+            if not self.alive():
+                raise Died(cmd) from exc
+            raise Stuck(f"{cmd}: {exc}") from exc
+
+    def open_txs(self) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(TERMINAL))
+        return self.rows(
+            f"SELECT ref, state FROM transactions WHERE state NOT IN ({marks})",  # noqa: S608
+            tuple(sorted(TERMINAL)),
+        )
+
+    def settled(self, *, journey_begun: bool = True) -> bool:
+        """Every transaction ended and its receipt printed (or tried); with
+        ``journey_begun``, there is a transaction (the journey did begin)."""
+        if journey_begun and not self.rows("SELECT id FROM transactions"):
+            return False
+        if self.open_txs():
+            return False
+        return not self.rows("SELECT id FROM receipts WHERE status = 'queued' AND attempts = 0")
+
+    def wait_settled(self, timeout: float, *, journey_begun: bool = True) -> None:
+        """Settled, and no new durable step for :data:`QUIET_S`."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while True:
+            events = self.rows("SELECT MAX(seq) AS seq FROM events WHERE tx_id IS NOT NULL")
+            seq = events[0]["seq"] if events and events[0]["seq"] is not None else 0
+            if seq != last:
+                last, since = seq, time.monotonic()
+            if self.settled(journey_begun=journey_begun) and time.monotonic() - since >= QUIET_S:
+                return
+            if not self.alive():
+                raise Died("settling")
+            if time.monotonic() > deadline:
+                left = ", ".join(f"{r['ref']} {r['state']}" for r in self.open_txs())
+                left = left or (
+                    "receipts queued"
+                    if self.rows("SELECT id FROM transactions")
+                    else "no transaction"
+                )
+                raise Stuck(f"not settled within {timeout:.0f} s ({left})")
+            time.sleep(0.05)
+
+    # the customer and the technician
+
+    def order(self, amount: str) -> None:
+        """An online merchant's order; its QR code is shown to the kiosk's camera, and the
+        kiosk takes the order (the transaction reaches ``accepting``)."""
+        from kiosk.demo import make_qr_png
+        from kiosk.money import Money
+
+        order = self.sandbox.payby.create_order(Money.from_decimal(amount, "AED"))
+        order_no, token_url = str(order["orderNo"]), str(order["tokenUrl"])
+        self.orders.append(order_no)
+        qr = make_qr_png(token_url, self.root / f"qr-{order_no}.png")
+        self.control("show", path=str(qr))
+        self.until(
+            "the order is taken",
+            lambda: self.rows(
+                "SELECT id FROM transactions WHERE provider_ref = ? AND state = 'accepting'",
+                (order_no,),
+            ),
+        )
+        self.until(  # the validator is enabled only then: a note before it would be rejected
+            "the kiosk asks for notes",
+            lambda: self.control("state")["panel"]["state"] == "insert_notes",
+        )
+
+    def insert(self, value: int) -> None:
+        """A note goes in; returns once the journal credits it."""
+        before = self.credited()
+        self.control("insert", value=value)
+        self.until(f"note {value} credited", lambda: self.credited() >= before + value)
+
+    def credited(self) -> int:
+        return sum(r["credited"] for r in self.rows("SELECT credited FROM transactions"))
+
+    def press(self, button: str) -> None:
+        self.control("press", button=button)
+
+    def payout(self, amount: int) -> None:
+        from kiosk import admin
+        from kiosk.errors import KioskError
+
+        sock = self.files.state_dir / "admin.sock"
+        self.until("the admin socket listens", sock.exists)  # bound only after READY=1
+        try:
+            reply = admin.call(sock, {"cmd": "payout", "amount": amount})
+        except (KioskError, OSError, ValueError) as exc:
+            if self.alive():
+                time.sleep(0.3)  # the socket closed: the process is going
+            if not self.alive():
+                raise Died("payout") from exc
+            raise Stuck(f"payout: {exc}") from exc
+        if not reply.get("ok"):
+            raise Stuck(f"payout refused: {reply.get('error')}")
+
+
+# --- the journeys ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Journey:
+    name: str
+    title: str
+    drive: Callable[[Kiosk], None]
+    ends: str  # the state the transaction ends in when nothing crashes
+    recycler: bool = False
+
+
+def _cash_in(k: Kiosk) -> None:
+    k.order("150.00")
+    k.insert(10000)
+    k.insert(5000)
+
+
+def _cancel(k: Kiosk) -> None:
+    k.order("500.00")
+    k.insert(10000)
+    k.insert(5000)
+    k.press("cancel")
+
+
+def _ambiguous_pay(k: Kiosk) -> None:
+    from kiosk.sandbox.server import FaultMode
+
+    k.sandbox.payby.faults.arm("payOrder", FaultMode.DROP_RESPONSE)
+    _cash_in(k)
+
+
+def _test_payout(k: Kiosk) -> None:
+    k.payout(7000)
+
+
+JOURNEYS: Final[dict[str, Journey]] = {
+    j.name: j
+    for j in (
+        Journey("cash-in", "PayBy cash-in 150.00, notes 100 + 50: paid", _cash_in, "completed"),
+        Journey("cancel", "PayBy 500.00, notes 100 + 50, cancel: owed", _cancel, "owed"),
+        Journey(
+            "ambiguous-pay",
+            "PayBy 150.00, payOrder's reply lost: settled later",
+            _ambiguous_pay,
+            "completed",
+        ),
+        Journey(
+            "test-payout", "technician's test payout of 70.00", _test_payout, "completed", True
+        ),
+    )
+}
+
+
+# --- running points ---------------------------------------------------------------------------
+
+
+@dataclass
+class Violation:
+    journey: str
+    step: int  # 0: the run without a crash
+    when: str  # before | after | "" (no crash)
+    kinds: str  # the event kinds of the step
+    invariant: str
+    detail: str
+
+    def line(self) -> str:
+        at = f"step {self.step} {self.when} ({self.kinds})" if self.step else "no crash"
+        return f"{self.journey}: {at}: {self.invariant}: {self.detail}"
+
+
+@dataclass
+class JourneyReport:
+    name: str
+    steps: list[tuple[int, str]] = field(default_factory=list)
+    points_run: int = 0
+    not_reached: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""  # the run without a crash failed: no points were run
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(INVARIANTS, 0)
+        for v in self.violations:
+            out[v.invariant] = out.get(v.invariant, 0) + 1
+        return out
+
+
+class Bench:
+    """One PayBy sandbox for the whole run; a fresh kiosk for every point."""
+
+    def __init__(self, root: Path, sandbox: Sandbox, pending_s: float = 60.0) -> None:
+        self.root, self.sandbox, self.pending_s = root, sandbox, pending_s
+        self._seq = 0
+
+    @contextlib.contextmanager
+    def kiosk(self, journey: Journey, name: str) -> Iterator[Kiosk]:
+        from kiosk.simkiosk import STORE_BALANCE, sandbox_kiosk
+
+        self._seq += 1
+        root = self.root / name
+        recycler = None
+        options: dict[str, Any] = {"kiosk_id": f"CP{self._seq:05d}"}  # own storePaymentNos
+        if journey.recycler:
+            recycler = _spawn_recycler(root)
+            options.update(validator="essp", validator_port=str(root / "validator"), payout=True)
+        self.sandbox.payby.faults.clear()
+        files = sandbox_kiosk(root / "kiosk", self.sandbox, balance=STORE_BALANCE, **options)
+        k = Kiosk(root, files, self.sandbox, recycler)
+        try:
+            k.held_before, k.wallet_before = k.held(), k.wallet()
+            yield k
+        finally:
+            k.close()
+            self.sandbox.payby.faults.clear()
+
+    def count_steps(self, journey: Journey, report: JourneyReport) -> None:
+        """The run without a crash: its steps, and the invariants after it."""
+        with self.kiosk(journey, f"{journey.name}-count") as k:
+            k.start(env={"KIOSK_CRASH_LOG": str(k.crash_log)})
+            journey.drive(k)
+            k.wait_settled(SETTLE_S)
+            k.stop()
+            ended = [r["state"] for r in k.rows("SELECT state FROM transactions")]
+            if ended != [journey.ends]:
+                raise Stuck(f"ended {ended}, expected [{journey.ends!r}]")
+            report.steps = k.steps()
+            self._record(report, k, 0, "", "")
+
+    def run_point(self, journey: Journey, report: JourneyReport, step: int, when: str) -> bool:
+        """Crash at ``step``/``when``, restart, check. False when the point was not reached."""
+        kinds = dict(report.steps).get(step, "?")
+        with self.kiosk(journey, f"{journey.name}-{step:02d}-{when}") as k:
+            k.start(env={"KIOSK_CRASH_AT": f"{step}:{when}", "KIOSK_CRASH_LOG": str(k.crash_log)})
+            try:
+                journey.drive(k)
+                k.wait_settled(SETTLE_S)
+            except Died:
+                pass
+            except Stuck as exc:
+                if k.alive():
+                    report.violations.append(
+                        Violation(journey.name, step, when, kinds, "daemon", f"stuck: {exc}")
+                    )
+                    return True
+            if k.alive():
+                time.sleep(0.3)  # killing itself right now?
+            if k.alive():
+                k.stop()
+                return False
+            if when == "after":
+                kinds = dict(k.steps()).get(step, kinds)
+            self._after_crash(journey, report, k, step, when, kinds)
+        return True
+
+    def _after_crash(
+        self, journey: Journey, report: JourneyReport, k: Kiosk, step: int, when: str, kinds: str
+    ) -> None:
+        def violation(invariant: str, detail: str) -> None:
+            report.violations.append(Violation(journey.name, step, when, kinds, invariant, detail))
+
+        assert k.daemon is not None and k.daemon.proc is not None
+        code = k.daemon.proc.returncode
+        if code != -signal.SIGKILL:
+            violation("daemon", f"exited with {code} instead of the crash hook's SIGKILL")
+        try:
+            k.start(log_name="daemon-restarted.log")
+        except (RuntimeError, TimeoutError) as exc:
+            violation("daemon", f"restart: {exc}")
+            return
+        try:
+            k.wait_settled(self.pending_s, journey_begun=False)
+        except (Stuck, Died) as exc:
+            if isinstance(exc, Died):
+                violation("daemon", "died after the restart")
+        k.stop()
+        self._record(report, k, step, when, kinds)
+
+    def _record(self, report: JourneyReport, k: Kiosk, step: int, when: str, kinds: str) -> None:
+        for invariant, detail in check_invariants(k.observe()):
+            report.violations.append(Violation(report.name, step, when, kinds, invariant, detail))
+
+
+def _spawn_recycler(root: Path) -> subprocess.Popen[bytes]:
+    """``kiosk sim validator --protocol essp`` (a SMART Payout) in its own process."""
+    root.mkdir(parents=True, exist_ok=True)
+    link, sock = root / "validator", root / "validator.sock"
+    with (root / "recycler.log").open("wb") as log:
+        argv = ["--protocol", "essp", "--currency", "AED", "--levels", ESSP_FLOAT]
+        argv += ["--link", str(link), "--control", str(sock)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiosk", "sim", "validator", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 20
+    while not (link.exists() and sock.exists()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise Stuck(f"the eSSP simulator did not start; see {root / 'recycler.log'}")
+        time.sleep(0.05)
+    return proc
+
+
+def run_journey(
+    bench: Bench,
+    journey: Journey,
+    *,
+    every: int = 1,
+    only: set[int] | None = None,
+    whens: tuple[str, ...] = ("before", "after"),
+    progress: Callable[[str], None] | None = None,
+) -> JourneyReport:
+    started = time.monotonic()
+    report = JourneyReport(journey.name)
+    try:
+        bench.count_steps(journey, report)
+    except (Stuck, Died, RuntimeError, TimeoutError) as exc:
+        report.error = f"the run without a crash failed: {exc}"
+        report.violations.append(Violation(journey.name, 0, "", "", "daemon", report.error))
+        report.seconds = time.monotonic() - started
+        return report
+    if progress is not None:
+        steps = "; ".join(f"{n} {kinds}" for n, kinds in report.steps)
+        progress(f"{journey.name}: {len(report.steps)} durable steps: {steps}")
+    for n, kinds in report.steps:
+        if (only is not None and n not in only) or (only is None and (n - 1) % every):
+            continue
+        for when in whens:
+            t0, found = time.monotonic(), len(report.violations)
+            reached = bench.run_point(journey, report, n, when)
+            report.points_run += 1
+            if not reached:
+                report.not_reached.append(f"{n}:{when}")
+            if progress is not None:
+                new = report.violations[found:]
+                word = "not reached" if not reached else f"{len(new)} violations" if new else "ok"
+                progress(
+                    f"{journey.name} {n}:{when} ({kinds}): {word} ({time.monotonic() - t0:.1f} s)"
+                )
+                for v in new:
+                    progress(f"  {v.invariant}: {v.detail}")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# --- the command ------------------------------------------------------------------------------
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--journey", action="append", help="run only this journey (repeatable)")
+    p.add_argument(
+        "--journey",
+        action="append",
+        choices=sorted(JOURNEYS),
+        help="run only this journey (repeatable; default: all)",
+    )
+    p.add_argument("--every", type=int, default=1, metavar="K", help="only every K-th step")
+    p.add_argument("--step", type=int, action="append", metavar="N", help="only step N")
+    p.add_argument("--when", choices=["before", "after"], help="only this side of each step")
+    p.add_argument(
+        "--pending-s", type=float, default=60.0, help="how long recovery may take (seconds)"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the directories of failing points")
+    p.add_argument("--dir", help="work under this directory (default: a fresh temporary one)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def main(args: argparse.Namespace) -> int:
-    print("kiosk bench crashpoints: not built yet")
-    return 2
+    import os
+
+    from kiosk.sandbox.server import start_sandbox
+
+    if args.every < 1:
+        print("kiosk bench crashpoints: --every must be 1 or more", file=sys.stderr)
+        return 2
+    if any(os.environ.get(v) for v in ("KIOSK_CRASH_AT", "KIOSK_CRASH_LOG")):
+        print("kiosk bench crashpoints: unset KIOSK_CRASH_AT/KIOSK_CRASH_LOG", file=sys.stderr)
+        return 2
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="kiosk-crash-"))
+    root.mkdir(parents=True, exist_ok=True)
+    names = args.journey or list(JOURNEYS)
+    whens = (args.when,) if args.when else ("before", "after")
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    reports = []
+    try:
+        with start_sandbox(root / "sandbox") as sandbox:
+            bench = Bench(root, sandbox, pending_s=args.pending_s)
+            for name in names:
+                reports.append(
+                    run_journey(
+                        bench,
+                        JOURNEYS[name],
+                        every=args.every,
+                        only=set(args.step) if args.step else None,
+                        whens=whens,
+                        progress=progress,
+                    )
+                )
+    finally:
+        failing = _cleanup(root, reports, keep=args.keep, own=not args.dir)
+    print(render_json(reports) if args.json else render_text(reports))
+    if failing:
+        print(f"kept: {', '.join(str(p) for p in failing)}", file=sys.stderr)
+    return 1 if any(r.violations for r in reports) else 0
+
+
+def _cleanup(root: Path, reports: list[JourneyReport], *, keep: bool, own: bool) -> list[Path]:
+    """Remove every point's directory except, with ``keep``, the failing ones."""
+    failing = {
+        f"{v.journey}-{v.step:02d}-{v.when}" if v.step else f"{v.journey}-count"
+        for r in reports
+        for v in r.violations
+    }
+    kept = []
+    for d in sorted(root.iterdir()) if root.exists() else []:
+        if keep and d.name in failing:
+            kept.append(d)
+        elif d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+    if own and not kept:
+        shutil.rmtree(root, ignore_errors=True)
+    return kept
+
+
+SHORT: Final = {
+    "cashbox": "cash",
+    "liabilities": "liab",
+    "paid+owed": "paid+owed",
+    "unpaid": "unpaid",
+    "wallet": "wallet",
+    "payout": "payout",
+    "intent": "intent",
+    "chain": "chain",
+    "open": "open",
+    "daemon": "daemon",
+}
+
+
+def render_text(reports: list[JourneyReport]) -> str:
+    head = ["journey", "steps", "points", "unreached", "time s", *SHORT.values()]
+    rows = [
+        [
+            r.name,
+            str(len(r.steps)),
+            str(r.points_run),
+            str(len(r.not_reached)),
+            f"{r.seconds:.0f}",
+            *(str(c) for c in r.counts().values()),
+        ]
+        for r in reports
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [head, *rows]
+    ]
+    for r in reports:
+        if r.not_reached:
+            lines.append(f"{r.name}: not reached: {', '.join(r.not_reached)}")
+    violations = [v for r in reports for v in r.violations]
+    if violations:
+        lines.append("")
+        lines.append(f"{len(violations)} violations:")
+        lines += [f"  {v.line()}" for v in violations]
+    else:
+        lines.append("no violations")
+    return "\n".join(lines)
+
+
+def render_json(reports: list[JourneyReport]) -> str:
+    doc = {
+        "invariants": INVARIANTS,
+        "journeys": [
+            {
+                "name": r.name,
+                "title": JOURNEYS[r.name].title,
+                "steps": [{"step": n, "kinds": kinds} for n, kinds in r.steps],
+                "points_run": r.points_run,
+                "not_reached": r.not_reached,
+                "violations": r.counts(),
+                "seconds": round(r.seconds, 1),
+                "error": r.error,
+            }
+            for r in reports
+        ],
+        "violations": [asdict(v) for r in reports for v in r.violations],
+    }
+    return json.dumps(doc, indent=2)

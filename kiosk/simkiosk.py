@@ -142,8 +142,16 @@ timeout_s = 5
 class DaemonProcess:
     """``kiosk run --simulate`` in a child process, ready when it says READY=1."""
 
-    def __init__(self, files: KioskFiles, *, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        files: KioskFiles,
+        *,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``env``: variables merged into the child's environment (e.g. ``KIOSK_CRASH_AT``)."""
         self.files = files
+        self.env = dict(env or {})
         self.log_path = log_path or files.root / "daemon.log"
         self._notify_path = files.root / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -155,7 +163,12 @@ class DaemonProcess:
         self._notify_path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(self._notify_path))
-        env = {**os.environ, "NOTIFY_SOCKET": str(self._notify_path), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **self.env,
+            "NOTIFY_SOCKET": str(self._notify_path),
+            "PYTHONUNBUFFERED": "1",
+        }
         env.pop("WATCHDOG_USEC", None)
         log = self.log_path.open("ab")
         self.started_at = time.monotonic()

@@ -1,0 +1,203 @@
+"""``kiosk bench crashpoints``: the invariant checker on hand-made journals, and short sweeps
+of SIGKILLs before and after the durable steps of real journeys."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiosk.crashpoints import JOURNEYS, Bench, Observed, check_invariants, run_journey
+from kiosk.journal import Journal
+from kiosk.money import Money
+
+STORE = "200009990777"
+ORDER = "ORD-1"
+
+
+def _paid_view(total: int = 15000, payer: str = STORE) -> dict[str, Any]:
+    return {
+        "status": "PAID_SUCCESS",
+        "paymentInfo": {"payerMid": payer},
+        "totalAmount": Money.of(total, "AED").to_payby(),
+    }
+
+
+def _created_view(total: int = 15000) -> dict[str, Any]:
+    return {"status": "CREATED", "totalAmount": Money.of(total, "AED").to_payby()}
+
+
+def _cash_in(journal: Journal, notes: tuple[int, ...] = (10000, 5000)) -> int:
+    """A PayBy cash-in that took ``notes`` and sits in ``accepting``."""
+    tx = journal.begin("payby_cashin", currency="AED")
+    journal.transition(tx.id, "accepting", amount_due=15000, provider_ref=ORDER)
+    for i, value in enumerate(notes, start=1):
+        eff = journal.intent(tx.id, "stack", f"{tx.ref}-note{i}", amount=value)
+        journal.outcome(eff.id, "done", credit=value)
+    return tx.id
+
+
+def _completed(journal: Journal) -> int:
+    tx_id = _cash_in(journal)
+    journal.transition(tx_id, "paying")
+    journal.transition(tx_id, "paid")
+    journal.transition(tx_id, "completed")
+    return tx_id
+
+
+def _owed(journal: Journal) -> int:
+    tx_id = _cash_in(journal)
+    journal.owe(tx_id, 15000, "ended_by_cancel")
+    journal.transition(tx_id, "owed")
+    return tx_id
+
+
+def _obs(journal: Journal, **kw: Any) -> Observed:
+    fields: dict[str, Any] = {
+        "journal": Path(journal.db.conn.execute("PRAGMA database_list").fetchone()[2]),
+        "held_after": 15000,
+        "wallet_before": 100000,
+        "wallet_after": 85000,
+        "orders": {ORDER: _paid_view()},
+        "store": STORE,
+    }
+    return Observed(**{**fields, **kw})
+
+
+def _kinds(found: list[tuple[str, str]]) -> list[str]:
+    return sorted(k for k, _ in found)
+
+
+def test_a_paid_cash_in_holds_every_invariant(journal: Journal) -> None:
+    _completed(journal)
+    assert check_invariants(_obs(journal)) == []
+
+
+def test_a_cancel_that_owes_the_notes_holds_every_invariant(journal: Journal) -> None:
+    _owed(journal)
+    obs = _obs(journal, wallet_after=100000, orders={ORDER: _created_view()})
+    assert check_invariants(obs) == []
+
+
+def test_a_liability_that_does_not_match_owed_is_reported(journal: Journal) -> None:
+    tx_id = _owed(journal)
+    journal.db.execute("UPDATE transactions SET owed = 5000 WHERE id = ?", [tx_id])
+    obs = _obs(journal, wallet_after=100000, orders={ORDER: _created_view()})
+    found = check_invariants(obs)
+    assert ("liabilities", "KT1-000001: open liabilities 15000 != owed 5000") in found
+    assert "unpaid" in _kinds(found)  # owed 5000 of the 15000 taken
+
+
+def test_paid_at_the_provider_and_owed_is_reported(journal: Journal) -> None:
+    tx_id = _owed(journal)
+    found = check_invariants(_obs(journal))
+    assert _kinds(found) == ["paid+owed", "paid+owed"]  # the liability, and the end state
+    assert any("owed 15000 (ended_by_cancel)" in d for _, d in found)
+    # an unconfirmed note may stay owed on a paid order: the cash count settles it
+    journal.db.execute(
+        "UPDATE liabilities SET reason = 'unconfirmed_note' WHERE tx_id = ?", [tx_id]
+    )
+    assert [d for _, d in check_invariants(_obs(journal))] == [
+        "KT1-000001: PAID_SUCCESS at PayBy, ended owed"
+    ]
+
+
+def test_completed_but_not_paid_is_reported(journal: Journal) -> None:
+    _completed(journal)
+    obs = _obs(journal, wallet_after=100000, orders={ORDER: _created_view()})
+    assert _kinds(check_invariants(obs)) == ["unpaid"]
+
+
+def test_an_effect_left_in_intent_and_a_transaction_left_open_are_reported(
+    journal: Journal,
+) -> None:
+    tx_id = _cash_in(journal, notes=(10000,))
+    journal.intent(tx_id, "stack", "KT1-000001-note2", amount=5000)
+    obs = _obs(journal, held_after=10000, wallet_after=100000, orders={})
+    assert _kinds(check_invariants(obs)) == ["intent", "open"]
+
+
+def test_notes_missing_from_the_journal_are_reported(journal: Journal) -> None:
+    _owed(journal)
+    base = {"wallet_after": 100000, "orders": {ORDER: _created_view()}}
+    assert check_invariants(_obs(journal, held_after=15000, **base)) == []
+    (found,) = check_invariants(_obs(journal, held_after=20000, **base))
+    assert found == ("cashbox", "the device took in 20000; credited 15000, unconfirmed 0")
+    assert _kinds(check_invariants(_obs(journal, held_after=10000, **base))) == ["cashbox"]
+
+
+def test_a_wallet_debited_twice_is_reported(journal: Journal) -> None:
+    _completed(journal)
+    (found,) = check_invariants(_obs(journal, wallet_after=70000))
+    assert found == ("wallet", "the store wallet went down by 30000; orders it paid: 15000")
+    # another payer's payment is no payment of ours
+    orders = {ORDER: _paid_view(payer="200009990001")}
+    assert "unpaid" in _kinds(check_invariants(_obs(journal, orders=orders)))
+
+
+def test_a_repeated_payout_is_reported(journal: Journal) -> None:
+    tx = journal.begin("local_cashout", currency="AED", amount_due=7000)
+    journal.transition(tx.id, "dispensing")
+    for n in (1, 2):
+        eff = journal.intent(tx.id, "payout", f"{tx.ref}-payout{n}", amount=7000)
+        journal.outcome(eff.id, "done", dispensed=7000)
+    journal.transition(tx.id, "completed")
+    obs = _obs(journal, held_before=80000, held_after=66000, wallet_after=100000, orders={})
+    found = check_invariants(obs)
+    assert ("payout", "KT1-000001: 2 payouts done") in found
+    assert ("payout", "KT1-000001: dispensed 14000 > 7000") in found
+    # the recycler paid 14000; had it paid 21000, the journal would not say so
+    obs = _obs(journal, held_before=80000, held_after=59000, wallet_after=100000, orders={})
+    assert any("the recycler paid out 21000" in d for _, d in check_invariants(obs))
+
+
+def test_a_changed_event_breaks_the_chain(journal: Journal) -> None:
+    _completed(journal)
+    journal.db.execute("DROP TRIGGER events_no_update")
+    journal.db.execute("UPDATE events SET data = '{\"forged\":1}' WHERE seq = 3")
+    found = check_invariants(_obs(journal))
+    assert found == [("chain", "event 3: content changed since it was written")]
+
+
+# --- sweeps against the real daemon ------------------------------------------------------------
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short path: Unix socket paths of the kiosks under it must stay under 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="kcp-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_cash_in_sweep_every_fourth_step(short_dir: Path) -> None:
+    from kiosk.sandbox.server import start_sandbox
+
+    with start_sandbox(short_dir / "sandbox") as sandbox:
+        report = run_journey(Bench(short_dir, sandbox), JOURNEYS["cash-in"], every=4)
+    assert not report.error, report.error
+    assert len(report.steps) >= 8 and report.points_run >= 4
+    assert len(report.not_reached) < report.points_run  # the crashes did happen
+    assert [v.line() for v in report.violations] == []
+
+
+@pytest.mark.slow
+def test_cancel_sweep_every_fifth_step_through_the_cli(
+    short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kiosk.cli import main
+
+    argv = ["bench", "crashpoints", "--journey", "cancel", "--every", "5", "--json", "-q"]
+    status = main([*argv, "--dir", str(short_dir / "run")])
+    doc = json.loads(capsys.readouterr().out)
+    (journey,) = doc["journeys"]
+    assert journey["name"] == "cancel" and not journey["error"]
+    assert journey["points_run"] >= 4
+    assert len(journey["not_reached"]) < journey["points_run"]
+    assert doc["violations"] == [] and status == 0
