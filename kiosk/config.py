@@ -124,6 +124,12 @@ class PayByConfig:
     """NOT in PayBy's public API: how the store pays that order from its wallet."""
     timeout_s: float = 15.0
     """Per-request timeout (connect, read, write), seconds."""
+    pay_wait_s: float = 30.0
+    """How long a customer waits for PayBy to confirm the payment before the kiosk prints a
+    PENDING receipt and the outbox goes on in the background, seconds."""
+    clock_margin_s: float = 120.0
+    """Allowance for the kiosk's clock against PayBy's when deciding that a pay request can no
+    longer be applied (PayBy refuses a requestTime older than 15 minutes), seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +438,18 @@ def _payby(t: _Table) -> PayByConfig:
             t.get("timeout_s", float, d.timeout_s, "seconds"),
             _positive,
             "a positive number of seconds",
+        ),
+        pay_wait_s=t.check(
+            "pay_wait_s",
+            t.get("pay_wait_s", float, d.pay_wait_s, "seconds"),
+            lambda v: 0 < v <= 300,
+            "seconds, more than 0 and at most 300 (a customer is waiting)",
+        ),
+        clock_margin_s=t.check(
+            "clock_margin_s",
+            t.get("clock_margin_s", float, d.clock_margin_s, "seconds"),
+            lambda v: 0 <= v <= 3600,
+            "seconds from 0 to 3600",
         ),
     )
     t.done()

@@ -34,7 +34,7 @@ from kiosk.sdnotify import Notifier, watchdog_interval_s
 
 log = logging.getLogger("kiosk.daemon")
 
-IDLE_TICK_S = 30.0  # how often an idle kiosk settles pending payments
+IDLE_TICK_S = 30.0  # how often an idle kiosk checks its printer
 REOPEN_S = 2.0  # how often a lost validator is opened again
 NO_RECEIPT_CONFIRM_S = 10.0  # how long a customer has to accept a journey without a receipt
 RESULT_HOLD_S = 3.0  # how long DONE / REFUSED stay on the panel
@@ -81,10 +81,14 @@ class Daemon:
                 ctx.out_of_service.set()
             from kiosk.flows.recovery import recover
 
-            settled = await recover(ctx, power_up or PowerUpReport())
+            settled = await recover(ctx, power_up or PowerUpReport())  # local only: fast
             await self._ack_power_up(hw)
             for tx in settled:
                 log.warning("recovered %s -> %s", tx.ref, tx.state)
+            from kiosk import receipts
+
+            if await receipts.print_left_at_start(journal, hw.printer):
+                log.warning("printed the receipts a crash had left in the queue")
             await journal.call(
                 journal.sync.log,
                 "daemon.ready",
@@ -99,12 +103,14 @@ class Daemon:
             self.notifier.ready(f"ready; recovered {len(settled)}")
             admin = await serve_admin(c.state_dir / "admin.sock", self._admin_handlers(ctx))
             watchdog = asyncio.create_task(self._watchdog())
+            # Pending payments are settled in the background, whatever the providers do.
+            forwarder = asyncio.create_task(ctx.outbox().run())
             serve = asyncio.create_task(self._serve(ctx, hw))
             stop = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({serve, stop}, return_when=asyncio.FIRST_COMPLETED)
             self.notifier.stopping()
             admin.close()
-            for task in (serve, stop, watchdog):
+            for task in (serve, stop, watchdog, forwarder):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -341,13 +347,6 @@ class Daemon:
                 await self._ack_power_up(hw)
                 ctx.fault = None
                 ctx.out_of_service.clear()
-        if ctx.payby is not None:
-            from kiosk.flows.payby_cashin import settle_unknown
-
-            j = ctx.journal
-            for tx in await j.call(j.sync.transactions, open_only=True):
-                if tx.state == "pay_unknown":
-                    await settle_unknown(ctx, tx)
 
     def _admin_handlers(self, ctx: Context) -> dict[str, Handler]:
         j = ctx.journal
@@ -362,6 +361,12 @@ class Daemon:
                 "validator": getattr(ctx.validator, "name", "?"),
                 "recycler": ctx.dispenser is not None,
                 "open_transactions": [t.ref for t in open_txs],
+                "pending": [
+                    {"ref": t.ref, "reason": t.reason, "since": t.updated_at}
+                    for t in open_txs
+                    if t.state == "pending"
+                ],
+                "outbox_queued": len(await j.call(j.sync.outbox_rows, queued_only=True)),
                 "printer": str((await self._printer_status(ctx)).paper),
                 "open_liabilities": sum(r["amount"] for r in owed),
             }

@@ -60,8 +60,13 @@ class DeviceError(KioskError, OSError):
 class ProviderError(KioskError):
     """A provider call failed. ``code`` is the provider's own code when it gave one."""
 
-    def __init__(self, provider: str, message: str, code: str | None = None) -> None:
+    def __init__(
+        self, provider: str, message: str, code: str | None = None, *, signed: bool = False
+    ) -> None:
         self.provider, self.code = provider, code
+        self.signed = signed
+        """True when the provider's signature on the reply verified: only such an answer may
+        decide a money outcome (an unsigned error may come from a proxy, or be forged)."""
         suffix = f" (code {code})" if code else ""
         super().__init__(f"{provider}: {message}{suffix}")
 

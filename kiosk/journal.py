@@ -155,6 +155,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox(status, next_at_ms);
     CREATE INDEX outbox_tx ON outbox(tx_id);
     """,
+    # 4: a liability may stand for one effect (an unconfirmed note): owed at most once
+    """
+    ALTER TABLE liabilities ADD COLUMN effect_id INTEGER REFERENCES effects(id);
+    CREATE UNIQUE INDEX liabilities_effect ON liabilities(effect_id) WHERE effect_id IS NOT NULL;
+    """,
 )
 
 GENESIS: Final = "0" * 64
@@ -200,6 +205,32 @@ class Effect:
     outcome: dict[str, Any]
     started_at: str
     ended_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A side effect's outcome, committed inside a :meth:`Journal.decide`."""
+
+    effect_id: int
+    status: str  # done | failed | unknown
+    outcome: dict[str, Any] | None = None
+    credit: int = 0
+    dispensed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A provider call that moves money, for the outbox: ``request`` is sealed (encrypted)
+    because it may hold a customer's code; ``public`` goes to the effect in the clear."""
+
+    op: str
+    kind: str  # the effect's kind ("pay")
+    idem_key: str
+    amount: int
+    request: dict[str, Any] | None  # None: not kept (only the provider's state can settle it)
+    public: dict[str, Any]
+    request_time_ms: int
+    void_after_ms: int
 
 
 def _dumps(data: dict[str, Any] | None) -> str:
@@ -457,14 +488,210 @@ class Journal:
         if amount <= 0:
             return
         with self.atomic():
+            self._owe(self.get(tx_id), amount, reason)
+
+    def _owe(self, tx: Tx, amount: int, reason: str, effect_id: int | None = None) -> bool:
+        if amount <= 0:
+            return False
+        if (
+            effect_id is not None
+            and self.db.execute(
+                "SELECT 1 FROM liabilities WHERE effect_id = ?", [effect_id]
+            ).fetchone()
+        ):
+            return False  # this note is owed already: owing is idempotent per effect
+        self.db.execute(
+            "INSERT INTO liabilities (tx_id, amount, currency, reason, created_at, effect_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [tx.id, amount, tx.currency, reason, now_iso(), effect_id],
+        )
+        self.db.execute("UPDATE transactions SET owed = owed + ? WHERE id = ?", [amount, tx.id])
+        self._event(tx.id, "liability", {"amount": amount, "reason": reason, "effect": effect_id})
+        return True
+
+    def decide(
+        self,
+        tx_id: int,
+        to_state: str | None,
+        *,
+        outcome: Outcome | None = None,
+        owe: Sequence[tuple[int, str]] = (),
+        owe_unconfirmed: bool = False,
+        finish_call: tuple[int, str, dict[str, Any]] | None = None,
+        receipt: tuple[str, dict[str, Any]] | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> tuple[Tx, int | None]:
+        """One decision that moves money, as **one** durable commit: an effect's outcome,
+        the liabilities (``owe``: amount and reason; ``owe_unconfirmed``: every stack of
+        this transaction whose outcome is ``unknown``, once per note), the end of an outbox
+        call (``finish_call``: row id, done|failed, result), the state change and the receipt
+        it calls for. A crash leaves all of it or none of it. Returns the transaction and
+        the receipt's id."""
+        receipt_id: int | None = None
+        with self.atomic():
+            if outcome is not None:
+                self.outcome(
+                    outcome.effect_id,
+                    outcome.status,
+                    outcome=outcome.outcome,
+                    credit=outcome.credit,
+                    dispensed=outcome.dispensed,
+                )
             tx = self.get(tx_id)
-            self.db.execute(
-                "INSERT INTO liabilities (tx_id, amount, currency, reason, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [tx_id, amount, tx.currency, reason, now_iso()],
+            if owe_unconfirmed:
+                for eff in self.effects(tx_id, kind="stack", status="unknown"):
+                    self._owe(tx, eff.amount or 0, "unconfirmed_note", eff.id)
+            for amount, why in owe:
+                self._owe(tx, amount, why)
+            if finish_call is not None:
+                self._finish_call(*finish_call)
+            if to_state is not None:
+                self.transition(tx_id, to_state, data=data, **fields)
+            if receipt is not None:
+                receipt_id = self.queue_receipt(tx_id, *receipt)
+        return self.get(tx_id), receipt_id
+
+    def owe_stray(self, amount: int, reason: str, *, journey: str, currency: str) -> Tx:
+        """A note credited that no transaction asked for: owed on the latest transaction, or
+        on a new ``refused`` one when there is none, in one commit."""
+        with self.atomic():
+            latest = self.transactions(limit=1)
+            if latest:
+                tx = latest[0]
+            else:
+                tx = self.begin(journey, currency=currency)
+                tx = self.transition(tx.id, "refused", reason=reason)
+            self._owe(tx, amount, reason)
+        return self.get(tx.id)
+
+    # --- the outbox -----------------------------------------------------------------------------
+
+    def start_call(self, tx_id: int, to_state: str | None, call: Call) -> tuple[Tx, Effect, int]:
+        """The state change, the effect's intent and the outbox row of a money call, in one
+        commit, before the request exists. Re-declaring the same key returns what exists."""
+        with self.atomic():
+            row = self.db.execute(
+                "SELECT id FROM outbox WHERE idem_key = ?", [call.idem_key]
+            ).fetchone()
+            if row is not None:
+                eff = self.effect_by_key(call.idem_key)
+                assert eff is not None
+                return self.get(tx_id), eff, int(row[0])
+            if to_state is not None:
+                self.transition(tx_id, to_state)
+            eff = self.effect_by_key(call.idem_key) or self.intent(
+                tx_id, call.kind, call.idem_key, amount=call.amount, request=call.public
             )
-            self.db.execute("UPDATE transactions SET owed = owed + ? WHERE id = ?", [amount, tx_id])
-            self._event(tx_id, "liability", {"amount": amount, "reason": reason})
+            cur = self.db.execute(
+                "INSERT INTO outbox (tx_id, op, idem_key, status, sealed, request_time_ms,"
+                " void_after_ms, next_at_ms, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                [
+                    tx_id,
+                    call.op,
+                    call.idem_key,
+                    None if call.request is None else self._seal(call.request, call.idem_key),
+                    call.request_time_ms,
+                    call.void_after_ms,
+                    call.request_time_ms,
+                    now_iso(),
+                ],
+            )
+            row_id = int(cur.lastrowid or 0)
+            self._event(tx_id, "outbox.queued", {"outbox": row_id, "op": call.op})
+        return self.get(tx_id), eff, row_id
+
+    def call_attempt(
+        self, row_id: int, *, delivery: str, error: str, in_doubt: bool, next_at_ms: int
+    ) -> dict[str, Any]:
+        """One delivery of an outbox call and what came of it (``in_doubt``: the request may
+        have been applied and no answer says so yet). Returns the row."""
+        with self.atomic():
+            row = self.outbox_row(row_id)
+            result = dict(row["result"])
+            result["in_doubt"] = bool(result.get("in_doubt")) or in_doubt
+            self.db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_at_ms = ?,"
+                " result = ? WHERE id = ?",
+                [error or None, next_at_ms, _dumps(result), row_id],
+            )
+            self._event(
+                row["tx_id"],
+                "outbox.attempt",
+                {"outbox": row_id, "delivery": delivery, "error": error, "in_doubt": in_doubt},
+            )
+        return self.outbox_row(row_id)
+
+    def mark_in_doubt(self, row_id: int, why: str) -> None:
+        """A crash may have cut a delivery short: the request may have been sent."""
+        with self.atomic():
+            row = self.outbox_row(row_id)
+            if row["result"].get("in_doubt"):
+                return
+            result = {**row["result"], "in_doubt": True}
+            self.db.execute("UPDATE outbox SET result = ? WHERE id = ?", [_dumps(result), row_id])
+            self._event(row["tx_id"], "outbox.in_doubt", {"outbox": row_id, "why": why})
+
+    def _finish_call(self, row_id: int, status: str, result: dict[str, Any]) -> None:
+        if status not in ("done", "failed"):
+            raise ValueError(f"bad outbox status {status!r}")
+        row = self.outbox_row(row_id)
+        if row["status"] != "queued":
+            raise ValueError(f"outbox row {row_id} already {row['status']}")
+        self.db.execute(
+            "UPDATE outbox SET status = ?, sealed = NULL, result = ?, ended_at = ? WHERE id = ?",
+            [status, _dumps({**row["result"], **result}), now_iso(), row_id],
+        )
+        self._event(row["tx_id"], f"outbox.{status}", {"outbox": row_id, **result})
+
+    def outbox_row(self, row_id: int) -> dict[str, Any]:
+        rows = list(self.db.query("SELECT * FROM outbox WHERE id = ?", [row_id]))
+        if not rows:
+            raise KeyError(f"no outbox row {row_id}")
+        return {**rows[0], "result": json.loads(rows[0]["result"])}
+
+    def outbox_due(self, now_ms: int, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Queued calls whose next attempt is due, oldest first (per transaction in order)."""
+        rows = self.db.query(
+            "SELECT id FROM outbox WHERE status = 'queued' AND next_at_ms <= ?"
+            " ORDER BY next_at_ms, id LIMIT ?",
+            [now_ms, limit],
+        )
+        return [self.outbox_row(r["id"]) for r in list(rows)]
+
+    def next_due_ms(self) -> int | None:
+        row = self.db.execute(
+            "SELECT MIN(next_at_ms) FROM outbox WHERE status = 'queued'"
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def unseal(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The request of an outbox row, or None once it was wiped (or never kept)."""
+        sealed = row.get("sealed")
+        return self._unseal(sealed, row["idem_key"]) if sealed else None
+
+    def _seal(self, request: dict[str, Any], aad: str) -> str:
+        import base64
+        import os
+
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = os.urandom(12)
+        data = AESGCM(self._seal_key()).encrypt(nonce, _dumps(request).encode(), aad.encode())
+        return base64.b64encode(nonce + data).decode()
+
+    def _unseal(self, sealed: str, aad: str) -> dict[str, Any]:
+        import base64
+
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        raw = base64.b64decode(sealed)
+        plain = AESGCM(self._seal_key()).decrypt(raw[:12], raw[12:], aad.encode())
+        out: dict[str, Any] = json.loads(plain)
+        return out
+
+    def _seal_key(self) -> bytes:
+        return hmac.new(self._code_key, b"kiosk outbox seal v1", hashlib.sha256).digest()
 
     def settle_liability(self, liability_id: int, note: str) -> None:
         with self.atomic():
@@ -515,18 +742,28 @@ class Journal:
             self._event(tx_id, "receipt.queued", {"receipt": receipt_id, "kind": kind})
         return receipt_id
 
+    def receipt_printing(self, receipt_id: int) -> None:
+        """Committed right before the printer is sent the receipt: after a crash, a receipt
+        with an attempt and no result may have come out of the printer."""
+        with self.atomic():
+            self.db.execute(
+                "UPDATE receipts SET attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                [receipt_id],
+            )
+            tx = self.db.execute("SELECT tx_id FROM receipts WHERE id = ?", [receipt_id]).fetchone()
+            self._event(tx[0] if tx else None, "receipt.printing", {"receipt": receipt_id})
+
     def receipt_result(self, receipt_id: int, error: str | None) -> None:
         with self.atomic():
             if error is None:
                 self.db.execute(
-                    "UPDATE receipts SET status = 'printed', printed_at = ?,"
-                    " attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                    "UPDATE receipts SET status = 'printed', printed_at = ?, last_error = NULL"
+                    " WHERE id = ?",
                     [now_iso(), receipt_id],
                 )
             else:
                 self.db.execute(
-                    "UPDATE receipts SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                    [error, receipt_id],
+                    "UPDATE receipts SET last_error = ? WHERE id = ?", [error, receipt_id]
                 )
             tx = self.db.execute("SELECT tx_id FROM receipts WHERE id = ?", [receipt_id]).fetchone()
             self._event(

@@ -29,6 +29,9 @@ class Journey:
     initial: str
     edges: dict[str, frozenset[str]]
     recovery: dict[str, str]
+    legacy: frozenset[str] = frozenset()
+    """States no transition leads to any more, kept so that a journal written by an older
+    build still recovers (each has edges out and a recovery rule)."""
 
     @property
     def states(self) -> frozenset[str]:
@@ -52,6 +55,7 @@ def _j(
     initial: str,
     edges: dict[str, str],
     recovery: dict[str, str],
+    legacy: str = "",
 ) -> Journey:
     return Journey(
         name,
@@ -60,6 +64,7 @@ def _j(
         initial,
         {k: frozenset(v.split()) for k, v in edges.items()},
         recovery,
+        frozenset(legacy.split()),
     )
 
 
@@ -71,18 +76,24 @@ PAYBY_CASHIN = _j(
     {
         "resolving": "accepting refused",
         "accepting": "paying cancelled owed",
-        "paying": "paid owed pay_unknown",
-        "pay_unknown": "paying paid owed",
+        "paying": "paid owed pending",
+        "pending": "paid owed",
+        "pay_unknown": "pending paying paid owed",  # journals written before the outbox
         "paid": "completed",
     },
     {
         "resolving": "nothing moved: refused",
         "accepting": "settle notes in flight with the device's power-up report; "
-        "no note ⇒ cancelled, else owed (the tokenUrl lived in memory only)",
-        "paying": "getOrder(orderNo): paid ⇒ paid; otherwise owed",
-        "pay_unknown": "getOrder(orderNo): paid ⇒ paid; otherwise owed; unreachable ⇒ stay, retry",
-        "paid": "queue the receipt ⇒ completed",
+        "no note ⇒ cancelled, else owed (the notes never reached PayBy)",
+        "paying": "the pay may have been sent: pending (a PENDING receipt); the outbox "
+        "re-sends the same request until a signed answer, or until it is void",
+        "pending": "the outbox goes on: signed paid ⇒ paid; signed not paid once no delivery "
+        "is in doubt or the request is void ⇒ owed",
+        "pay_unknown": "as pending (the outbox queries getOrder; it owes only after the "
+        "request's 15-minute window)",
+        "paid": "the receipt, unless the customer left with a PENDING one ⇒ completed",
     },
+    legacy="pay_unknown",
 )
 
 PAYBY_REFUND = _j(

@@ -253,6 +253,8 @@ async def issue(
 async def print_queued(
     journal: AsyncJournal, printer: ReceiptPrinter, receipt_id: int, doc: Document
 ) -> bool:
+    """Print a queued receipt: the attempt is committed first, the result right after."""
+    await journal.call(journal.sync.receipt_printing, receipt_id)
     try:
         await printer.print(doc)
     except (DriverError, OSError) as exc:
@@ -261,3 +263,34 @@ async def print_queued(
         return False
     await journal.call(journal.sync.receipt_result, receipt_id, None)
     return True
+
+
+def copy_of(doc: Document, *, why: str, settled: list[str] | None = None) -> Document:
+    """A reprint: ``*** COPY ***`` on top with ``why``, and, when the money the receipt says
+    is owed has since been settled, a line for each settlement at the end."""
+    top: list[Block] = [
+        Line("*** COPY ***", bold=True, align="center"),
+        Line(why, align="center"),
+        Rule("-"),
+    ]
+    tail: list[Block] = []
+    if settled:
+        tail = [Rule("-"), Line("SETTLED - nothing is owed any more", bold=True)]
+        tail += [Line(text) for text in settled]
+    return Document(f"{doc.name}-copy", (*top, *doc.blocks, *tail))
+
+
+async def print_left_at_start(journal: AsyncJournal, printer: ReceiptPrinter) -> int:
+    """After a restart, print each receipt that was queued and never reached the printer
+    once; one whose printing was cut short (it may have come out) is printed as a COPY.
+    Receipts that failed on the printer stay queued for a technician's reprint. Returns how
+    many were printed."""
+    printed = 0
+    for row in await journal.call(journal.sync.receipts, queued_only=True):
+        doc = from_json(row["document"])
+        if row["attempts"] and row["last_error"] is None:
+            doc = copy_of(doc, why="printing was interrupted; this may repeat a receipt")
+        elif row["attempts"]:
+            continue
+        printed += await print_queued(journal, printer, row["id"], doc)
+    return printed

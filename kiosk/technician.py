@@ -24,9 +24,19 @@ async def reprint(ctx: Context, ref: str) -> dict[str, Any]:
     rows = await j.call(j.sync.receipts, tx.id)
     if not rows:
         raise ValueError(f"{tx.ref} has no receipt")
+    settled = [
+        f"{r['settled_at'][:16].replace('T', ' ')} UTC: {Money.of(r['amount'], r['currency'])}"
+        f" - {r['settled_note']}"
+        for r in await j.call(j.sync.liabilities, open_only=False)
+        if r["tx_id"] == tx.id and r["status"] == "settled"
+    ]
     printed = []
     for row in rows:
         doc = receipts.from_json(row["document"])
+        if row["status"] == "printed" or row["attempts"]:
+            doc = receipts.copy_of(
+                doc, why="reprinted at the technician's request", settled=settled
+            )
         ok = await receipts.print_queued(j, ctx.printer, row["id"], doc)
         printed.append({"receipt": row["id"], "kind": row["kind"], "printed": ok})
     return {"ref": tx.ref, "receipts": printed}

@@ -18,14 +18,16 @@ the recycler pay it exactly?) → dispensing → receipt.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from drivers.errors import DriverError
 from drivers.panel import PanelState
+from drivers.printer.base import Document
 from drivers.validator.base import PayoutResult
 from kiosk import receipts
 from kiosk.flows.context import Context
-from kiosk.journal import Effect, Tx
+from kiosk.journal import Effect, Outcome, Tx
 from kiosk.money import Money
 
 log = logging.getLogger("kiosk.flows.cashout")
@@ -74,14 +76,13 @@ async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
         log.error("%s: payout ended without a report (%s): counting the recycler", tx.ref, exc)
         return await settle_payout(ctx, tx, eff)
     status = "done" if result.complete else "failed"
-    await j.call(
-        j.sync.outcome,
+    outcome = Outcome(
         eff.id,
         status,
         dispensed=result.dispensed,
         outcome={"dispensed": result.dispensed, "detail": result.detail},
     )
-    return await end_payout(ctx, await j.call(j.sync.get, tx.id), result.dispensed, result.detail)
+    return await end_payout(ctx, tx, result.dispensed, result.detail, outcome=outcome)
 
 
 async def settle_payout(ctx: Context, tx: Tx, eff: Effect) -> Tx:
@@ -91,15 +92,15 @@ async def settle_payout(ctx: Context, tx: Tx, eff: Effect) -> Tx:
     if isinstance(report, PayoutResult) and report.requested == eff.amount:
         # eSSP INCOMPLETE PAYOUT at start-up: the device says exactly what it paid.
         status = "done" if report.dispensed == eff.amount else "failed"
-        await j.call(
-            j.sync.outcome,
+        outcome = Outcome(
             eff.id,
             status,
             dispensed=report.dispensed,
             outcome={"dispensed": report.dispensed, "settled_by": "device_incomplete_payout"},
         )
-        tx = await j.call(j.sync.get, tx.id)
-        return await end_payout(ctx, tx, report.dispensed, "settled_by_device_report")
+        return await end_payout(
+            ctx, tx, report.dispensed, "settled_by_device_report", outcome=outcome
+        )
     before = {int(v): int(n) for v, n in eff.request.get("levels_before", {}).items()}
     try:
         assert ctx.dispenser is not None
@@ -116,23 +117,34 @@ async def settle_payout(ctx: Context, tx: Tx, eff: Effect) -> Tx:
         await j.call(j.sync.outcome, eff.id, "unknown", outcome={"levels_after": after})
         return await j.call(j.sync.transition, tx.id, "unknown", reason="levels_inconsistent")
     status = "done" if paid == eff.amount else "failed"
-    await j.call(
-        j.sync.outcome,
-        eff.id,
-        status,
-        dispensed=paid,
-        outcome={"dispensed": paid, "settled_by": "levels"},
+    outcome = Outcome(
+        eff.id, status, dispensed=paid, outcome={"dispensed": paid, "settled_by": "levels"}
     )
-    return await end_payout(ctx, await j.call(j.sync.get, tx.id), paid, "settled_by_levels")
+    return await end_payout(ctx, tx, paid, "settled_by_levels", outcome=outcome)
 
 
-async def end_payout(ctx: Context, tx: Tx, dispensed: int, detail: str) -> Tx:
-    """``completed`` if all was paid, else the rest owed; the receipt either way."""
+async def end_payout(
+    ctx: Context, tx: Tx, dispensed: int, detail: str, *, outcome: Outcome | None = None
+) -> Tx:
+    """``completed`` if all was paid, else the rest owed; the payout's outcome, the liability,
+    the state and the receipt in one commit; then the receipt is printed."""
     j = ctx.journal
     short = tx.amount_due - dispensed
+    done = dataclasses.replace(tx, dispensed=dispensed)
     if short > 0:
-        await j.call(j.sync.owe, tx.id, short, f"incomplete_payout:{detail or 'stopped'}")
-        tx = await j.call(j.sync.transition, tx.id, "owed", reason="incomplete_payout")
+        reason = f"incomplete_payout:{detail or 'stopped'}"
+        kind, status = "owed", "NOT FULLY PAID - keep this receipt; support will pay the rest"
+        projected = dataclasses.replace(done, state="owed", owed=tx.owed + short, reason=reason)
+        doc = _receipt(ctx, projected, kind, status)
+        tx, receipt_id = await j.call(
+            j.sync.decide,
+            tx.id,
+            "owed",
+            outcome=outcome,
+            owe=[(short, reason)],
+            receipt=(kind, receipts.to_json(doc)),
+            reason="incomplete_payout",
+        )
         log.warning(
             "%s: paid %s of %s; owed %s",
             tx.ref,
@@ -140,18 +152,28 @@ async def end_payout(ctx: Context, tx: Tx, dispensed: int, detail: str) -> Tx:
             _m(tx, tx.amount_due),
             _m(tx, short),
         )
-        kind, status = "owed", "NOT FULLY PAID - keep this receipt; support will pay the rest"
         ctx.panel.show(PanelState.REFUSED)
     else:
-        tx = await j.call(j.sync.transition, tx.id, "completed")
-        log.info("%s: paid out %s", tx.ref, _m(tx, dispensed))
         kind, status = "cashout", "PAID OUT - count your notes"
+        doc = _receipt(ctx, dataclasses.replace(done, state="completed"), kind, status)
+        tx, receipt_id = await j.call(
+            j.sync.decide,
+            tx.id,
+            "completed",
+            outcome=outcome,
+            receipt=(kind, receipts.to_json(doc)),
+        )
+        log.info("%s: paid out %s", tx.ref, _m(tx, dispensed))
         ctx.panel.show(PanelState.DONE)
-    doc = receipts.for_kiosk(
+    if receipt_id is not None:
+        await receipts.print_queued(j, ctx.printer, receipt_id, doc)
+    return tx
+
+
+def _receipt(ctx: Context, tx: Tx, kind: str, status: str) -> Document:
+    return receipts.for_kiosk(
         ctx.config, tx, kind, provider_name="Kiosk (technician test dispense)", status_text=status
     )
-    await receipts.issue(j, ctx.printer, tx, kind, doc)
-    return tx
 
 
 async def _refuse(ctx: Context, tx: Tx, reason: str) -> Tx:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from kiosk.journal import AsyncJournal
 
 if TYPE_CHECKING:
     from drivers.panel import Panel
+    from kiosk.outbox import Forwarder
     from kiosk.providers.payby import PayByClient
 
 log = logging.getLogger("kiosk.flows")
@@ -36,6 +38,27 @@ class Context:
     """The validator's last fault, set by whoever saw it (a journey or the idle loop)."""
     out_of_service: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by a flow that saw a device fault; the daemon stops taking customers."""
+    forwarder: Forwarder | None = None
+    """The outbox's forwarder (built on first use when the daemon did not)."""
+    clock_ms: Callable[[], int] = field(default_factory=lambda: _wall_ms)
+    """Epoch milliseconds (tests pass the sandbox's clock, so time passing there moves us)."""
+
+    def outbox(self) -> Forwarder:
+        """The forwarder, with every provider operation this build knows."""
+        if self.forwarder is None:
+            from kiosk.outbox import Forwarder
+
+            ops: dict[str, Any] = {}
+            if self.payby is not None:
+                from kiosk.flows.payby_cashin import PayByPay
+
+                ops[PayByPay.name] = PayByPay(self)
+            self.forwarder = Forwarder(self.journal, ops, clock_ms=self.clock_ms)
+        return self.forwarder
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class Sources:

@@ -117,11 +117,13 @@ async def credit_stray(ctx: Context, note: Note) -> None:
             )
         log.warning("%s: an unconfirmed note was credited by the device", tx.ref)
     else:
-        last = await _last_tx(ctx)
-        if last is None:
-            tx_id = await j.call(j.sync.begin, "payby_cashin", currency=ctx.config.currency.code)
-            last = await j.call(j.sync.transition, tx_id.id, "refused", reason="stray_note")
-        await j.call(j.sync.owe, last.id, note.value, "stray_note")
+        last = await j.call(
+            j.sync.owe_stray,
+            note.value,
+            "stray_note",
+            journey="payby_cashin",
+            currency=ctx.config.currency.code,
+        )
         log.warning("%s: a stray note of %s credited: owed", last.ref, note.value)
     try:
         await ctx.validator.ack_credit()

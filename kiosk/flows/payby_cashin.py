@@ -3,8 +3,8 @@
 States (``kiosk.journeys.PAYBY_CASHIN``)::
 
     resolving ──> accepting ──> paying ──> paid ──> completed
-        │             │            │ └──> pay_unknown ──> paid | owed | paying (retry)
-        └> refused    └> cancelled (no note) | owed (notes in)   └──> owed (refused)
+        │             │            │ └──> pending ──> paid | owed   (the outbox, later)
+        └> refused    └> cancelled (no note) | owed (notes in)   └──> owed (signed: not paid)
 
 Money rules held here:
 
@@ -12,15 +12,19 @@ Money rules held here:
   balance must cover it (the payment fails otherwise), else ``refused``;
 - a note that would overpay is returned from escrow; a note is credited in the journal at the
   device's safe credit point, before the device is acknowledged;
-- the pay call carries ``storePaymentNo = <ref>-pay`` (idempotent at PayBy) and its intent is
-  committed before it is sent; an ambiguous outcome is settled with getOrder before anything
-  is repeated; a refusal for good leaves the customer's cash ``owed``.
+- the pay is an outbox call (:mod:`kiosk.outbox`): ``storePaymentNo = <ref>-pay`` (idempotent
+  at PayBy), the request sealed in the journal with its ``requestTime``, committed with
+  ``paying`` before it is sent. Only a signed answer decides: paid ⇒ ``paid``; not paid, once
+  no delivery is in doubt or the request's 15-minute window has closed ⇒ ``owed``. Otherwise
+  the customer leaves with a PENDING receipt and the outbox goes on in the background;
+- every decision (owe, pay, pend) is one journal commit with its liabilities and receipt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from typing import Any
 
 from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
@@ -34,24 +38,17 @@ from drivers.validator.base import (
     NoteReturned,
 )
 from kiosk import receipts
-from kiosk.errors import (
-    ProviderAmbiguous,
-    ProviderError,
-    ProviderProtocolError,
-    ProviderRefused,
-    ProviderUnavailable,
-)
+from kiosk.errors import ProviderError, ProviderRefused
 from kiosk.flows import device_events
 from kiosk.flows.context import Context, Sources
-from kiosk.journal import Tx
+from kiosk.journal import Call, Outcome, Tx
 from kiosk.money import Money
+from kiosk.outbox import Attempt, Delivery, Verdict, classify
 
 log = logging.getLogger("kiosk.flows.payby")
 
 PAID = frozenset({"PAID_SUCCESS", "SETTLED"})
 NOT_VISIBLE = frozenset({"62004", "62035"})  # MERCHANT_ORDER_NO / ORDER_NO_NOT_EXIST
-PAY_ATTEMPTS = 3  # deliveries of the same pay request when PayBy is unreachable
-SETTLE_ATTEMPTS = 5  # getOrder attempts to settle an ambiguous pay, with backoff
 
 
 class PayByCashIn:
@@ -217,8 +214,6 @@ class PayByCashIn:
     async def _end_without_payment(self, tx: Tx, ending: str) -> Tx:
         j = self.j
         unknown = await j.call(j.sync.effects, tx.id, kind="stack", status="unknown")
-        for eff in unknown:
-            await j.call(j.sync.owe, tx.id, eff.amount or 0, "unconfirmed_note")
         if tx.credited == 0 and not unknown:
             tx = await j.call(j.sync.transition, tx.id, "cancelled", reason=ending)
             self.ctx.panel.show(PanelState.READY if ending == "cancel" else PanelState.REFUSED)
@@ -226,105 +221,176 @@ class PayByCashIn:
         return await owe(self.ctx, tx, f"ended_by_{ending}")
 
     async def _pay(self, tx: Tx) -> Tx:
-        """Pay the order (tx in ``paying``). Each delivery has its own effect; all carry the
-        same storePaymentNo, so PayBy pays at most once."""
-        j = self.j
-        self.ctx.panel.show(PanelState.WAIT)
-        if tx.state != "paying":
-            tx = await j.call(j.sync.transition, tx.id, "paying")
-        first = len(await j.call(j.sync.effects, tx.id, kind="pay")) + 1
-        for attempt in range(first, first + PAY_ATTEMPTS):
-            eff = await j.call(
-                j.sync.intent,
-                tx.id,
-                "pay",
-                f"{tx.ref}-pay#{attempt}",
-                amount=tx.amount_due,
-                request={"order_no": tx.provider_ref, "payment_no": f"{tx.ref}-pay"},
-            )
-            try:
-                order = await self.payby.pay_token_order(
-                    self.token_url,
-                    order_no=tx.provider_ref or "",
-                    amount=Money.of(tx.amount_due, tx.currency),
-                    payment_no=f"{tx.ref}-pay",
-                    device_id=self.ctx.config.kiosk_id,
-                )
-            except ProviderUnavailable as exc:  # not delivered: the same request again, later
-                await j.call(j.sync.outcome, eff.id, "failed", outcome={"error": str(exc)})
-                await self.ctx.sleep(2.0 * (attempt - first + 1))
-                continue
-            except ProviderRefused as exc:
-                # Never taken on its word: PayBy leaves some refusals unsigned, so a forged
-                # one must not turn a paid order into cash owed. getOrder decides.
-                await j.call(j.sync.outcome, eff.id, "failed", outcome={"code": exc.code})
-                tx = await j.call(j.sync.transition, tx.id, "pay_unknown")
-                return await settle_unknown(self.ctx, tx, refused=exc.code)
-            except (ProviderAmbiguous, ProviderProtocolError) as exc:
-                await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": str(exc)})
-                tx = await j.call(j.sync.transition, tx.id, "pay_unknown")
-                retry = None if self._retried else self._pay_once_more
-                return await settle_unknown(self.ctx, tx, retry=retry)
-            ok = order.status in PAID
-            await j.call(
-                j.sync.outcome,
-                eff.id,
-                "done" if ok else "failed",
-                outcome={"status": str(order.status)},
-            )
-            if ok:
-                return await complete(self.ctx, tx)
-            return await owe(self.ctx, tx, f"pay_status_{order.status}")
-        return await owe(self.ctx, tx, "provider_unreachable")
-
-    async def _pay_once_more(self, tx: Tx) -> Tx:
-        self._retried = True
-        return await self._pay(tx)
+        """Pay the order through the outbox: the row (the request, sealed), the effect's
+        intent and ``paying`` commit together; the customer waits up to ``pay_wait_s`` for a
+        definitive answer, then leaves with a PENDING receipt and the outbox goes on."""
+        ctx, j = self.ctx, self.j
+        assert ctx.config.payby is not None
+        ctx.panel.show(PanelState.WAIT)
+        now = ctx.clock_ms()
+        call = Call(
+            op=PayByPay.name,
+            kind="pay",
+            idem_key=f"{tx.ref}-pay",
+            amount=tx.amount_due,
+            request={
+                "token_url": self.token_url,
+                "order_no": tx.provider_ref,
+                "amount": tx.amount_due,
+                "currency": tx.currency,
+                "payment_no": f"{tx.ref}-pay",
+                "device_id": ctx.config.kiosk_id,
+            },
+            public={"order_no": tx.provider_ref, "payment_no": f"{tx.ref}-pay"},
+            request_time_ms=now,
+            void_after_ms=now + REQUEST_WINDOW_MS + int(ctx.config.payby.clock_margin_s * 1000),
+        )
+        tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "paying", call)
+        forwarder = ctx.outbox()
+        waited_ms, budget_ms = 0, int(ctx.config.payby.pay_wait_s * 1000)
+        async with forwarder.hold(row_id):
+            while (status := await forwarder.step(row_id, inline=True)) == "queued":
+                row = await j.call(j.sync.outbox_row, row_id)
+                delay_ms = max(50, row["next_at_ms"] - ctx.clock_ms())
+                if waited_ms + delay_ms > budget_ms:
+                    break
+                await ctx.sleep(delay_ms / 1000)
+                waited_ms += delay_ms
+            tx = await j.call(j.sync.get, tx.id)
+            if status == "queued":
+                return await pend(ctx, tx, eff.id, "pay_unconfirmed")
+        return await after_settled(ctx, tx)
 
 
-async def settle_unknown(
-    ctx: Context,
-    tx: Tx,
-    *,
-    retry: Callable[[Tx], Awaitable[Tx]] | None = None,
-    refused: str | None = None,
-) -> Tx:
-    """Ask PayBy what happened to an ambiguous pay (getOrder) before anything is repeated.
+REQUEST_WINDOW_MS = 15 * 60 * 1000  # PayBy refuses a requestTime older than this
 
-    Paid by this store ⇒ paid. Still CREATED ⇒ ``retry`` (the flow still holds the tokenUrl:
-    pay again, same storePaymentNo), else owed. FAILURE ⇒ owed. Unreachable ⇒ stays
-    ``pay_unknown`` (the daemon retries in the background) and a *pending* receipt is printed.
-    """
-    assert ctx.payby is not None and ctx.config.payby is not None
-    j = ctx.journal
-    for attempt in range(1, SETTLE_ATTEMPTS + 1):
+
+class PayByPay:
+    """The outbox operation ``payby.pay``: pay a Cash Top Up order from the store's wallet."""
+
+    name = "payby.pay"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def send(self, row: dict[str, Any], request: dict[str, Any]) -> Attempt:
+        payby = self.ctx.payby
+        assert payby is not None
         try:
-            order = await ctx.payby.get_order(order_no=tx.provider_ref)
-            status, paid_by_us = str(order.status), order.payer_mid == ctx.config.payby.partner_id
-        except ProviderRefused as exc:
-            if exc.code not in NOT_VISIBLE:  # e.g. our clock is off: no answer yet
-                log.warning("%s: getOrder refused (%s), attempt %d", tx.ref, exc, attempt)
-                await ctx.sleep(min(30.0, 2.0**attempt))
-                continue
-            # Another merchant's order is visible to this store only once the store paid it.
-            status, paid_by_us = "NOT_PAID_BY_STORE", False
+            order = await payby.pay_token_order(
+                request["token_url"],
+                order_no=request["order_no"],
+                amount=Money.of(request["amount"], request["currency"]),
+                payment_no=request["payment_no"],
+                device_id=request["device_id"],
+                request_time_ms=row["request_time_ms"],
+            )
         except ProviderError as exc:
-            log.warning("%s: getOrder failed (%s), attempt %d", tx.ref, exc, attempt)
-            await ctx.sleep(min(30.0, 2.0**attempt))
-            continue
-        await j.call(j.sync.log, "pay.settle", {"status": status}, tx.id)
-        if status in PAID and paid_by_us:
-            return await complete(ctx, tx)
-        if status in ("CREATED", "NOT_PAID_BY_STORE") and retry is not None:
-            tx = await j.call(j.sync.transition, tx.id, "paying", data={"retry": True})
-            return await retry(tx)
-        reason = f"pay_refused:{refused}" if refused else f"pay_not_done:{status}"
-        return await owe(ctx, tx, reason)
-    if tx.state != "pay_unknown":
-        tx = await j.call(j.sync.transition, tx.id, "pay_unknown")
-    if not await j.call(j.sync.receipts, tx.id):
-        doc = await _receipt(ctx, tx, "pending", "PENDING - we are confirming your payment")
-        await receipts.issue(j, ctx.printer, tx, "pending", doc)
+            return Attempt(classify(exc), {"code": exc.code}, f"{type(exc).__name__}: {exc}")
+        if order.status in PAID and order.payer_mid in (None, self._partner()):
+            return Attempt(Delivery.DONE, {"status": str(order.status), "settled_by": "pay"})
+        # A signed answer that is not "paid": the state query decides.
+        return Attempt(Delivery.REFUSED, {"status": str(order.status)}, f"status {order.status}")
+
+    async def query(self, row: dict[str, Any]) -> tuple[Verdict, dict[str, Any]]:
+        payby = self.ctx.payby
+        assert payby is not None
+        tx = await self.ctx.journal.call(self.ctx.journal.sync.get, row["tx_id"])
+        try:
+            order = await payby.get_order(order_no=tx.provider_ref)
+        except ProviderRefused as exc:
+            if exc.signed and exc.code in NOT_VISIBLE:
+                # Another merchant's order is visible to this store only once the store paid it.
+                return Verdict.NOT_APPLIED, {"status": "NOT_PAID_BY_STORE", "code": exc.code}
+            return Verdict.UNKNOWN, {"error": f"getOrder refused ({exc.code})"}
+        except ProviderError as exc:
+            return Verdict.UNKNOWN, {"error": f"getOrder: {type(exc).__name__}"}
+        if order.status in PAID:
+            if order.payer_mid == self._partner():
+                return Verdict.APPLIED, {"status": str(order.status), "settled_by": "getOrder"}
+            return Verdict.NOT_APPLIED, {"status": "PAID_BY_ANOTHER", "settled_by": "getOrder"}
+        return Verdict.NOT_APPLIED, {"status": str(order.status), "settled_by": "getOrder"}
+
+    async def settle(
+        self, row: dict[str, Any], applied: bool, detail: dict[str, Any], *, inline: bool
+    ) -> None:
+        ctx, j = self.ctx, self.ctx.journal
+        tx = await j.call(j.sync.get, row["tx_id"])
+        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
+        assert eff is not None
+        outcome = Outcome(eff.id, "done" if applied else "failed", outcome=detail)
+        finish = (row["id"], "done" if applied else "failed", detail)
+        if applied:
+            await j.call(j.sync.decide, tx.id, "paid", outcome=outcome, finish_call=finish)
+            log.info("%s: PayBy confirmed the payment (%s)", tx.ref, detail.get("settled_by"))
+            if not inline:
+                await j.call(j.sync.transition, tx.id, "completed", data={"customer": "left"})
+            return
+        code = detail.get("code")
+        reason = f"pay_refused:{code}" if code else f"pay_not_done:{detail.get('status', '?')}"
+        receipt = None
+        if inline:
+            doc = await _receipt(ctx, _projected(tx, "owed", tx.credited, reason), "owed", OWED)
+            receipt = ("owed", receipts.to_json(doc))
+        await j.call(
+            j.sync.decide,
+            tx.id,
+            "owed",
+            outcome=outcome,
+            finish_call=finish,
+            owe=[(tx.credited, reason)],
+            owe_unconfirmed=True,
+            receipt=receipt,
+            reason=reason,
+        )
+        log.warning("%s: PayBy did not pay the order (%s): owed", tx.ref, reason)
+
+    def _partner(self) -> str:
+        assert self.ctx.config.payby is not None
+        return self.ctx.config.payby.partner_id
+
+
+OWED = "NOT PAID - keep this receipt; support will refund you"
+PENDING = (
+    "PENDING - PayBy has not confirmed your payment yet. The kiosk keeps trying: your order"
+    " is paid as soon as PayBy confirms it; if it cannot be paid, support refunds your cash."
+    " Keep this receipt."
+)
+
+
+async def after_settled(ctx: Context, tx: Tx) -> Tx:
+    """The customer is still here and the outbox settled the pay: paid ⇒ the receipt and
+    ``completed``; owed ⇒ the receipt the decision queued."""
+    j = ctx.journal
+    if tx.state == "paid":
+        return await finish_paid(ctx, tx)
+    for row in await j.call(j.sync.receipts, tx.id, queued_only=True):
+        await receipts.print_queued(j, ctx.printer, row["id"], receipts.from_json(row["document"]))
+    ctx.panel.show(PanelState.REFUSED)
+    return tx
+
+
+async def pend(ctx: Context, tx: Tx, effect_id: int, reason: str) -> Tx:
+    """The pay may still land: ``pending`` with a PENDING receipt, in one commit."""
+    j = ctx.journal
+    eff = await j.call(j.sync.effect, effect_id)
+    outcome = (
+        Outcome(effect_id, "unknown", outcome={"pending": reason})
+        if eff.status == "intent"
+        else None
+    )
+    doc = await _receipt(ctx, _projected(tx, "pending", 0, reason), "pending", PENDING)
+    tx, receipt_id = await j.call(
+        j.sync.decide,
+        tx.id,
+        "pending",
+        outcome=outcome,
+        receipt=("pending", receipts.to_json(doc)),
+        reason=reason,
+    )
+    log.warning("%s: pending (%s); the outbox goes on in the background", tx.ref, reason)
+    if receipt_id is not None:
+        await receipts.print_queued(j, ctx.printer, receipt_id, doc)
     ctx.panel.show(PanelState.REFUSED)
     return tx
 
@@ -336,10 +402,15 @@ async def complete(ctx: Context, tx: Tx) -> Tx:
 
 
 async def finish_paid(ctx: Context, tx: Tx) -> Tx:
-    """Receipt, then ``completed``. A receipt that fails stays queued; the payment stands."""
+    """Receipt, then ``completed``. A receipt that fails stays queued; the payment stands.
+    A receipt queued before a crash is the one printed (never a second one)."""
     j = ctx.journal
-    doc = await _receipt(ctx, tx, "cashin", "PAID - your order is paid")
-    await receipts.issue(j, ctx.printer, tx, "cashin", doc)
+    rows = await j.call(j.sync.receipts, tx.id)
+    if any(r["kind"] == "pending" for r in rows):
+        pass  # the customer left with a PENDING receipt; nobody is there to take another
+    elif not any(r["kind"] == "cashin" for r in rows):
+        doc = await _receipt(ctx, tx, "cashin", "PAID - your order is paid")
+        await receipts.issue(j, ctx.printer, tx, "cashin", doc)
     tx = await j.call(j.sync.transition, tx.id, "completed")
     log.info("%s: completed", tx.ref)
     ctx.panel.show(PanelState.DONE)
@@ -347,15 +418,31 @@ async def finish_paid(ctx: Context, tx: Tx) -> Tx:
 
 
 async def owe(ctx: Context, tx: Tx, reason: str) -> Tx:
-    """The customer's cash stays with the kiosk: a liability, a receipt that says so."""
+    """The customer's cash stays with the kiosk: the liabilities (the credited notes, and
+    every unconfirmed one), ``owed`` and the receipt that says so, in one commit."""
     j = ctx.journal
-    await j.call(j.sync.owe, tx.id, tx.credited, reason)
-    tx = await j.call(j.sync.transition, tx.id, "owed", reason=reason)
+    unknown = await j.call(j.sync.effects, tx.id, kind="stack", status="unknown")
+    extra = tx.credited + sum(e.amount or 0 for e in unknown)
+    doc = await _receipt(ctx, _projected(tx, "owed", extra, reason), "owed", OWED)
+    tx, receipt_id = await j.call(
+        j.sync.decide,
+        tx.id,
+        "owed",
+        owe=[(tx.credited, reason)],
+        owe_unconfirmed=True,
+        receipt=("owed", receipts.to_json(doc)),
+        reason=reason,
+    )
     log.warning("%s: owed %s (%s)", tx.ref, Money.of(tx.owed, tx.currency), reason)
-    doc = await _receipt(ctx, tx, "owed", "NOT PAID - keep this receipt; support will refund you")
-    await receipts.issue(j, ctx.printer, tx, "owed", doc)
+    if receipt_id is not None:
+        await receipts.print_queued(j, ctx.printer, receipt_id, doc)
     ctx.panel.show(PanelState.REFUSED)
     return tx
+
+
+def _projected(tx: Tx, state: str, owed_more: int, reason: str) -> Tx:
+    """``tx`` as the decision about to be committed leaves it (for its receipt)."""
+    return dataclasses.replace(tx, state=state, owed=tx.owed + owed_more, reason=reason)
 
 
 async def _receipt(ctx: Context, tx: Tx, kind: str, status: str) -> Document:

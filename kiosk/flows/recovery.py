@@ -13,13 +13,14 @@ module carries it out for the journeys the kiosk runs today. Notes whose stack w
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from drivers.validator.base import Note, PowerUpReport
 from kiosk.flows.cashout import end_payout, settle_payout
 from kiosk.flows.context import Context
-from kiosk.flows.payby_cashin import finish_paid, owe, settle_unknown
-from kiosk.journal import Tx
+from kiosk.flows.payby_cashin import REQUEST_WINDOW_MS, PayByPay, finish_paid, owe, pend
+from kiosk.journal import Call, Tx
 
 log = logging.getLogger("kiosk.recovery")
 
@@ -91,25 +92,63 @@ async def _recover_tx(ctx: Context, tx: Tx) -> Tx:
 
 
 async def _payby_cashin(ctx: Context, tx: Tx) -> Tx:
+    """Local decisions only: nothing here waits on PayBy (READY must come within the start
+    budget whatever PayBy does); the outbox settles pending payments in the background."""
     j = ctx.journal
     if tx.state == "resolving":
         return await j.call(j.sync.transition, tx.id, "refused", reason="interrupted")
     if tx.state == "accepting":
         unknown = await j.call(j.sync.effects, tx.id, kind="stack", status="unknown")
-        for eff in unknown:
-            await j.call(j.sync.owe, tx.id, eff.amount or 0, "unconfirmed_note")
         if tx.credited == 0 and not unknown:
             return await j.call(j.sync.transition, tx.id, "cancelled", reason="interrupted")
-        return await owe(ctx, await j.call(j.sync.get, tx.id), "interrupted")
+        return await owe(ctx, tx, "interrupted")
     if tx.state in ("paying", "pay_unknown"):
-        for eff in await j.call(j.sync.effects, tx.id, kind="pay", status="intent"):
-            await j.call(j.sync.outcome, eff.id, "unknown", outcome={"settled_by": "recovery"})
-        if tx.state == "paying":
-            tx = await j.call(j.sync.transition, tx.id, "pay_unknown")
-        return await settle_unknown(ctx, tx)  # the tokenUrl is gone: no retry
+        rows = await j.call(j.sync.outbox_rows, tx.id, queued_only=True)
+        if rows:
+            # The crash may have cut a delivery short: the request may have been sent.
+            await j.call(j.sync.mark_in_doubt, rows[0]["id"], "interrupted")
+        else:
+            await _legacy_pay_call(ctx, tx)
+        pays = await j.call(j.sync.effects, tx.id, kind="pay")
+        tx = await j.call(j.sync.get, tx.id)
+        if tx.state == "paying" or tx.state == "pay_unknown":
+            return await pend(ctx, tx, pays[-1].id, "interrupted")
+        return tx
     if tx.state == "paid":
         return await finish_paid(ctx, tx)
     return tx
+
+
+async def _legacy_pay_call(ctx: Context, tx: Tx) -> None:
+    """A journal written before the outbox: its pay effects but no row. The tokenUrl is gone,
+    so the row can only query PayBy; it owes only after the last request's window closed."""
+    j = ctx.journal
+    pays = await j.call(j.sync.effects, tx.id, kind="pay")
+    last = max((_epoch_ms(e.started_at) for e in pays), default=int(time.time() * 1000))
+    margin = int((ctx.config.payby.clock_margin_s if ctx.config.payby else 120.0) * 1000)
+    for eff in pays:
+        if eff.status == "intent":
+            await j.call(j.sync.outcome, eff.id, "unknown", outcome={"settled_by": "recovery"})
+    call = Call(
+        op=PayByPay.name,
+        kind="pay",
+        idem_key=f"{tx.ref}-pay",
+        amount=tx.amount_due,
+        request=None,
+        public={"order_no": tx.provider_ref, "legacy": True},
+        request_time_ms=last,
+        void_after_ms=last + REQUEST_WINDOW_MS + margin,
+    )
+    _, _, row_id = await j.call(j.sync.start_call, tx.id, None, call)
+    await j.call(j.sync.mark_in_doubt, row_id, "written before the outbox")
+
+
+def _epoch_ms(iso: str) -> int:
+    import calendar
+
+    whole, _, frac = iso.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return seconds * 1000 + int((frac or "0")[:3].ljust(3, "0"))
 
 
 async def _local_cashout(ctx: Context, tx: Tx) -> Tx:

@@ -390,7 +390,14 @@ class PayByClient:
         return parse_acquire_order(body.get("acquireOrder"))
 
     async def pay_token_order(
-        self, token_url: str, *, order_no: str, amount: Money, payment_no: str, device_id: str
+        self,
+        token_url: str,
+        *,
+        order_no: str,
+        amount: Money,
+        payment_no: str,
+        device_id: str,
+        request_time_ms: int | None = None,
     ) -> AcquireOrder:
         """Pay a customer's CREATED order from the store's wallet (the cash is in the kiosk).
 
@@ -399,6 +406,8 @@ class PayByClient:
         ``/acquire2/cashTopUp/payOrder``) and the body is our assumption. ``payment_no``
         (``storePaymentNo``, ≤64 of ``[A-Za-z0-9_-]``) is the idempotency key: journal it
         before calling, and repeat with the same value after an ambiguous outcome.
+        ``request_time_ms`` fixes ``requestTime`` (the outbox re-sends the very same request,
+        so PayBy's 15-minute window bounds when it can still be applied).
         """
         biz: dict[str, object] = {
             "tokenUrl": token_url,
@@ -407,7 +416,7 @@ class PayByClient:
             "storePaymentNo": _check_id(payment_no, "payment_no"),
             "deviceId": device_id,
         }
-        body = await self._call(self._pay_order_path, biz)
+        body = await self._call(self._pay_order_path, biz, request_time_ms=request_time_ms)
         return parse_acquire_order(body.get("acquireOrder"))
 
     # --- transport -----------------------------------------------------------------------
@@ -419,9 +428,12 @@ class PayByClient:
         body = await self._call(path, dict(biz))
         return parse_acquire_order(body.get("acquireOrder"))
 
-    async def _call(self, path: str, biz: Mapping[str, object]) -> Mapping[str, object]:
+    async def _call(
+        self, path: str, biz: Mapping[str, object], *, request_time_ms: int | None = None
+    ) -> Mapping[str, object]:
         """POST a signed request; the verified reply ``body``, or a provider error."""
-        raw = dumps({"requestTime": self._clock(), "bizContent": dict(biz)})
+        when = self._clock() if request_time_ms is None else request_time_ms
+        raw = dumps({"requestTime": when, "bizContent": dict(biz)})
         headers = {
             "Content-Type": "application/json",
             PARTNER_HEADER: self._partner_id,
@@ -482,14 +494,19 @@ class PayByClient:
             raise _broken(f"unsigned reply with code {code}: refusing a possibly forged reply")
         apply_status = _required(head, "applyStatus")
         msg = _text(head, "msg", optional=True) or ""
+        signed = sign is not None
         if apply_status == "SUCCESS" and code == "0":
             return _obj(doc.get("body"), "body")
         if apply_status == "ERROR":
-            raise ProviderRefused(PROVIDER, f"our signature was rejected: {msg}", code=code)
+            raise ProviderRefused(
+                PROVIDER, f"our signature was rejected: {msg}", code=code, signed=signed
+            )
         if apply_status not in ("SUCCESS", "FAIL") or code == "0":
             raise _broken(f"inconsistent head: applyStatus={apply_status} code={code}")
         if code in _AMBIGUOUS_CODES:
-            raise ProviderAmbiguous(PROVIDER, msg or "system error", code=code)
+            raise ProviderAmbiguous(PROVIDER, msg or "system error", code=code, signed=signed)
         if code in _UNAVAILABLE_CODES:
-            raise ProviderUnavailable(PROVIDER, msg or "service unavailable", code=code)
-        raise ProviderRefused(PROVIDER, msg or "refused", code=code)
+            raise ProviderUnavailable(
+                PROVIDER, msg or "service unavailable", code=code, signed=signed
+            )
+        raise ProviderRefused(PROVIDER, msg or "refused", code=code, signed=signed)

@@ -20,7 +20,10 @@ Hooks under ``/_sandbox/payby`` (JSON, amounts as strings, no signatures)::
     POST merchants      {"partnerId", "publicKeyPem", "balance"?: {"currency", "amount"}}
     POST orders         {"amount", "currency", "subject"?, "merchantOrderNo"?}  (online merchant)
     GET  orders/<orderNo>      GET balance/<partnerId>      GET public-key (PEM text)
-    POST faults         {"op", "mode": drop_response|error_500|delay, "count"?, "delay_s"?}
+    POST faults         {"op", "mode", "count"?, "delay_s"?}; modes: drop_response (applied,
+                        no reply), error_500 (not applied), delay (applied, reply late),
+                        hold (applied late, after delay_s), http_429 / unsigned_402 /
+                        unsigned_404 (applied; the reply is that error, unsigned)
                         or {"clear": true}
     GET  notifications  the notification rows (never sent: no outbound HTTP)
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
@@ -200,6 +204,8 @@ class PayBySandbox:
         fault = self.faults.take(op)
         if fault is not None and fault.mode is FaultMode.ERROR_500:
             return Response.text("Internal Server Error", 500)  # no effect
+        if fault is not None and fault.mode is FaultMode.HOLD:
+            time.sleep(fault.delay_ms / 1000)  # the request lands late (the client gave up)
         head, body = self._process(op, request)
         response = self._envelope(head, body)
         return fault.apply(response) if fault is not None else response

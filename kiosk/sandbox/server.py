@@ -157,6 +157,10 @@ class FaultMode(StrEnum):
     DROP_RESPONSE = "drop_response"  # the operation takes effect, the reply never comes
     ERROR_500 = "error_500"  # HTTP 500, no effect
     DELAY = "delay"  # the operation takes effect, the reply comes delay_s later
+    HOLD = "hold"  # the request is held delay_s (a slow network), then takes effect and replies
+    HTTP_429 = "http_429"  # the operation takes effect, the reply is an HTTP 429 (a gateway)
+    UNSIGNED_402 = "unsigned_402"  # the operation takes effect; the reply: unsigned head 402
+    UNSIGNED_404 = "unsigned_404"  # the operation takes effect; the reply: unsigned head 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,12 @@ class Fault:
             return replace(response, drop=True)
         if self.mode is FaultMode.DELAY:
             return replace(response, delay_ms=self.delay_ms)
+        if self.mode is FaultMode.HTTP_429:
+            return Response.text("Too Many Requests", 429)
+        if self.mode in (FaultMode.UNSIGNED_402, FaultMode.UNSIGNED_404):
+            code = "402" if self.mode is FaultMode.UNSIGNED_402 else "404"
+            head = {"applyStatus": "FAIL", "code": code, "msg": "unsigned error head"}
+            return Response.json({"head": head})  # no sign header
         return response
 
 

@@ -147,6 +147,7 @@ async def rig(
                 panel=panel,
                 payby=client,
                 sleep=fast_sleep,
+                clock_ms=sandbox.clock.now_ms,
             )
             try:
                 yield Rig(ctx, sandbox, validator, printer, panel, factory, files, sleeps)

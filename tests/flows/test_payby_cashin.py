@@ -129,13 +129,16 @@ def test_lost_pay_reply_is_settled_with_get_order_and_paid_once(tmp_path: Path) 
             assert r.balance() == "850.00"  # debited once
             j = r.ctx.journal
             pays = await j.call(j.sync.effects, tx.id, kind="pay")
-            assert [p.status for p in pays] == ["unknown"]
+            assert [p.status for p in pays] == ["done"]  # one effect, delivered twice
+            (row,) = await j.call(j.sync.outbox_rows, tx.id)
+            assert (row["status"], row["attempts"]) == ("done", 1)
+            assert row["result"]["in_doubt"] is True
             states = [
                 e["to_state"]
                 for e in await j.call(j.sync.events, tx.id)
                 if e["kind"] == "transition"
             ]
-            assert states == ["accepting", "paying", "pay_unknown", "paid", "completed"]
+            assert states == ["accepting", "paying", "paid", "completed"]
 
     run(scenario)
 
@@ -149,9 +152,11 @@ def test_pay_that_never_arrived_is_sent_again_with_the_same_key(tmp_path: Path) 
             tx = await task
             assert tx.state == "completed" and r.balance() == "950.00"
             j = r.ctx.journal
-            pays = await j.call(j.sync.effects, tx.id, kind="pay")
-            assert [p.status for p in pays] == ["unknown", "done"]
-            assert {p.request["payment_no"] for p in pays} == {f"{tx.ref}-pay"}
+            (pay,) = await j.call(j.sync.effects, tx.id, kind="pay")
+            assert (pay.status, pay.idem_key) == ("done", f"{tx.ref}-pay")
+            (row,) = await j.call(j.sync.outbox_rows, tx.id)
+            assert row["idem_key"] == f"{tx.ref}-pay" and row["attempts"] == 1
+            assert row["sealed"] is None if "sealed" in row else True  # wiped once settled
 
     run(scenario)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -12,54 +11,31 @@ from kiosk.flows.recovery import recover
 from kiosk.journal import Tx
 from kiosk.journeys import PAYBY_CASHIN, TERMINAL
 from kiosk.money import Money
+from tests.flows.recovery_helpers import PAYBY_CASHIN_PATH, at_state
 from tests.flows.rig import Rig, rig, run
 
 NOTE = Note(channel=2, value=5000, currency="AED")
 
 
-async def at_state(
-    r: Rig,
-    state: str,
-    *,
-    order: dict[str, Any] | None = None,
-    credited: int = 0,
-    in_flight: int | None = None,
-) -> Tx:
-    """A transaction driven through the journal (as the flow would) up to ``state``."""
-    j = r.ctx.journal
-    s = j.sync
-    tx = await j.call(s.begin, "payby_cashin", currency="AED")
-    if state == "resolving":
-        return tx
-    order = order or r.order("150.00")
-    tx = await j.call(
-        s.transition, tx.id, "accepting", amount_due=15000, provider_ref=order["orderNo"]
-    )
-    n = 0
-    for value in [10000, 5000] if credited == 15000 else [credited] if credited else []:
-        n += 1
-        eff = await j.call(s.intent, tx.id, "stack", f"{tx.ref}-note{n}", amount=value)
-        await j.call(s.outcome, eff.id, "done", credit=value)
-    if in_flight is not None:
-        await j.call(s.intent, tx.id, "stack", f"{tx.ref}-note{n + 1}", amount=in_flight)
-    for nxt in PAYBY_CASHIN_PATH[PAYBY_CASHIN_PATH.index("accepting") + 1 :]:
-        if PAYBY_CASHIN_PATH.index(nxt) > PAYBY_CASHIN_PATH.index(state):
-            break
-        tx = await j.call(s.transition, tx.id, nxt)
-    return await j.call(s.get, tx.id)
-
-
-PAYBY_CASHIN_PATH = ["resolving", "accepting", "paying", "pay_unknown", "paid"]
-
-
 async def recovered(r: Rig, report: PowerUpReport | None = None) -> Tx:
     (tx,) = await recover(r.ctx, report or PowerUpReport())
-    assert tx.state in TERMINAL | {"pay_unknown"}
+    assert tx.state in TERMINAL | {"pending"}
     return tx
 
 
+async def forward(r: Rig, tx: Tx) -> Tx:
+    """What the daemon's background forwarder does for this transaction's outbox row."""
+    j = r.ctx.journal
+    (row,) = await j.call(j.sync.outbox_rows, tx.id)
+    forwarder = r.ctx.outbox()
+    async with forwarder.hold(row["id"]):
+        await forwarder.step(row["id"])
+    return await j.call(j.sync.get, tx.id)
+
+
 def test_every_non_terminal_state_is_covered() -> None:
-    assert set(PAYBY_CASHIN_PATH) == PAYBY_CASHIN.states - TERMINAL - {"completed"}
+    covered = {*PAYBY_CASHIN_PATH, "pay_unknown"}
+    assert covered == PAYBY_CASHIN.states - TERMINAL - {"completed"}
 
 
 def test_resolving_is_refused(tmp_path: Path) -> None:
@@ -104,14 +80,12 @@ def test_accepting(
     run(scenario)
 
 
-@pytest.mark.parametrize("state", ["paying", "pay_unknown"])
-def test_paying_when_the_pay_reached_payby_completes(tmp_path: Path, state: str) -> None:
+@pytest.mark.parametrize("state", ["paying", "pending"])
+def test_a_pay_that_reached_payby_is_pending_then_paid_once(tmp_path: Path, state: str) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
             order = r.order("150.00")
             tx = await at_state(r, state, order=order, credited=15000)
-            j = r.ctx.journal
-            await j.call(j.sync.intent, tx.id, "pay", f"{tx.ref}-pay#1", amount=15000)
             assert r.ctx.payby is not None  # the pay went out just before the power cut
             await r.ctx.payby.pay_token_order(
                 order["tokenUrl"],
@@ -120,37 +94,55 @@ def test_paying_when_the_pay_reached_payby_completes(tmp_path: Path, state: str)
                 payment_no=f"{tx.ref}-pay",
                 device_id="KSK-DEMO",
             )
-            tx = await recovered(r)
+            tx = await recovered(r)  # no provider call at start-up
+            assert (tx.state, tx.owed) == ("pending", 0)
+            if state == "paying":  # the customer may still be there: a PENDING receipt
+                assert (r.ctx.config.receipts_dir / f"{tx.ref}-pending.txt").exists()
+            tx = await forward(r, tx)  # the same request again: PayBy says paid
             assert (tx.state, tx.owed) == ("completed", 0)
             assert r.balance() == "850.00"
 
     run(scenario)
 
 
-@pytest.mark.parametrize("state", ["paying", "pay_unknown"])
-def test_paying_when_the_pay_never_left_is_owed(tmp_path: Path, state: str) -> None:
+def test_a_pay_that_never_left_is_sent_again_and_paid(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
-            await at_state(r, state, credited=15000)
+            tx = await at_state(r, "paying", credited=15000)
+            tx = await forward(r, await recovered(r))
+            assert (tx.state, tx.owed) == ("completed", 0)
+            assert r.balance() == "850.00"
+
+    run(scenario)
+
+
+def test_a_legacy_pay_unknown_is_owed_only_once_its_request_is_void(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            tx = await at_state(r, "pay_unknown", credited=15000)
             tx = await recovered(r)
+            assert tx.state == "pending"
+            tx = await forward(r, tx)  # getOrder: CREATED, but the old request may land
+            assert (tx.state, tx.owed) == ("pending", 0)
+            r.hook("clock", {"advance_s": 15 * 60 + 121})  # past requestTime + 15 min + margin
+            tx = await forward(r, tx)
             assert (tx.state, tx.owed) == ("owed", 15000)
             assert r.balance() == "1000.00"
 
     run(scenario)
 
 
-def test_pay_unknown_with_payby_unreachable_stays_pending(tmp_path: Path) -> None:
+def test_recovery_never_waits_on_payby(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
-            await at_state(r, "pay_unknown", credited=15000)
-            r.hook("payby/faults", {"op": "getOrder", "mode": "error_500", "count": 10})
-            tx = await recovered(r)
-            assert (tx.state, tx.owed) == ("pay_unknown", 0)
-            assert (r.ctx.config.receipts_dir / f"{tx.ref}-pending.txt").exists()
-            assert len(r.sleeps) == 5  # backed off between getOrder attempts
+            for _ in range(2):
+                await at_state(r, "paying", credited=15000)
+            r.hook("payby/faults", {"op": "getOrder", "mode": "hold", "delay_s": 30})
+            r.hook("payby/faults", {"op": "payOrder", "mode": "hold", "delay_s": 30})
+            txs = await recover(r.ctx, PowerUpReport())
+            assert [t.state for t in txs] == ["pending", "pending"]
+            assert r.sleeps == []  # no backoff, no provider call: READY comes at once
             r.hook("payby/faults", {"clear": True})
-            (tx,) = await recover(r.ctx, PowerUpReport())  # the next idle tick settles it
-            assert tx.state == "owed"
 
     run(scenario)
 
