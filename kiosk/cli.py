@@ -230,6 +230,13 @@ def _journal_verify(j, *, as_json: bool) -> int:  # type: ignore[no-untyped-def]
     return 0 if report.ok else 1
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from kiosk.reconcile import main as reconcile
+
+    cfg, secrets = _load(args)
+    return reconcile(cfg, secrets, args.since, args.json)
+
+
 def cmd_liabilities(args: argparse.Namespace) -> int:
     from kiosk.money import Money
 
@@ -451,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     jr.add_argument("--limit", type=int, default=50)
     jr.add_argument("--json", action="store_true", help="machine-readable output")
     jr.set_defaults(fn=cmd_journal)
+
+    rc_ = with_config(
+        sub.add_parser("reconcile", help="compare the journal with each provider's own view")
+    )
+    rc_.add_argument("--since", help="only transactions created from this ISO time on (UTC)")
+    rc_.add_argument("--json", action="store_true", help="machine-readable output")
+    rc_.set_defaults(fn=cmd_reconcile)
 
     st = with_config(sub.add_parser("status", help="ask the running daemon how it is"))
     st.set_defaults(fn=cmd_status)

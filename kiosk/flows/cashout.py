@@ -74,7 +74,7 @@ async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
         result = await ctx.dispenser.payout(amount)
     except DriverError as exc:
         log.error("%s: payout ended without a report (%s): counting the recycler", tx.ref, exc)
-        return await settle_payout(ctx, tx, eff)
+        return await settle_payout(ctx, tx, eff, live=True)
     status = "done" if result.complete else "failed"
     outcome = Outcome(
         eff.id,
@@ -85,8 +85,14 @@ async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
     return await end_payout(ctx, tx, result.dispensed, result.detail, outcome=outcome)
 
 
-async def settle_payout(ctx: Context, tx: Tx, eff: Effect) -> Tx:
-    """Settle a payout whose outcome is unknown from the recycler's levels (recovery too)."""
+async def settle_payout(ctx: Context, tx: Tx, eff: Effect, *, live: bool = False) -> Tx:
+    """Settle a payout whose outcome is unknown from the recycler's levels (recovery too).
+
+    ``live``: the payout command itself just failed. If the recycler cannot even be read
+    (its port is gone, its power cut), the payout is left open in ``dispensing`` and the
+    kiosk out of service: when the unit comes back, its own report (eSSP INCOMPLETE PAYOUT:
+    requested, dispensed) or its levels settle it in recovery. Deciding now, blind, would
+    end it ``unknown`` and leave the unit's exact report unused."""
     j = ctx.journal
     report = getattr(ctx.validator, "incomplete_payout", None)
     if isinstance(report, PayoutResult) and report.requested == eff.amount:
@@ -103,9 +109,18 @@ async def settle_payout(ctx: Context, tx: Tx, eff: Effect) -> Tx:
         )
     before = {int(v): int(n) for v, n in eff.request.get("levels_before", {}).items()}
     try:
-        assert ctx.dispenser is not None
+        if ctx.dispenser is None:
+            raise DriverError("no recycler to read")
         after = await ctx.dispenser.levels()
-    except (AssertionError, DriverError) as exc:
+    except DriverError as exc:
+        if live:
+            log.error(
+                "%s: the recycler cannot be read (%s): left open until it is back", tx.ref, exc
+            )
+            await j.call(j.sync.log, "payout.unsettled", {"error": str(exc)}, tx.id)
+            ctx.panel.show(PanelState.OUT_OF_SERVICE)
+            ctx.out_of_service.set()
+            return tx
         await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": str(exc)})
         tx = await j.call(j.sync.transition, tx.id, "unknown", reason="payout_unknown")
         log.error("%s: payout outcome unknown: a technician must count the cash", tx.ref)
