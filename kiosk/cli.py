@@ -137,6 +137,12 @@ def cmd_bench_validator(args: argparse.Namespace) -> int:
     return validator(protocol=args.protocol, notes=args.notes, poll_interval=args.poll_ms / 1000)
 
 
+def cmd_bench_outbox(args: argparse.Namespace) -> int:
+    from kiosk.bench_outbox import outbox
+
+    return outbox(drain=args.drain, pending=args.pending)
+
+
 def cmd_bench_crashpoints(args: argparse.Namespace) -> int:
     from kiosk.crashpoints import main as crashpoints
 
@@ -428,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--frames", type=int, default=400)
     bq.add_argument("--seed", type=int, default=1)
     bq.set_defaults(fn=cmd_bench_qr)
+    bo = bsub.add_parser("outbox", help="outbox drain rate; READY with a backlog of pending rows")
+    bo.add_argument("--drain", type=int, default=1000, help="pending payments to drain")
+    bo.add_argument("--pending", type=int, default=10_000, help="backlog for the READY time")
+    bo.set_defaults(fn=cmd_bench_outbox)
     bc = bsub.add_parser(
         "crashpoints", help="SIGKILL the daemon before and after every durable step; invariants"
     )

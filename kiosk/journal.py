@@ -519,6 +519,7 @@ class Journal:
         owe_unconfirmed: bool = False,
         finish_call: tuple[int, str, dict[str, Any]] | None = None,
         receipt: tuple[str, dict[str, Any]] | None = None,
+        then: str | None = None,
         data: dict[str, Any] | None = None,
         **fields: Any,
     ) -> tuple[Tx, int | None]:
@@ -526,8 +527,9 @@ class Journal:
         the liabilities (``owe``: amount and reason; ``owe_unconfirmed``: every stack of
         this transaction whose outcome is ``unknown``, once per note), the end of an outbox
         call (``finish_call``: row id, done|failed, result), the state change and the receipt
-        it calls for. A crash leaves all of it or none of it. Returns the transaction and
-        the receipt's id."""
+        it calls for (``then``: a second state right after, as paid ⇒ completed when the
+        customer has left). A crash leaves all of it or none of it. Returns the transaction
+        and the receipt's id."""
         receipt_id: int | None = None
         with self.atomic():
             if outcome is not None:
@@ -548,6 +550,8 @@ class Journal:
                 self._finish_call(*finish_call)
             if to_state is not None:
                 self.transition(tx_id, to_state, data=data, **fields)
+            if then is not None:  # a second step with nothing between (paid ⇒ completed)
+                self.transition(tx_id, then)
             if receipt is not None:
                 receipt_id = self.queue_receipt(tx_id, *receipt)
         return self.get(tx_id), receipt_id

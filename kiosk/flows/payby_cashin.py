@@ -321,10 +321,13 @@ class PayByPay:
         outcome = Outcome(eff.id, "done" if applied else "failed", outcome=detail)
         finish = (row["id"], "done" if applied else "failed", detail)
         if applied:
-            await j.call(j.sync.decide, tx.id, "paid", outcome=outcome, finish_call=finish)
+            # The customer who waits gets the PAID receipt (then ``completed``); one who left
+            # holds a PENDING receipt: ``completed`` in the same commit.
+            then = None if inline else "completed"
+            await j.call(
+                j.sync.decide, tx.id, "paid", outcome=outcome, finish_call=finish, then=then
+            )
             log.info("%s: PayBy confirmed the payment (%s)", tx.ref, detail.get("settled_by"))
-            if not inline:
-                await j.call(j.sync.transition, tx.id, "completed", data={"customer": "left"})
             return
         code = detail.get("code")
         reason = f"pay_refused:{code}" if code else f"pay_not_done:{detail.get('status', '?')}"

@@ -1,0 +1,183 @@
+"""``kiosk bench outbox``: how fast the outbox drains, and how fast a kiosk with a long
+backlog of pending payments is READY.
+
+1. **Drain rate.** ``--drain N`` PayBy Cash Top Up payments left ``pending`` in a journal on
+   disk (each with its order CREATED at the local sandbox and its pay request sealed in the
+   outbox), then the forwarder delivers them all, as the daemon does in the background: signed
+   requests, signed replies verified, one fsync'd decision per payment. Target on the
+   development machine: ≥ 200 transactions/s.
+2. **READY with a backlog.** ``--pending N`` (default 10,000) pending rows in a kiosk's journal;
+   ``kiosk run --simulate`` is started and timed from spawn to ``READY=1`` (recovery runs
+   before READY, and must not wait on PayBy: here PayBy is unreachable). Target: ≤ 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TARGETS = {"drain_tps": 200.0, "ready_s": 5.0}
+
+
+def _pending_call(tx: Any, token_url: str, now_ms: int, kiosk_id: str) -> Any:
+    from kiosk.flows.payby_cashin import REQUEST_WINDOW_MS, PayByPay
+    from kiosk.journal import Call
+
+    return Call(
+        op=PayByPay.name,
+        kind="pay",
+        idem_key=f"{tx.ref}-pay",
+        amount=tx.amount_due,
+        request={
+            "token_url": token_url,
+            "order_no": tx.provider_ref,
+            "amount": tx.amount_due,
+            "currency": tx.currency,
+            "payment_no": f"{tx.ref}-pay",
+            "device_id": kiosk_id,
+        },
+        public={"order_no": tx.provider_ref},
+        request_time_ms=now_ms,
+        void_after_ms=now_ms + REQUEST_WINDOW_MS,
+    )
+
+
+def _fill(journal: Any, orders: list[tuple[str, str]], amount: int, kiosk_id: str) -> None:
+    """``orders`` (orderNo, tokenUrl) as pending transactions, in one commit."""
+    now = int(time.time() * 1000)
+    with journal.atomic():
+        for order_no, token_url in orders:
+            tx = journal.begin("payby_cashin", currency="AED")
+            tx = journal.transition(tx.id, "accepting", amount_due=amount, provider_ref=order_no)
+            tx, eff, _ = journal.start_call(
+                tx.id, "paying", _pending_call(tx, token_url, now, kiosk_id)
+            )
+            journal.transition(tx.id, "pending", reason="bench")
+            journal.outcome(eff.id, "unknown")
+
+
+async def _drain(n: int, root: Path) -> dict[str, float]:
+    import httpx
+
+    from kiosk import config
+    from kiosk.daemon import Daemon
+    from kiosk.flows.context import Context
+    from kiosk.journal import AsyncJournal
+    from kiosk.simkiosk import STORE_PARTNER_ID, _register_at
+
+    url, sandbox = _spawn_sandbox(root / "sandbox")
+    try:
+        files = _register_at(root / "kiosk", url, {})
+        hooks = f"{url}/_sandbox/payby"
+        orders = []
+        with httpx.Client(timeout=10.0) as http:
+            http.post(
+                f"{hooks}/merchants",
+                json={
+                    "partnerId": STORE_PARTNER_ID,
+                    "publicKeyPem": files.store_public_pem.decode(),
+                    "balance": {"currency": "AED", "amount": str(n + 100)},
+                },
+            ).raise_for_status()
+            for _ in range(n):
+                created = http.post(f"{hooks}/orders", json={"amount": "1.00", "currency": "AED"})
+                created.raise_for_status()
+                orders.append((created.json()["orderNo"], created.json()["tokenUrl"]))
+        cfg = config.load(files.config)
+        secrets = config.load_secrets(cfg.secrets_file)
+        journal = await AsyncJournal.open(
+            cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key
+        )
+        await journal.call(_fill, journal.sync, orders, 100, cfg.kiosk_id)
+        http_client, client = Daemon(cfg, secrets)._payby_client()
+        # The forwarder needs no device: it settles payments whose customer has left.
+        ctx = Context(cfg, journal, None, None, None, payby=client)  # type: ignore[arg-type]
+        forwarder = ctx.outbox()
+        started = time.perf_counter()
+        task = asyncio.create_task(forwarder.run())
+        while await journal.call(journal.sync.outbox_rows, queued_only=True):
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        task.cancel()
+        paid = sum(
+            1
+            for tx in await journal.call(journal.sync.transactions, limit=n + 10)
+            if tx.state == "completed"
+        )
+        await http_client.aclose()
+        await journal.close()
+        return {"drained": float(paid), "seconds": elapsed, "tps": paid / elapsed}
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
+
+
+def _spawn_sandbox(state: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """``kiosk sandbox`` in its own process (PayBy is another machine: it does not share the
+    kiosk's CPU time here either), on a free loopback port."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kiosk", "sandbox", "--port", str(port), "--dir", str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/_sandbox/clock", timeout=1).read()
+            return url, proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the sandbox did not start") from None
+            time.sleep(0.1)
+
+
+def _ready_with_backlog(n: int, root: Path) -> float:
+    from kiosk import config
+    from kiosk.journal import Journal
+    from kiosk.providers.payby import generate_key_pair
+    from kiosk.simkiosk import DaemonProcess, write_kiosk
+
+    _, payby_public = generate_key_pair()
+    files = write_kiosk(root, payby_url="http://127.0.0.1:9", payby_public_pem=payby_public)
+    cfg = config.load(files.config)
+    secrets = config.load_secrets(cfg.secrets_file)
+    j = Journal.open(cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key)
+    _fill(j, [(f"ORD{i}", f"https://x/{i}") for i in range(n)], 100, cfg.kiosk_id)
+    j.close()
+    daemon = DaemonProcess(files)
+    try:
+        return daemon.start(timeout=120.0)
+    finally:
+        daemon.stop()
+
+
+def outbox(*, drain: int = 1000, pending: int = 10_000) -> int:
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)  # one line per payment is not the bench
+    root = Path(tempfile.mkdtemp(prefix="kiosk-bench-outbox-"))
+    d = asyncio.run(_drain(drain, root / "drain"))
+    ready = _ready_with_backlog(pending, root / "backlog")
+    ok_rate, ok_ready = d["tps"] >= TARGETS["drain_tps"], ready <= TARGETS["ready_s"]
+    print(
+        f"drain      {int(d['drained'])}/{drain} pending payments settled in {d['seconds']:.2f} s:"
+        f" {d['tps']:.0f} tx/s (target >= {TARGETS['drain_tps']:.0f}) {'ok' if ok_rate else 'MISSED'}"
+    )
+    print(
+        f"ready      with {pending} pending rows: READY in {ready:.2f} s"
+        f" (target <= {TARGETS['ready_s']:.0f}) {'ok' if ok_ready else 'MISSED'}"
+    )
+    return 0 if ok_rate and ok_ready and d["drained"] == drain else 1
