@@ -61,60 +61,61 @@ def _fill(journal: Any, orders: list[tuple[str, str]], amount: int, kiosk_id: st
             journal.outcome(eff.id, "unknown")
 
 
-async def _drain(n: int, root: Path) -> dict[str, float]:
+def _orders_at(url: str, files: Any, n: int) -> list[tuple[str, str]]:
+    """The store's wallet topped up for ``n`` orders of 1.00, and the orders (orderNo,
+    tokenUrl), created through the sandbox's hooks."""
     import httpx
 
+    from kiosk.simkiosk import STORE_PARTNER_ID
+
+    hooks = f"{url}/_sandbox/payby"
+    orders = []
+    with httpx.Client(timeout=10.0) as http:
+        http.post(
+            f"{hooks}/merchants",
+            json={
+                "partnerId": STORE_PARTNER_ID,
+                "publicKeyPem": files.store_public_pem.decode(),
+                "balance": {"currency": "AED", "amount": str(n + 100)},
+            },
+        ).raise_for_status()
+        for _ in range(n):
+            created = http.post(f"{hooks}/orders", json={"amount": "1.00", "currency": "AED"})
+            created.raise_for_status()
+            orders.append((created.json()["orderNo"], created.json()["tokenUrl"]))
+    return orders
+
+
+async def _drain(files: Any, orders: list[tuple[str, str]]) -> dict[str, float]:
     from kiosk import config
     from kiosk.daemon import Daemon
     from kiosk.flows.context import Context
     from kiosk.journal import AsyncJournal
-    from kiosk.simkiosk import STORE_PARTNER_ID, _register_at
 
-    url, sandbox = _spawn_sandbox(root / "sandbox")
-    try:
-        files = _register_at(root / "kiosk", url, {})
-        hooks = f"{url}/_sandbox/payby"
-        orders = []
-        with httpx.Client(timeout=10.0) as http:
-            http.post(
-                f"{hooks}/merchants",
-                json={
-                    "partnerId": STORE_PARTNER_ID,
-                    "publicKeyPem": files.store_public_pem.decode(),
-                    "balance": {"currency": "AED", "amount": str(n + 100)},
-                },
-            ).raise_for_status()
-            for _ in range(n):
-                created = http.post(f"{hooks}/orders", json={"amount": "1.00", "currency": "AED"})
-                created.raise_for_status()
-                orders.append((created.json()["orderNo"], created.json()["tokenUrl"]))
-        cfg = config.load(files.config)
-        secrets = config.load_secrets(cfg.secrets_file)
-        journal = await AsyncJournal.open(
-            cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key
-        )
-        await journal.call(_fill, journal.sync, orders, 100, cfg.kiosk_id)
-        http_client, client = Daemon(cfg, secrets)._payby_client()
-        # The forwarder needs no device: it settles payments whose customer has left.
-        ctx = Context(cfg, journal, None, None, None, payby=client)  # type: ignore[arg-type]
-        forwarder = ctx.outbox()
-        started = time.perf_counter()
-        task = asyncio.create_task(forwarder.run())
-        while await journal.call(journal.sync.outbox_rows, queued_only=True):
-            await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - started
-        task.cancel()
-        paid = sum(
-            1
-            for tx in await journal.call(journal.sync.transactions, limit=n + 10)
-            if tx.state == "completed"
-        )
-        await http_client.aclose()
-        await journal.close()
-        return {"drained": float(paid), "seconds": elapsed, "tps": paid / elapsed}
-    finally:
-        sandbox.terminate()
-        sandbox.wait(10)
+    cfg = config.load(files.config)
+    secrets = config.load_secrets(cfg.secrets_file)
+    journal = await AsyncJournal.open(
+        cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key
+    )
+    await journal.call(_fill, journal.sync, orders, 100, cfg.kiosk_id)
+    http_client, client = Daemon(cfg, secrets)._payby_client()
+    # The forwarder needs no device: it settles payments whose customer has left.
+    ctx = Context(cfg, journal, None, None, None, payby=client)  # type: ignore[arg-type]
+    forwarder = ctx.outbox()
+    started = time.perf_counter()
+    task = asyncio.create_task(forwarder.run())
+    while forwarder.settled < len(orders) and not task.done():
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    task.cancel()
+    paid = sum(
+        1
+        for tx in await journal.call(journal.sync.transactions, limit=len(orders) + 10)
+        if tx.state == "completed"
+    )
+    await http_client.aclose()
+    await journal.close()
+    return {"drained": float(paid), "seconds": elapsed, "tps": paid / elapsed}
 
 
 def _spawn_sandbox(state: Path) -> tuple[str, subprocess.Popen[bytes]]:
@@ -135,7 +136,7 @@ def _spawn_sandbox(state: Path) -> tuple[str, subprocess.Popen[bytes]]:
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(f"{url}/_sandbox/clock", timeout=1).read()
+            urllib.request.urlopen(f"{url}/_sandbox/clock", timeout=1).read()  # noqa: S310
             return url, proc
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
@@ -167,14 +168,23 @@ def _ready_with_backlog(n: int, root: Path) -> float:
 def outbox(*, drain: int = 1000, pending: int = 10_000) -> int:
     import logging
 
+    from kiosk.simkiosk import _register_at
+
     logging.getLogger().setLevel(logging.WARNING)  # one line per payment is not the bench
     root = Path(tempfile.mkdtemp(prefix="kiosk-bench-outbox-"))
-    d = asyncio.run(_drain(drain, root / "drain"))
+    url, sandbox = _spawn_sandbox(root / "sandbox")
+    try:
+        files = _register_at(root / "kiosk", url, {})
+        d = asyncio.run(_drain(files, _orders_at(url, files, drain)))
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
     ready = _ready_with_backlog(pending, root / "backlog")
     ok_rate, ok_ready = d["tps"] >= TARGETS["drain_tps"], ready <= TARGETS["ready_s"]
     print(
-        f"drain      {int(d['drained'])}/{drain} pending payments settled in {d['seconds']:.2f} s:"
-        f" {d['tps']:.0f} tx/s (target >= {TARGETS['drain_tps']:.0f}) {'ok' if ok_rate else 'MISSED'}"
+        f"drain      {int(d['drained'])}/{drain} pending payments settled in"
+        f" {d['seconds']:.2f} s: {d['tps']:.0f} tx/s"
+        f" (target >= {TARGETS['drain_tps']:.0f}) {'ok' if ok_rate else 'MISSED'}"
     )
     print(
         f"ready      with {pending} pending rows: READY in {ready:.2f} s"

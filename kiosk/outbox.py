@@ -117,7 +117,7 @@ class Forwarder:
         *,
         clock_ms: Callable[[], int] = wall_ms,
         backoff: Backoff | None = None,
-        parallel: int = 16,
+        parallel: int = 8,
         seed: int | None = None,
     ) -> None:
         self.j = journal
