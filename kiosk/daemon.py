@@ -29,6 +29,7 @@ from kiosk.errors import PayloadError
 from kiosk.flows.context import Context, Sources
 from kiosk.hardware import Hardware, build
 from kiosk.journal import AsyncJournal
+from kiosk.reachability import Reachability
 from kiosk.router import PayByTopUp, route
 from kiosk.sdnotify import Notifier, watchdog_interval_s
 
@@ -66,8 +67,9 @@ class Daemon:
             await hw.reader.open()
             power_up = await self._open_validator(hw)
             payby = None
+            reach = Reachability()
             if c.payby is not None:
-                http, payby = self._payby_client()
+                http, payby = self._payby_client(lambda ok: reach.record("payby", ok))
             ctx = Context(
                 config=c,
                 journal=journal,
@@ -76,6 +78,7 @@ class Daemon:
                 panel=hw.panel,
                 payby=payby,
                 dispenser=hw.dispenser,
+                reachability=reach,
             )
             if not self.validator_ok:
                 ctx.out_of_service.set()
@@ -124,7 +127,7 @@ class Daemon:
             await hw.close()
             await journal.close()
 
-    def _payby_client(self) -> tuple[Any, Any]:
+    def _payby_client(self, on_reply: Callable[[bool], None] | None = None) -> tuple[Any, Any]:
         # httpx imports its command-line module, and with it click, whenever click is
         # installed (sqlite-utils brings it); the daemon has no use for it.
         sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
@@ -153,6 +156,7 @@ class Daemon:
             verifier=Verifier(read_public_key(p, self.config.file)),
             resolve_token_path=p.resolve_token_path,
             pay_order_path=p.pay_order_path,
+            on_reply=on_reply,
         )
         return http, client
 
@@ -347,6 +351,11 @@ class Daemon:
                 await self._ack_power_up(hw)
                 ctx.fault = None
                 ctx.out_of_service.clear()
+        if ctx.payby is not None and ctx.reachability.is_down("payby"):
+            from kiosk.errors import ProviderError
+
+            with contextlib.suppress(ProviderError):  # the probe's outcome is recorded
+                await ctx.payby.get_balance(ctx.config.currency.code)
 
     def _admin_handlers(self, ctx: Context) -> dict[str, Handler]:
         j = ctx.journal
@@ -367,6 +376,7 @@ class Daemon:
                     if t.state == "pending"
                 ],
                 "outbox_queued": len(await j.call(j.sync.outbox_rows, queued_only=True)),
+                "providers": ctx.reachability.status(),
                 "printer": str((await self._printer_status(ctx)).paper),
                 "open_liabilities": sum(r["amount"] for r in owed),
             }

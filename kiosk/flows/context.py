@@ -13,6 +13,7 @@ from drivers.printer.base import ReceiptPrinter
 from drivers.validator.base import BillValidator, FaultKind, NoteDispenser
 from kiosk.config import Config
 from kiosk.journal import AsyncJournal
+from kiosk.reachability import Reachability
 
 if TYPE_CHECKING:
     from drivers.panel import Panel
@@ -41,6 +42,8 @@ class Context:
     forwarder: Forwarder | None = None
     """The outbox's forwarder (built on first use when the daemon did not)."""
     clock_ms: Callable[[], int] = field(default_factory=lambda: _wall_ms)
+    reachability: Reachability = field(default_factory=Reachability)
+    """Which providers answer (fed by every call; see :mod:`kiosk.reachability`)."""
     """Epoch milliseconds (tests pass the sandbox's clock, so time passing there moves us)."""
 
     def outbox(self) -> Forwarder:

@@ -68,6 +68,9 @@ class PayByCashIn:
         log.info("%s: PayBy Cash Top Up started", tx.ref)
         if await j.call(j.sync.code_seen, self.token_url):
             return await self._refuse(tx, "code_already_used")
+        if self.ctx.reachability.is_down("payby"):
+            # The order and its amount live at PayBy: no cash is taken while it is unreachable.
+            return await self._refuse(tx, "provider_offline")
         try:
             order = await self.payby.resolve_token_url(self.token_url)
             if order.status != "CREATED":

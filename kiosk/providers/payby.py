@@ -257,6 +257,7 @@ class PayByClient:
         clock: Callable[[], int] = wall_clock_ms,
         resolve_token_path: str = DEFAULT_RESOLVE_TOKEN_PATH,
         pay_order_path: str = DEFAULT_PAY_ORDER_PATH,
+        on_reply: Callable[[bool], None] | None = None,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
@@ -267,6 +268,7 @@ class PayByClient:
         self._clock = clock
         self._resolve_token_path = resolve_token_path
         self._pay_order_path = pay_order_path
+        self._on_reply = on_reply or (lambda got_reply: None)
 
     # --- documented API ----------------------------------------------------------------------
 
@@ -442,7 +444,7 @@ class PayByClient:
         }
         started = time.monotonic()
         try:
-            body = self._verified(await self._send(path, raw, headers))
+            body = self._verified(await self._post(path, raw, headers))
         except ProviderError as exc:
             elapsed_ms = int((time.monotonic() - started) * 1000)
             outcome = f"{type(exc).__name__}:{exc.code or '-'}"
@@ -453,9 +455,19 @@ class PayByClient:
 
     async def _send(self, path: str, raw: bytes, headers: dict[str, str]) -> httpx.Response:
         try:
-            return await self._http.post(
+            response = await self._http.post(
                 self._base_url + path, content=raw, headers=headers, timeout=self._timeout
             )
+        except httpx.HTTPError:
+            self._on_reply(False)  # nothing came back: PayBy may be unreachable
+            raise
+        self._on_reply(True)
+        return response
+
+    async def _post(self, path: str, raw: bytes, headers: dict[str, str]) -> httpx.Response:
+        """The POST with httpx's errors as the provider errors of the module docstring."""
+        try:
+            return await self._send(path, raw, headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise ProviderUnavailable(
                 PROVIDER, f"{path}: not delivered ({type(exc).__name__})"

@@ -22,6 +22,7 @@ from kiosk import config
 from kiosk.flows.context import Context
 from kiosk.journal import AsyncJournal, Tx
 from kiosk.providers.payby import PayByClient, Signer, Verifier
+from kiosk.reachability import Reachability
 from kiosk.sandbox.server import Sandbox, start_sandbox
 from kiosk.simkiosk import KioskFiles, sandbox_kiosk
 
@@ -130,8 +131,10 @@ async def rig(
         timeout = httpx.Timeout(2.0)
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             assert cfg.payby is not None and secrets.payby_private_key is not None
+            reach = Reachability(clock=lambda: sandbox.clock.now_ms() / 1000)
             client = PayByClient(
                 http,
+                on_reply=lambda ok: reach.record("payby", ok),
                 base_url=cfg.payby.base_url,
                 partner_id=cfg.payby.partner_id,
                 timeout=timeout,
@@ -148,6 +151,7 @@ async def rig(
                 payby=client,
                 sleep=fast_sleep,
                 clock_ms=sandbox.clock.now_ms,
+                reachability=reach,
             )
             try:
                 yield Rig(ctx, sandbox, validator, printer, panel, factory, files, sleeps)

@@ -118,13 +118,19 @@ def test_a_lost_report_is_settled_by_the_levels(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_unreadable_levels_make_the_payout_unknown(tmp_path: Path) -> None:
+def test_unreadable_levels_leave_the_payout_open_until_recovery_decides(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
             r.ctx.dispenser = Recycler({2000: 5}, lose_report=True, unreadable_after=True)
             tx = await local_cashout(r.ctx, 4000)
-            assert (tx.state, tx.reason) == ("unknown", "payout_unknown")
+            # The unit is gone: nothing is decided blind; its report will settle it.
+            assert (tx.state, tx.reason) == ("dispensing", None)
             assert r.ctx.out_of_service.is_set()
+            from drivers.validator.base import PowerUpReport
+            from kiosk.flows.recovery import recover
+
+            (tx,) = await recover(r.ctx, PowerUpReport())  # back, and still unreadable
+            assert (tx.state, tx.reason) == ("unknown", "payout_unknown")
 
     run(scenario)
 

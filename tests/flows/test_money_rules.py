@@ -246,3 +246,26 @@ def test_a_reprint_says_copy_and_says_when_the_debt_was_settled(tmp_path: Path) 
             assert "SETTLED" in text and "cash refunded" in text
 
     run(scenario)
+
+
+# --- offline -----------------------------------------------------------------------------------
+
+
+def test_a_journey_needing_an_unreachable_provider_is_refused_before_any_note(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            order = r.order("50.00")
+            r.ctx.reachability.record("payby", False)  # the last call got nothing back
+            tx = await (await start(r, order["tokenUrl"]))
+            assert (tx.state, tx.reason) == ("refused", "provider_offline")
+            assert r.validator.state()["enabled"] is False  # no note could go in
+            assert r.sleeps == []  # refused at once, not after timeouts
+            r.hook("clock", {"advance_s": 61})  # past the hold: the next customer may try
+            task = await start(r, order["tokenUrl"])
+            await r.insert(5000)
+            assert (await task).state == "completed"
+            assert r.ctx.reachability.status()["payby"]["reachable"] is True
+
+    run(scenario)

@@ -1,0 +1,47 @@
+"""Is a provider answering? Watched from the outcome of every call, so that a journey that
+needs an unreachable provider is refused before any note is taken (at once, not after a
+customer has stood through a timeout).
+
+A call that got *any* reply (a success, a signed refusal, even an error page) means the
+provider is reachable; a call that got nothing back (connect refused, DNS, a timeout) means it
+is not. A provider is **down** while its last outcome is a failure younger than ``hold_s``;
+after that the next customer may try again, and the daemon's idle tick probes it meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class _Seen:
+    ok: bool
+    at: float
+    since: float  # when it last changed
+
+
+class Reachability:
+    def __init__(self, *, hold_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.hold_s = hold_s
+        self._clock = clock
+        self._seen: dict[str, _Seen] = {}
+
+    def record(self, provider: str, ok: bool) -> None:
+        now = self._clock()
+        seen = self._seen.get(provider)
+        since = seen.since if seen is not None and seen.ok == ok else now
+        self._seen[provider] = _Seen(ok, now, since)
+
+    def is_down(self, provider: str) -> bool:
+        seen = self._seen.get(provider)
+        return seen is not None and not seen.ok and self._clock() - seen.at < self.hold_s
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Per provider: ``reachable`` and for how many seconds it has been so."""
+        now = self._clock()
+        return {
+            name: {"reachable": s.ok, "for_s": round(now - s.since, 1)}
+            for name, s in sorted(self._seen.items())
+        }
