@@ -110,15 +110,16 @@ class Daemon:
             forwarder = asyncio.create_task(ctx.outbox().run())
             serve = asyncio.create_task(self._serve(ctx, hw))
             stop = asyncio.create_task(self.stopping.wait())
-            await asyncio.wait({serve, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({serve, stop, forwarder}, return_when=asyncio.FIRST_COMPLETED)
             self.notifier.stopping()
             admin.close()
             for task in (serve, stop, watchdog, forwarder):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if serve.done() and not serve.cancelled() and serve.exception():
-                raise serve.exception()  # type: ignore[misc]
+            for task in (serve, forwarder):  # a dead loop stops the daemon: systemd restarts it
+                if task.done() and not task.cancelled() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
             await journal.call(journal.sync.log, "daemon.stopped")
             return 0
         finally:

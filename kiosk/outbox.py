@@ -14,6 +14,8 @@ How a delivery counts (:func:`classify`), whatever the provider:
 - a signed success ⇒ the call is **done**;
 - a signed refusal ⇒ this delivery was processed and refused: the provider's state query
   decides (an earlier delivery may have been applied);
+- in doubt (below) ⇒ the state query too, but only "applied" settles it then: "not applied"
+  may just mean "not yet";
 - nothing sent (connect error) ⇒ retry; nothing is in doubt;
 - anything else — a timeout or reset after sending, HTTP 5xx, HTTP 429, an unsigned error
   head (402, 404 ...), a broken or forged reply — is **in doubt**: the request may land later.
