@@ -1,12 +1,15 @@
 """The daemon with a wire-level validator: `kiosk sim validator` runs in its own process on a
 pseudo-terminal and the daemon's real protocol driver talks to it byte for byte.
 
-Cash-in accepting and returning notes, every fault, a power cut mid-escrow, and a SIGKILL of
-the daemon mid-insertion (the device keeps its own memory, as a real one does).
+Cash-in accepting and returning notes, every fault, a power cut mid-escrow, a SIGKILL of
+the daemon mid-insertion (the device keeps its own memory, as a real one does), and payouts
+with the eSSP SMART Payout: whole, stopped short, and cut short by a power cut of the whole
+kiosk or of the unit alone (settled exactly from the unit's INCOMPLETE PAYOUT report).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -14,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -221,9 +225,24 @@ def test_sigkill_of_the_daemon_mid_insertion_loses_nothing(wire: Wire) -> None:
             assert tx["state"] in ("owed", "cancelled", "completed"), dict(tx)
 
 
+def _admin_ready(wire: Wire) -> None:
+    """Until the daemon's admin socket answers: READY=1 is sent just before it is served."""
+    from kiosk import admin
+    from kiosk.errors import KioskError
+
+    def answers() -> bool:
+        try:
+            return bool(admin.call(wire.files.state_dir / "admin.sock", {"cmd": "status"})["ok"])
+        except KioskError:
+            return False
+
+    wait_for(answers, timeout=20)
+
+
 def _payout(wire: Wire, amount: int) -> dict[str, object]:
     from kiosk import admin
 
+    _admin_ready(wire)
     reply = admin.call(wire.files.state_dir / "admin.sock", {"cmd": "payout", "amount": amount})
     assert reply["ok"], reply
     return reply
@@ -258,3 +277,95 @@ def test_incomplete_payout_is_recorded_exactly(wire: Wire) -> None:
     assert (reply["state"], reply["dispensed"], reply["owed"]) == ("owed", paid, 7000 - paid)
     (liability,) = wire.rows("SELECT * FROM liabilities")
     assert liability["amount"] == 7000 - paid
+
+
+def _payout_in_background(wire: Wire) -> threading.Thread:
+    """``_payout(wire, 7000)`` on a thread, once the admin socket answers; the call fails
+    when the daemon or the unit dies mid-payout, which these tests mean to happen."""
+    _admin_ready(wire)
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # the admin call dies with the payout
+            _payout(wire, 7000)
+
+    thread = threading.Thread(target=run, name="payout", daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_mid_payout(wire: Wire, before: int, payout: threading.Thread) -> None:
+    """Until at least one note has left the recycler and the unit is still paying."""
+
+    def mid_payout() -> bool:
+        if not payout.is_alive():
+            raise RuntimeError("the payout ended before the power cut; see the daemon's log")
+        state = wire.device.call("state")["validator"]
+        left = before - sum(int(v) * n for v, n in state["levels"].items())
+        return bool(state["paying_out"]) and left > 0
+
+    wait_for(mid_payout, timeout=20, interval=0.01)
+
+
+def _assert_settled_exactly(wire: Wire, dispensed: int) -> None:
+    """The payout's transaction ended with exactly what left the recycler paid (from the
+    unit's INCOMPLETE PAYOUT report when it was cut short), the rest owed once, no effect left
+    as an intent, and the unit paid nothing more afterwards."""
+    assert 0 < dispensed <= 7000
+    (tx,) = wire.rows("SELECT * FROM transactions WHERE journey = 'local_cashout'")
+    state = "completed" if dispensed == 7000 else "owed"
+    ended = (tx["state"], tx["dispensed"], tx["owed"])
+    assert ended == (state, dispensed, 7000 - dispensed), dict(tx)
+    liabilities = wire.rows("SELECT * FROM liabilities WHERE status = 'open'")
+    assert [(r["tx_id"], r["amount"]) for r in liabilities] == (
+        [(tx["id"], 7000 - dispensed)] if dispensed < 7000 else []
+    )
+    assert not wire.rows("SELECT id FROM effects WHERE status = 'intent'")
+    (eff,) = wire.rows("SELECT * FROM effects WHERE kind = 'payout'")
+    assert (eff["status"], eff["amount"]) == ("done" if dispensed == 7000 else "failed", 7000)
+    if dispensed < 7000:  # the unit never said the payout ended: its power-up report did
+        assert json.loads(eff["outcome"]).get("settled_by") == "device_incomplete_payout"
+    levels = _levels_value(wire)
+    time.sleep(1.0)  # five polls: a second PAYOUT AMOUNT would move a note by now
+    state = wire.device.call("state")["validator"]
+    assert not state["paying_out"]
+    assert _levels_value(wire) == levels
+
+
+@pytest.mark.parametrize("wire", ["essp"], indirect=True)
+def test_power_cut_of_the_whole_kiosk_mid_payout_is_settled_exactly(wire: Wire) -> None:
+    before = _levels_value(wire)
+    payout = _payout_in_background(wire)
+    _wait_mid_payout(wire, before, payout)
+    os.kill(wire.daemon.pid, signal.SIGKILL)  # the host dies: no more polls, no note moves
+    wire.device.call("power", on=False)  # and the unit loses its power with it
+    wire.daemon.proc.wait(10)  # type: ignore[union-attr]
+    payout.join(10)
+    dispensed = before - _levels_value(wire)
+    wire.device.call("power", on=True)
+    wire.daemon = DaemonProcess(wire.files, log_path=wire.tmp / "after-power-cut.log")
+    wire.daemon.start()  # READY only after recovery
+    wait_for(lambda: wire.panel() in ("ready", "out_of_service"), timeout=20)
+    assert before - _levels_value(wire) == dispensed  # recovery paid nothing more
+    _assert_settled_exactly(wire, dispensed)
+
+
+@pytest.mark.parametrize("wire", ["essp"], indirect=True)
+def test_power_cut_of_the_unit_alone_mid_payout_is_settled_exactly(wire: Wire) -> None:
+    before = _levels_value(wire)
+    payout = _payout_in_background(wire)
+    _wait_mid_payout(wire, before, payout)
+    wire.device.call("power", on=False)  # the daemon stays up and sees the unit go
+    dispensed = before - _levels_value(wire)
+    payout.join(20)  # the admin call ends when the daemon gives the payout up (left open)
+    assert not payout.is_alive()
+    wire.device.call("power", on=True)  # the daemon opens it again by itself (no restart)
+    wait_for(
+        lambda: wire.rows(
+            "SELECT id FROM transactions WHERE journey = 'local_cashout'"
+            " AND state NOT IN ('checking', 'dispensing')"
+        ),
+        timeout=20,
+    )
+    wait_for(lambda: wire.panel() == "ready", timeout=20)  # reopened, its report recovered
+    assert before - _levels_value(wire) == dispensed
+    _assert_settled_exactly(wire, dispensed)
