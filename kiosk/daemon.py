@@ -103,8 +103,9 @@ class Daemon:
                 c.kiosk_id,
                 ", simulated hardware" if c.simulate else "",
             )
-            self.notifier.ready(f"ready; recovered {len(settled)}")
+            # The admin socket first: READY means a technician's command is answered.
             admin = await serve_admin(c.state_dir / "admin.sock", self._admin_handlers(ctx))
+            self.notifier.ready(f"ready; recovered {len(settled)}")
             watchdog = asyncio.create_task(self._watchdog())
             # Pending payments are settled in the background, whatever the providers do.
             forwarder = asyncio.create_task(ctx.outbox().run())
