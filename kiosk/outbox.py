@@ -167,7 +167,8 @@ class Forwarder:
                 delivery=str(attempt.delivery),
                 error=attempt.error,
                 in_doubt=attempt.delivery is Delivery.IN_DOUBT,
-                next_at_ms=now + self._delay_ms(row["attempts"] + 1),
+                # from the end of this delivery: a send that timed out took its time already
+                next_at_ms=self.clock_ms() + self._delay_ms(row["attempts"] + 1),
             )
             if attempt.delivery is Delivery.NOT_SENT:
                 return "queued"
@@ -194,7 +195,7 @@ class Forwarder:
                 delivery="query",
                 error=str(detail.get("error") or verdict),
                 in_doubt=False,
-                next_at_ms=now + wait,
+                next_at_ms=self.clock_ms() + wait,
             )
             return "queued"
         self.settled += 1

@@ -133,6 +133,7 @@ partner_id = "{STORE_PARTNER_ID}"
 public_key_file = "{etc / "payby_public.pem"}"
 token_hosts = ["{TOKEN_HOST}"]
 timeout_s = 5
+pay_wait_s = 8
 """,
         encoding="utf-8",
     )

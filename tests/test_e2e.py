@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_demo_journey_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_demo(tmp_path) == 0
     out = capsys.readouterr().out
-    assert "journey completed" in out and "PAID_SUCCESS" in out and "returned" in out
+    assert "every journey held" in out and "PAID_SUCCESS" in out and "returned" in out
     (txt,) = receipts_of(tmp_path / "receipts", "KSK-DEMO-000001")  # printed over ESC/POS
     assert decode_image(Image.open(txt.with_suffix(".png"))) == ["KSK-DEMO-000001"]
     text = txt.read_text()

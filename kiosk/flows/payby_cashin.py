@@ -250,12 +250,13 @@ class PayByCashIn:
         )
         tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "paying", call)
         forwarder = ctx.outbox()
-        waited_ms, budget_ms = 0, int(ctx.config.payby.pay_wait_s * 1000)
+        # The customer's wait: deliveries (a timeout takes its time) and the backoff between.
+        started, waited_ms, budget_ms = now, 0, int(ctx.config.payby.pay_wait_s * 1000)
         async with forwarder.hold(row_id):
             while (status := await forwarder.step(row_id, inline=True)) == "queued":
                 row = await j.call(j.sync.outbox_row, row_id)
                 delay_ms = max(50, row["next_at_ms"] - ctx.clock_ms())
-                if waited_ms + delay_ms > budget_ms:
+                if max(waited_ms, ctx.clock_ms() - started) + delay_ms > budget_ms:
                     break
                 await ctx.sleep(delay_ms / 1000)
                 waited_ms += delay_ms
