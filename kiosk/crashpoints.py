@@ -46,7 +46,7 @@ T = TypeVar("T")
 #: Invariant keys, in the order of the table (and what each one holds).
 INVARIANTS: Final[dict[str, str]] = {
     "cashbox": "notes in the cashbox = credited + owed for unconfirmed notes",
-    "liabilities": "per transaction, the open liabilities equal `owed`",
+    "liabilities": "per transaction, open liabilities = `owed` = what was taken, not delivered",
     "paid+owed": "never both paid at the provider and owed",
     "unpaid": "cash taken and neither paid at the provider nor owed",
     "wallet": "the store wallet debited at most once per order",
@@ -162,12 +162,19 @@ def _provider_checks(
         if tx["state"] in TERMINAL and tx["state"] != "completed":
             out.append(("paid+owed", f"{ref}: {view.get('status')} at PayBy, ended {tx['state']}"))
         return out
+    if tx["state"] not in TERMINAL:
+        return out  # reported as open
     unknown = _amounts(effects, "stack", "unknown", "intent")
-    if tx["state"] in TERMINAL and tx["owed"] < tx["credited"] + unknown:
+    taken = tx["credited"] + unknown
+    stray = sum(r["amount"] for r in open_liabilities if r["reason"].startswith("stray_note"))
+    owed = tx["owed"] - stray
+    if owed < taken:
         out.append(
             ("unpaid", f"{ref}: order {view.get('status')}, not paid by the store; credited"
-             f" {tx['credited']} + unconfirmed {unknown}, owed {tx['owed']}, ended {tx['state']}")
+             f" {tx['credited']} + unconfirmed {unknown}, owed {owed}, ended {tx['state']}")
         )  # fmt: skip
+    elif owed > taken:
+        out.append(("liabilities", f"{ref}: owed {owed} for {taken} taken, ended {tx['state']}"))
     return out
 
 
@@ -179,6 +186,13 @@ def _payout_checks(tx: sqlite3.Row, effects: list[sqlite3.Row]) -> list[tuple[st
         out.append(("payout", f"{tx['ref']}: {len(done)} payouts done"))
     if payouts and tx["dispensed"] > tx["amount_due"]:
         out.append(("payout", f"{tx['ref']}: dispensed {tx['dispensed']} > {tx['amount_due']}"))
+    short = tx["amount_due"] - tx["dispensed"]
+    ended = tx["journey"].endswith("_cashout") and tx["state"] in ("completed", "owed")
+    if ended and tx["owed"] != max(short, 0):
+        out.append(
+            ("liabilities", f"{tx['ref']}: owed {tx['owed']}, not paid out {short},"
+             f" ended {tx['state']}")
+        )  # fmt: skip
     return out
 
 
@@ -264,6 +278,16 @@ class Kiosk:
             and self.daemon.proc is not None
             and (self.daemon.proc.poll() is None)
         )
+
+    def dying(self, grace: float = 2.0) -> bool:
+        """After a socket failed: is the daemon going? (Its sockets close before it is
+        reaped.)"""
+        deadline = time.monotonic() + grace
+        while self.alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         if self.daemon is not None:
@@ -366,7 +390,7 @@ class Kiosk:
         try:
             return SimControl(self.files.control_socket).call(cmd, **args)
         except DriverError as exc:
-            if not self.alive():
+            if self.dying():
                 raise Died(cmd) from exc
             raise Stuck(f"{cmd}: {exc}") from exc
 
@@ -377,17 +401,19 @@ class Kiosk:
             tuple(sorted(TERMINAL)),
         )
 
-    def settled(self, *, journey_begun: bool = True) -> bool:
-        """Every transaction ended and its receipt printed (or tried); with
-        ``journey_begun``, there is a transaction (the journey did begin)."""
-        if journey_begun and not self.rows("SELECT id FROM transactions"):
-            return False
+    def settled(self, *, journey: bool) -> bool:
+        """Every transaction ended. ``journey``: a journey's own run, which must have begun
+        and printed its receipts (after a crash a receipt may stay queued for reprint)."""
         if self.open_txs():
+            return False
+        if not journey:
+            return True
+        if not self.rows("SELECT id FROM transactions"):
             return False
         return not self.rows("SELECT id FROM receipts WHERE status = 'queued' AND attempts = 0")
 
-    def wait_settled(self, timeout: float, *, journey_begun: bool = True) -> None:
-        """Settled, and no new durable step for :data:`QUIET_S`."""
+    def wait_settled(self, timeout: float, *, journey: bool = True) -> None:
+        """:meth:`settled`, and no new durable step for :data:`QUIET_S`."""
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
         while True:
@@ -395,17 +421,15 @@ class Kiosk:
             seq = events[0]["seq"] if events and events[0]["seq"] is not None else 0
             if seq != last:
                 last, since = seq, time.monotonic()
-            if self.settled(journey_begun=journey_begun) and time.monotonic() - since >= QUIET_S:
+            if self.settled(journey=journey) and time.monotonic() - since >= QUIET_S:
                 return
             if not self.alive():
                 raise Died("settling")
             if time.monotonic() > deadline:
                 left = ", ".join(f"{r['ref']} {r['state']}" for r in self.open_txs())
-                left = left or (
-                    "receipts queued"
-                    if self.rows("SELECT id FROM transactions")
-                    else "no transaction"
-                )
+                if not left:
+                    begun = self.rows("SELECT id FROM transactions")
+                    left = "receipts queued" if begun else "no transaction"
                 raise Stuck(f"not settled within {timeout:.0f} s ({left})")
             time.sleep(0.05)
 
@@ -455,9 +479,7 @@ class Kiosk:
         try:
             reply = admin.call(sock, {"cmd": "payout", "amount": amount})
         except (KioskError, OSError, ValueError) as exc:
-            if self.alive():
-                time.sleep(0.3)  # the socket closed: the process is going
-            if not self.alive():
+            if self.dying():
                 raise Died("payout") from exc
             raise Stuck(f"payout: {exc}") from exc
         if not reply.get("ok"):
@@ -604,14 +626,12 @@ class Bench:
             except Died:
                 pass
             except Stuck as exc:
-                if k.alive():
+                if not k.dying(1.0):
                     report.violations.append(
                         Violation(journey.name, step, when, kinds, "daemon", f"stuck: {exc}")
                     )
                     return True
-            if k.alive():
-                time.sleep(0.3)  # killing itself right now?
-            if k.alive():
+            if not k.dying(0.3):
                 k.stop()
                 return False
             if when == "after":
@@ -635,7 +655,7 @@ class Bench:
             violation("daemon", f"restart: {exc}")
             return
         try:
-            k.wait_settled(self.pending_s, journey_begun=False)
+            k.wait_settled(self.pending_s, journey=False)
         except (Stuck, Died) as exc:
             if isinstance(exc, Died):
                 violation("daemon", "died after the restart")

@@ -93,6 +93,30 @@ def test_a_liability_that_does_not_match_owed_is_reported(journal: Journal) -> N
     assert "unpaid" in _kinds(found)  # owed 5000 of the 15000 taken
 
 
+def test_cash_owed_twice_is_reported(journal: Journal) -> None:
+    tx_id = _owed(journal)
+    journal.owe(tx_id, 15000, "interrupted")  # a recovery that owes once more
+    obs = _obs(journal, wallet_after=100000, orders={ORDER: _created_view()})
+    assert check_invariants(obs) == [
+        ("liabilities", "KT1-000001: owed 30000 for 15000 taken, ended owed")
+    ]
+
+
+def test_a_short_payout_must_owe_exactly_the_rest(journal: Journal) -> None:
+    tx = journal.begin("local_cashout", currency="AED", amount_due=7000)
+    journal.transition(tx.id, "dispensing")
+    eff = journal.intent(tx.id, "payout", f"{tx.ref}-payout", amount=7000)
+    journal.outcome(eff.id, "failed", dispensed=2000)
+    journal.owe(tx.id, 5000, "incomplete_payout")
+    journal.transition(tx.id, "owed")
+    obs = _obs(journal, held_before=80000, held_after=78000, wallet_after=100000, orders={})
+    assert check_invariants(obs) == []
+    journal.owe(tx.id, 5000, "incomplete_payout")
+    assert check_invariants(obs) == [
+        ("liabilities", "KT1-000001: owed 10000, not paid out 5000, ended owed")
+    ]
+
+
 def test_paid_at_the_provider_and_owed_is_reported(journal: Journal) -> None:
     tx_id = _owed(journal)
     found = check_invariants(_obs(journal))
