@@ -23,12 +23,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -37,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from kiosk.journeys import TERMINAL
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the module is imported by every `kiosk` command: keep it light
+    import subprocess
+
     from kiosk.sandbox.server import Sandbox
     from kiosk.simkiosk import DaemonProcess, KioskFiles
 
@@ -297,6 +296,8 @@ class Kiosk:
         if self.daemon is not None:
             self.daemon.kill()
         if self.recycler is not None and self.recycler.poll() is None:
+            import subprocess
+
             self.recycler.send_signal(signal.SIGTERM)
             try:
                 self.recycler.wait(10)
@@ -587,19 +588,23 @@ class Bench:
 
         self._seq += 1
         root = self.root / name
-        recycler = None
         options: dict[str, Any] = {"kiosk_id": f"CP{self._seq:05d}"}  # own storePaymentNos
         if journey.recycler:
-            recycler = _spawn_recycler(root)
             options.update(validator="essp", validator_port=str(root / "validator"), payout=True)
         self.sandbox.payby.faults.clear()
-        files = sandbox_kiosk(root / "kiosk", self.sandbox, balance=STORE_BALANCE, **options)
-        k = Kiosk(root, files, self.sandbox, recycler)
+        recycler = _spawn_recycler(root) if journey.recycler else None
+        k: Kiosk | None = None
         try:
+            files = sandbox_kiosk(root / "kiosk", self.sandbox, balance=STORE_BALANCE, **options)
+            k = Kiosk(root, files, self.sandbox, recycler)
             k.held_before, k.wallet_before = k.held(), k.wallet()
             yield k
         finally:
-            k.close()
+            if k is not None:
+                k.close()
+            elif recycler is not None:
+                recycler.kill()
+                recycler.wait(5)
             self.sandbox.payby.faults.clear()
 
     def count_steps(self, journey: Journey, report: JourneyReport) -> None:
@@ -669,6 +674,8 @@ class Bench:
 
 def _spawn_recycler(root: Path) -> subprocess.Popen[bytes]:
     """``kiosk sim validator --protocol essp`` (a SMART Payout) in its own process."""
+    import subprocess
+
     root.mkdir(parents=True, exist_ok=True)
     link, sock = root / "validator", root / "validator.sock"
     with (root / "recycler.log").open("wb") as log:
@@ -763,6 +770,8 @@ def main(args: argparse.Namespace) -> int:
     if any(os.environ.get(v) for v in ("KIOSK_CRASH_AT", "KIOSK_CRASH_LOG")):
         print("kiosk bench crashpoints: unset KIOSK_CRASH_AT/KIOSK_CRASH_LOG", file=sys.stderr)
         return 2
+    import tempfile
+
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="kiosk-crash-"))
     root.mkdir(parents=True, exist_ok=True)
     names = args.journey or list(JOURNEYS)
@@ -797,6 +806,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _cleanup(root: Path, reports: list[JourneyReport], *, keep: bool, own: bool) -> list[Path]:
     """Remove every point's directory except, with ``keep``, the failing ones."""
+    import shutil
+
     failing = {
         f"{v.journey}-{v.step:02d}-{v.when}" if v.step else f"{v.journey}-count"
         for r in reports
