@@ -244,12 +244,12 @@ def test_cash_in_sweep_every_fourth_step(short_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cancel_sweep_every_fifth_step_through_the_cli(
+def test_cancel_sweep_every_third_step_through_the_cli(
     short_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from kiosk.cli import main
 
-    argv = ["bench", "crashpoints", "--journey", "cancel", "--every", "5", "--json", "-q"]
+    argv = ["bench", "crashpoints", "--journey", "cancel", "--every", "3", "--json", "-q"]
     status = main([*argv, "--dir", str(short_dir / "run")])
     doc = json.loads(capsys.readouterr().out)
     (journey,) = doc["journeys"]
