@@ -143,6 +143,12 @@ def cmd_bench_outbox(args: argparse.Namespace) -> int:
     return outbox(drain=args.drain, pending=args.pending)
 
 
+def cmd_bench_chaos(args: argparse.Namespace) -> int:
+    from kiosk.chaos import main as chaos
+
+    return chaos(args)
+
+
 def cmd_bench_crashpoints(args: argparse.Namespace) -> int:
     from kiosk.crashpoints import main as crashpoints
 
@@ -445,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     crashpoint_arguments(bc)
     bc.set_defaults(fn=cmd_bench_crashpoints)
+    bch = bsub.add_parser("chaos", help="random SIGKILLs and injected faults; the same invariants")
+    from kiosk.chaos import add_arguments as chaos_arguments
+
+    chaos_arguments(bch)
+    bch.set_defaults(fn=cmd_bench_chaos)
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)

@@ -446,14 +446,18 @@ class Kiosk:
         order_no, token_url = str(order["orderNo"]), str(order["tokenUrl"])
         self.orders.append(order_no)
         qr = make_qr_png(token_url, self.root / f"qr-{order_no}.png")
+        refused = len(self.rows("SELECT id FROM transactions WHERE state = 'refused'"))
         self.control("show", path=str(qr))
-        self.until(
-            "the order is taken",
-            lambda: self.rows(
+
+        def taken() -> list[sqlite3.Row]:
+            if len(self.rows("SELECT id FROM transactions WHERE state = 'refused'")) > refused:
+                raise Stuck("the kiosk refused the order")  # e.g. PayBy unreachable (chaos)
+            return self.rows(
                 "SELECT id FROM transactions WHERE provider_ref = ? AND state = 'accepting'",
                 (order_no,),
-            ),
-        )
+            )
+
+        self.until("the order is taken", taken)
         self.until(  # the validator is enabled only then: a note before it would be rejected
             "the kiosk asks for notes",
             lambda: self.control("state")["panel"]["state"] == "insert_notes",
