@@ -12,7 +12,9 @@ journey never reached (it took another path) is counted as *not reached*, not as
 
 Journeys: ``cash-in`` (150.00 AED, notes 100 + 50, paid), ``cancel`` (500.00, notes 100 + 50,
 cancel pressed: owed), ``ambiguous-pay`` (the sandbox drops payOrder's reply: settled later),
-``test-payout`` (a technician's 70.00 test dispense from a SMART Payout, an eSSP simulator in
+``pending-pay`` (the first payOrder is held by a slow network past the kiosk's timeout and
+re-sends fail: PENDING, then the outbox settles it in the background), ``test-payout`` (a
+technician's 70.00 test dispense from a SMART Payout, an eSSP simulator in
 its own process so that it outlives the daemon, as a real recycler does).
 
 Exit status: 0 when no invariant was violated, 1 otherwise (2: bad arguments).
@@ -523,6 +525,17 @@ def _ambiguous_pay(k: Kiosk) -> None:
     _cash_in(k)
 
 
+def _pending_pay(k: Kiosk) -> None:
+    from kiosk.sandbox.server import FaultMode
+
+    # The first pay is held by a slow network past the kiosk's timeout and lands later; the
+    # next deliveries fail (500, not applied): the customer leaves with a PENDING receipt and
+    # the outbox settles the payment in the background.
+    k.sandbox.payby.faults.arm("payOrder", FaultMode.HOLD, 1, 9000)
+    k.sandbox.payby.faults.arm("payOrder", FaultMode.ERROR_500, 2)
+    _cash_in(k)
+
+
 def _test_payout(k: Kiosk) -> None:
     k.payout(7000)
 
@@ -536,6 +549,12 @@ JOURNEYS: Final[dict[str, Journey]] = {
             "ambiguous-pay",
             "PayBy 150.00, payOrder's reply lost: settled later",
             _ambiguous_pay,
+            "completed",
+        ),
+        Journey(
+            "pending-pay",
+            "PayBy 150.00, pay held past the timeout: PENDING, settled by the outbox",
+            _pending_pay,
             "completed",
         ),
         Journey(
