@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from drivers.panel import PanelPins
 from drivers.serialport import LineSettings
 from kiosk.errors import ConfigError, MoneyError
-from kiosk.money import Currency, currency
+from kiosk.money import Currency, Money, currency
 
 DEFAULT_CONFIG = Path("/etc/kiosk/kiosk.toml")
 SCANNER_LINE = LineSettings(9600, 8, "N", 1)  # 2D scanner modules' factory default
@@ -133,6 +133,20 @@ class PayByConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OfflineConfig:
+    """Cash-in while the provider is unreachable: how much the kiosk may take and hold as
+    *pending* (minor units of the kiosk's currency). 0 (the default) takes no cash offline.
+    Cash is never paid out offline, whatever these say."""
+
+    cashin_max_per_tx: int = 0
+    cashin_max_outstanding: int = 0
+
+    @property
+    def cashin_allowed(self) -> bool:
+        return self.cashin_max_per_tx > 0 and self.cashin_max_outstanding > 0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     file: Path
     kiosk_id: str
@@ -151,6 +165,7 @@ class Config:
     """BCM pin numbers of the GPIO panel (defaults in ``drivers.panel.PanelPins``)."""
     payby: PayByConfig | None
     """``None`` when the ``[payby]`` table is absent: the journey is then refused."""
+    offline: OfflineConfig = OfflineConfig()
 
     @property
     def journal_path(self) -> Path:
@@ -464,6 +479,25 @@ def resolve_path(cli_value: str | None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG
 
 
+def _offline(t: _Table, cur: Currency) -> OfflineConfig:
+    def amount(name: str) -> int:
+        text = t.get(name, str, "0", f'an amount in {cur.code} as a string, e.g. "200.00"')
+        try:
+            minor = Money.from_decimal(text, cur.code).minor
+        except MoneyError:
+            raise t.error(name, f'an amount in {cur.code} as a string, e.g. "200.00"') from None
+        if minor < 0:
+            raise t.error(name, "an amount of 0 or more")
+        return minor
+
+    c = OfflineConfig(
+        cashin_max_per_tx=amount("cashin_max_per_tx"),
+        cashin_max_outstanding=amount("cashin_max_outstanding"),
+    )
+    t.done()
+    return c
+
+
 def load(path: Path, *, simulate: bool = False) -> Config:
     """Read and check ``path``; ``simulate`` forces simulated hardware (``run --simulate``)."""
     try:
@@ -510,6 +544,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
     panel = _panel(hw.sub("panel"))
     hw.done()
     payby = _payby(top.sub("payby")) if "payby" in raw else None
+    offline = _offline(top.sub("offline"), cur)
     top.done()
     return Config(
         file=path,
@@ -519,6 +554,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
         reader=reader,
         panel=panel,
         payby=payby,
+        offline=offline,
         kiosk_id=kiosk_id,
         location=location,
         currency=cur,

@@ -605,6 +605,27 @@ class Journal:
             self._event(tx_id, "outbox.queued", {"outbox": row_id, "op": call.op})
         return self.get(tx_id), eff, row_id
 
+    def resolve_call(
+        self, row_id: int, outcome: Outcome, then: Call, **fields: Any
+    ) -> tuple[Tx, Effect, int]:
+        """An outbox call that leads to another (an offline cash-in's order read, then its
+        pay): the first one's outcome and end, the transaction's new ``fields`` (amount_due,
+        provider_ref) and the next call's row, in one commit."""
+        allowed = {"amount_due", "provider_ref"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"cannot set {sorted(set(fields) - allowed)} on a transaction")
+        with self.atomic():
+            row = self.outbox_row(row_id)
+            self.outcome(outcome.effect_id, outcome.status, outcome=outcome.outcome)
+            self._finish_call(row_id, "done", outcome.outcome or {})
+            sets = ", ".join(f"{k} = ?" for k in ["updated_at", *fields])
+            self.db.execute(
+                f"UPDATE transactions SET {sets} WHERE id = ?",  # noqa: S608 - keys allow-listed
+                [now_iso(), *fields.values(), row["tx_id"]],
+            )
+            self._event(row["tx_id"], "resolved", dict(fields))
+            return self.start_call(row["tx_id"], None, then)
+
     def call_attempt(
         self, row_id: int, *, delivery: str, error: str, in_doubt: bool, next_at_ms: int
     ) -> dict[str, Any]:

@@ -53,9 +53,10 @@ class Context:
 
             ops: dict[str, Any] = {}
             if self.payby is not None:
-                from kiosk.flows.payby_cashin import PayByPay
+                from kiosk.flows.payby_cashin import PayByPay, PayByResolveOffline
 
                 ops[PayByPay.name] = PayByPay(self)
+                ops[PayByResolveOffline.name] = PayByResolveOffline(self)
             self.forwarder = Forwarder(self.journal, ops, clock_ms=self.clock_ms)
         return self.forwarder
 

@@ -38,10 +38,11 @@ from drivers.validator.base import (
     NoteReturned,
 )
 from kiosk import receipts
+from kiosk.config import OfflineConfig
 from kiosk.errors import ProviderError, ProviderRefused
 from kiosk.flows import device_events
 from kiosk.flows.context import Context, Sources
-from kiosk.journal import Call, Outcome, Tx
+from kiosk.journal import Call, Journal, Outcome, Tx
 from kiosk.money import Money
 from kiosk.outbox import Attempt, Delivery, Verdict, classify
 
@@ -69,8 +70,7 @@ class PayByCashIn:
         if await j.call(j.sync.code_seen, self.token_url):
             return await self._refuse(tx, "code_already_used")
         if self.ctx.reachability.is_down("payby"):
-            # The order and its amount live at PayBy: no cash is taken while it is unreachable.
-            return await self._refuse(tx, "provider_offline")
+            return await self._offline(tx, "provider_offline")
         try:
             order = await self.payby.resolve_token_url(self.token_url)
             if order.status != "CREATED":
@@ -81,7 +81,7 @@ class PayByCashIn:
         except ProviderRefused as exc:
             return await self._refuse(tx, f"order_not_payable:{exc.code}")
         except ProviderError as exc:
-            return await self._refuse(tx, f"provider_unreachable:{type(exc).__name__}")
+            return await self._offline(tx, f"provider_unreachable:{type(exc).__name__}")
         if balance < order.total:
             return await self._refuse(tx, "store_balance_short")
 
@@ -100,12 +100,47 @@ class PayByCashIn:
             return await self._end_without_payment(tx, ending)
         return await self._pay(tx)
 
+    # --- offline ----------------------------------------------------------------------------
+
+    async def _offline(self, tx: Tx, reason: str) -> Tx:
+        """PayBy cannot be asked: refused, unless the operator allows offline cash-in
+        (``[offline]``). Then the customer inserts up to the cap and presses confirm; the cash
+        is *pending* and the outbox resolves the order when PayBy answers: paid if the order is
+        payable and its total is exactly what was inserted, else owed."""
+        j, ctx = self.j, self.ctx
+        room = await j.call(offline_room, j.sync, ctx.config.offline)
+        if room <= 0:
+            return await self._refuse(tx, reason)
+        await j.call(j.sync.use_code, self.token_url, tx.id)
+        tx = await j.call(j.sync.transition, tx.id, "accepting", reason=OFFLINE, data={"cap": room})
+        log.warning("%s: PayBy unreachable (%s): cash-in offline, up to %s", tx.ref, reason, room)
+        ending = await self._accept_notes(tx, offline_cap=room)
+        tx = await j.call(j.sync.get, tx.id)
+        if ending != "complete":
+            return await self._end_without_payment(tx, ending)
+        now = ctx.clock_ms()
+        call = Call(
+            op=PayByResolveOffline.name,
+            kind="resolve",
+            idem_key=f"{tx.ref}-resolve",
+            amount=tx.credited,
+            request={"token_url": self.token_url, "device_id": ctx.config.kiosk_id},
+            public={"offline": True, "credited": tx.credited},
+            request_time_ms=now,
+            void_after_ms=now + OFFLINE_KEEP_MS,
+        )
+        tx, eff, _ = await j.call(j.sync.start_call, tx.id, "paying", call)
+        ctx.outbox().wake()
+        return await pend(ctx, tx, eff.id, OFFLINE)
+
     # --- notes ----------------------------------------------------------------------------------
 
-    async def _accept_notes(self, tx: Tx) -> str:
-        """Take notes until the amount due is reached. Returns complete|cancel|timeout|fault."""
+    async def _accept_notes(self, tx: Tx, *, offline_cap: int = 0) -> str:
+        """Take notes until the amount due is reached. Returns complete|cancel|timeout|fault.
+        ``offline_cap``: the amount is not known (PayBy unreachable): take notes up to the cap
+        until the customer presses confirm."""
         v, panel, j = self.ctx.validator, self.ctx.panel, self.j
-        due, credited = tx.amount_due, tx.credited
+        due, credited = offline_cap or tx.amount_due, tx.credited
         sources = Sources(validator=v.next_event, panel=panel.next_event)
         try:
             try:
@@ -126,6 +161,8 @@ class PayByCashIn:
                 if event == PanelEvent.CANCEL:
                     return "cancel"
                 if event == PanelEvent.CONFIRM:
+                    if offline_cap and credited > 0:
+                        return "complete"  # offline: the customer says that is the amount
                     log.info("%s: confirm pressed with %s of %s in", tx.ref, credited, due)
                     continue  # the order can only be paid in full: keep inserting or cancel
                 if isinstance(event, NoteEscrowed):
@@ -355,6 +392,115 @@ class PayByPay:
     def _partner(self) -> str:
         assert self.ctx.config.payby is not None
         return self.ctx.config.payby.partner_id
+
+
+OFFLINE = "offline"
+OFFLINE_KEEP_MS = 30 * 24 * 3600 * 1000  # an offline cash-in waits this long for PayBy
+
+
+def offline_room(journal: Journal, policy: OfflineConfig) -> int:
+    """How much one more customer may insert offline (minor units): the per-transaction cap,
+    within what the kiosk may hold pending in all. 0 when offline cash-in is off."""
+    if not policy.cashin_allowed:
+        return 0
+    held = sum(
+        tx.credited
+        for tx in journal.transactions(open_only=True, limit=100_000)
+        if tx.reason == OFFLINE
+    )
+    return max(0, min(policy.cashin_max_per_tx, policy.cashin_max_outstanding - held))
+
+
+class PayByResolveOffline:
+    """The outbox operation ``payby.resolve_offline``: once PayBy answers, read the order
+    behind an offline cash-in's tokenUrl. Payable and its total exactly the cash taken ⇒ the
+    pay becomes an ordinary ``payby.pay`` outbox call (its own requestTime from now on);
+    otherwise the cash is owed. A read moves no money: nothing here is ever in doubt."""
+
+    name = "payby.resolve_offline"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def send(self, row: dict[str, Any], request: dict[str, Any]) -> Attempt:
+        payby, j = self.ctx.payby, self.ctx.journal
+        assert payby is not None
+        tx = await j.call(j.sync.get, row["tx_id"])
+        try:
+            order = await payby.resolve_token_url(request["token_url"])
+        except ProviderRefused as exc:
+            if exc.signed:
+                return Attempt(Delivery.REFUSED, {"code": exc.code, "status": "NOT_PAYABLE"})
+            return Attempt(Delivery.NOT_SENT, {}, f"resolve: unsigned refusal {exc.code}")
+        except ProviderError as exc:  # a read: nothing can land later
+            return Attempt(Delivery.NOT_SENT, {}, f"resolve: {type(exc).__name__}")
+        payable = (
+            order.status == "CREATED"
+            and order.total.currency.code == tx.currency
+            and order.total.minor == tx.credited
+        )
+        detail = {
+            "order_no": order.order_no,
+            "total": order.total.minor,
+            "status": str(order.status),
+        }
+        if not payable:
+            return Attempt(Delivery.REFUSED, {**detail, "status": "NOT_PAYABLE"})
+        return Attempt(Delivery.DONE, {**detail, "token_url": request["token_url"]})
+
+    async def query(self, row: dict[str, Any]) -> tuple[Verdict, dict[str, Any]]:
+        return Verdict.NOT_APPLIED, {}  # nothing was paid by a read
+
+    async def settle(
+        self, row: dict[str, Any], applied: bool, detail: dict[str, Any], *, inline: bool
+    ) -> None:
+        ctx, j = self.ctx, self.ctx.journal
+        assert ctx.config.payby is not None
+        tx = await j.call(j.sync.get, row["tx_id"])
+        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
+        assert eff is not None
+        token_url = detail.pop("token_url", None)
+        if not applied or token_url is None:
+            reason = f"offline_not_payable:{detail.get('code') or detail.get('status', '?')}"
+            await j.call(
+                j.sync.decide,
+                tx.id,
+                "owed",
+                outcome=Outcome(eff.id, "failed", outcome=detail),
+                finish_call=(row["id"], "failed", detail),
+                owe=[(tx.credited, reason)],
+                owe_unconfirmed=True,
+                reason=reason,
+            )
+            log.warning("%s: offline cash-in not payable (%s): owed", tx.ref, reason)
+            return
+        now = ctx.clock_ms()
+        pay = Call(
+            op=PayByPay.name,
+            kind="pay",
+            idem_key=f"{tx.ref}-pay",
+            amount=tx.credited,
+            request={
+                "token_url": token_url,
+                "order_no": detail["order_no"],
+                "amount": tx.credited,
+                "currency": tx.currency,
+                "payment_no": f"{tx.ref}-pay",
+                "device_id": ctx.config.kiosk_id,
+            },
+            public={"order_no": detail["order_no"], "payment_no": f"{tx.ref}-pay"},
+            request_time_ms=now,
+            void_after_ms=now + REQUEST_WINDOW_MS + int(ctx.config.payby.clock_margin_s * 1000),
+        )
+        await j.call(
+            j.sync.resolve_call,
+            row["id"],
+            Outcome(eff.id, "done", outcome=detail),
+            pay,
+            provider_ref=detail["order_no"],
+            amount_due=detail["total"],
+        )
+        log.info("%s: offline cash-in resolved to order %s: paying", tx.ref, detail["order_no"])
 
 
 OWED = "NOT PAID - keep this receipt; support will refund you"

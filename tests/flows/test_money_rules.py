@@ -269,3 +269,58 @@ def test_a_journey_needing_an_unreachable_provider_is_refused_before_any_note(
             assert r.ctx.reachability.status()["payby"]["reachable"] is True
 
     run(scenario)
+
+
+async def _allow_offline(r: Rig, per_tx: int, outstanding: int) -> None:
+    import dataclasses
+
+    from kiosk.config import OfflineConfig
+
+    policy = OfflineConfig(cashin_max_per_tx=per_tx, cashin_max_outstanding=outstanding)
+    r.ctx.config = dataclasses.replace(r.ctx.config, offline=policy)
+
+
+@pytest.mark.parametrize(
+    ("amount", "ends", "owed"), [("50.00", "completed", 0), ("70.00", "owed", 5000)]
+)
+def test_offline_cash_in_within_the_limits_is_pending_then_settled(
+    tmp_path: Path, amount: str, ends: str, owed: int
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            await _allow_offline(r, per_tx=10000, outstanding=20000)
+            order = r.order(amount)
+            r.ctx.reachability.record("payby", False)  # PayBy unreachable
+            task = await start(r, order["tokenUrl"])
+            await r.insert(5000)
+            r.press(5)  # confirm: that is the amount
+            tx = await task
+            assert (tx.state, tx.reason, tx.credited) == ("pending", "offline", 5000)
+            assert (r.ctx.config.receipts_dir / f"{tx.ref}-pending.txt").exists()
+            j = r.ctx.journal
+            forwarder = r.ctx.outbox()
+            for _ in range(2):  # PayBy answers: the order is read, then (if payable) paid
+                for row in await j.call(j.sync.outbox_rows, tx.id, queued_only=True):
+                    async with forwarder.hold(row["id"]):
+                        await forwarder.step(row["id"])
+            tx = await j.call(j.sync.get, tx.id)
+            assert (tx.state, tx.owed) == (ends, owed)
+            paid = r.hook(f"payby/orders/{order['orderNo']}")["status"] == "PAID_SUCCESS"
+            assert paid is (ends == "completed")
+            assert r.balance() == ("950.00" if paid else "1000.00")
+
+    run(scenario)
+
+
+def test_offline_cash_in_is_refused_beyond_the_outstanding_limit(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            await _allow_offline(r, per_tx=10000, outstanding=5000)
+            r.ctx.reachability.record("payby", False)
+            task = await start(r, r.order("50.00")["tokenUrl"])
+            await r.insert(5000)  # the cap: the journey ends by itself
+            assert (await task).state == "pending"
+            tx = await (await start(r, r.order("50.00")["tokenUrl"]))
+            assert (tx.state, tx.reason) == ("refused", "provider_offline")  # 50.00 held: full
+
+    run(scenario)
