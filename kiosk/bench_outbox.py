@@ -24,39 +24,17 @@ from typing import Any
 TARGETS = {"drain_tps": 200.0, "ready_s": 5.0}
 
 
-def _pending_call(tx: Any, token_url: str, now_ms: int, kiosk_id: str) -> Any:
-    from kiosk.flows.payby_cashin import REQUEST_WINDOW_MS, PayByPay
-    from kiosk.journal import Call
-
-    return Call(
-        op=PayByPay.name,
-        kind="pay",
-        idem_key=f"{tx.ref}-pay",
-        amount=tx.amount_due,
-        request={
-            "token_url": token_url,
-            "order_no": tx.provider_ref,
-            "amount": tx.amount_due,
-            "currency": tx.currency,
-            "payment_no": f"{tx.ref}-pay",
-            "device_id": kiosk_id,
-        },
-        public={"order_no": tx.provider_ref},
-        request_time_ms=now_ms,
-        void_after_ms=now_ms + REQUEST_WINDOW_MS,
-    )
-
-
-def _fill(journal: Any, orders: list[tuple[str, str]], amount: int, kiosk_id: str) -> None:
+def _fill(journal: Any, orders: list[tuple[str, str]], amount: int, cfg: Any) -> None:
     """``orders`` (orderNo, tokenUrl) as pending transactions, in one commit."""
+    from kiosk.flows.payby_cashin import pay_call
+
     now = int(time.time() * 1000)
     with journal.atomic():
         for order_no, token_url in orders:
             tx = journal.begin("payby_cashin", currency="AED")
             tx = journal.transition(tx.id, "accepting", amount_due=amount, provider_ref=order_no)
-            tx, eff, _ = journal.start_call(
-                tx.id, "paying", _pending_call(tx, token_url, now, kiosk_id)
-            )
+            call = pay_call(cfg, tx, token_url, order_no, amount, now)
+            tx, eff, _ = journal.start_call(tx.id, "paying", call)
             journal.transition(tx.id, "pending", reason="bench")
             journal.outcome(eff.id, "unknown")
 
@@ -97,7 +75,7 @@ async def _drain(files: Any, orders: list[tuple[str, str]]) -> dict[str, float]:
     journal = await AsyncJournal.open(
         cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key
     )
-    await journal.call(_fill, journal.sync, orders, 100, cfg.kiosk_id)
+    await journal.call(_fill, journal.sync, orders, 100, cfg)
     http_client, client = Daemon(cfg, secrets)._payby_client()
     # The forwarder needs no device: it settles payments whose customer has left.
     ctx = Context(cfg, journal, None, None, None, payby=client)  # type: ignore[arg-type]
@@ -156,7 +134,7 @@ def _ready_with_backlog(n: int, root: Path) -> float:
     cfg = config.load(files.config)
     secrets = config.load_secrets(cfg.secrets_file)
     j = Journal.open(cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key)
-    _fill(j, [(f"ORD{i}", f"https://x/{i}") for i in range(n)], 100, cfg.kiosk_id)
+    _fill(j, [(f"ORD{i}", f"https://x/{i}") for i in range(n)], 100, cfg)
     j.close()
     daemon = DaemonProcess(files)
     try:

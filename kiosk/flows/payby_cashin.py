@@ -38,7 +38,7 @@ from drivers.validator.base import (
     NoteReturned,
 )
 from kiosk import receipts
-from kiosk.config import OfflineConfig
+from kiosk.config import Config, OfflineConfig
 from kiosk.errors import ProviderError, ProviderRefused
 from kiosk.flows import device_events
 from kiosk.flows.context import Context, Sources
@@ -268,23 +268,7 @@ class PayByCashIn:
         assert ctx.config.payby is not None
         ctx.panel.show(PanelState.WAIT)
         now = ctx.clock_ms()
-        call = Call(
-            op=PayByPay.name,
-            kind="pay",
-            idem_key=f"{tx.ref}-pay",
-            amount=tx.amount_due,
-            request={
-                "token_url": self.token_url,
-                "order_no": tx.provider_ref,
-                "amount": tx.amount_due,
-                "currency": tx.currency,
-                "payment_no": f"{tx.ref}-pay",
-                "device_id": ctx.config.kiosk_id,
-            },
-            public={"order_no": tx.provider_ref, "payment_no": f"{tx.ref}-pay"},
-            request_time_ms=now,
-            void_after_ms=now + REQUEST_WINDOW_MS + int(ctx.config.payby.clock_margin_s * 1000),
-        )
+        call = pay_call(ctx.config, tx, self.token_url, tx.provider_ref or "", tx.amount_due, now)
         tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "paying", call)
         forwarder = ctx.outbox()
         # The customer's wait: deliveries (a timeout takes its time) and the backoff between.
@@ -304,6 +288,29 @@ class PayByCashIn:
 
 
 REQUEST_WINDOW_MS = 15 * 60 * 1000  # PayBy refuses a requestTime older than this
+
+
+def pay_call(cfg: Config, tx: Tx, token_url: str, order_no: str, amount: int, now: int) -> Call:
+    """The outbox call that pays ``order_no`` for ``tx``: ``storePaymentNo = <ref>-pay``,
+    signed at ``now`` (epoch ms), void once PayBy's window and our clock margin have passed."""
+    margin = int((cfg.payby.clock_margin_s if cfg.payby else 120.0) * 1000)
+    return Call(
+        op=PayByPay.name,
+        kind="pay",
+        idem_key=f"{tx.ref}-pay",
+        amount=amount,
+        request={
+            "token_url": token_url,
+            "order_no": order_no,
+            "amount": amount,
+            "currency": tx.currency,
+            "payment_no": f"{tx.ref}-pay",
+            "device_id": cfg.kiosk_id,
+        },
+        public={"order_no": order_no, "payment_no": f"{tx.ref}-pay"},
+        request_time_ms=now,
+        void_after_ms=now + REQUEST_WINDOW_MS + margin,
+    )
 
 
 class PayByPay:
@@ -474,24 +481,7 @@ class PayByResolveOffline:
             )
             log.warning("%s: offline cash-in not payable (%s): owed", tx.ref, reason)
             return
-        now = ctx.clock_ms()
-        pay = Call(
-            op=PayByPay.name,
-            kind="pay",
-            idem_key=f"{tx.ref}-pay",
-            amount=tx.credited,
-            request={
-                "token_url": token_url,
-                "order_no": detail["order_no"],
-                "amount": tx.credited,
-                "currency": tx.currency,
-                "payment_no": f"{tx.ref}-pay",
-                "device_id": ctx.config.kiosk_id,
-            },
-            public={"order_no": detail["order_no"], "payment_no": f"{tx.ref}-pay"},
-            request_time_ms=now,
-            void_after_ms=now + REQUEST_WINDOW_MS + int(ctx.config.payby.clock_margin_s * 1000),
-        )
+        pay = pay_call(ctx.config, tx, token_url, detail["order_no"], tx.credited, ctx.clock_ms())
         await j.call(
             j.sync.resolve_call,
             row["id"],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiosk.flows.payby_cashin import REQUEST_WINDOW_MS
-from kiosk.journal import Call, Tx
+from kiosk.flows.payby_cashin import pay_call
+from kiosk.journal import Tx
 from tests.flows.rig import Rig
 
 
@@ -43,23 +43,7 @@ async def at_state(
         await j.call(j.sync.db.execute, sql, [tx.id])
         return await j.call(s.get, tx.id)
     now = r.ctx.clock_ms()
-    call = Call(
-        op="payby.pay",
-        kind="pay",
-        idem_key=f"{tx.ref}-pay",
-        amount=15000,
-        request={
-            "token_url": order["tokenUrl"],
-            "order_no": order["orderNo"],
-            "amount": 15000,
-            "currency": "AED",
-            "payment_no": f"{tx.ref}-pay",
-            "device_id": "KSK-DEMO",
-        },
-        public={"order_no": order["orderNo"]},
-        request_time_ms=now,
-        void_after_ms=now + REQUEST_WINDOW_MS,
-    )
+    call = pay_call(r.ctx.config, tx, order["tokenUrl"], order["orderNo"], 15000, now)
     tx, _, _ = await j.call(s.start_call, tx.id, "paying", call)
     for nxt in PAYBY_CASHIN_PATH[PAYBY_CASHIN_PATH.index("paying") + 1 :]:
         if PAYBY_CASHIN_PATH.index(nxt) > PAYBY_CASHIN_PATH.index(state):
