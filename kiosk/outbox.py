@@ -209,6 +209,7 @@ class Forwarder:
         that raises is logged and tried again later, the loop never dies."""
         j = self.j
         while True:
+            self._wake.clear()  # a wake() from here on cuts the next wait short
             now = self.clock_ms()
             due = await j.call(j.sync.outbox_due, now, limit=256)
             firsts: dict[int, dict[str, Any]] = {}
@@ -219,7 +220,6 @@ class Forwarder:
                 continue
             nxt = await j.call(j.sync.next_due_ms)
             wait = 30.0 if nxt is None else min(30.0, max(0.05, (nxt - self.clock_ms()) / 1000))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 

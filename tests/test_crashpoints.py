@@ -257,3 +257,19 @@ def test_cancel_sweep_every_third_step_through_the_cli(
     assert journey["points_run"] >= 4
     assert journey["points_run"] - len(journey["not_reached"]) >= 4
     assert doc["violations"] == [] and status == 0
+
+
+@pytest.mark.slow
+def test_a_pending_pay_is_settled_by_the_outbox_and_survives_a_crash_once_pending(
+    short_dir: Path,
+) -> None:
+    from kiosk.sandbox.server import start_sandbox
+
+    journey = JOURNEYS["pending-pay"]
+    with start_sandbox(short_dir / "sandbox") as sandbox:
+        bench = Bench(short_dir, sandbox)
+        report = run_journey(bench, journey, only=set(), whens=("after",))  # the count run
+        assert not report.error, report.error  # settled in the background within SETTLE_S
+        pend = next(n for n, kinds in report.steps if "pay.unknown" in kinds)
+        assert bench.run_point(journey, report, pend, "after")  # killed once pending
+        assert [v.line() for v in report.violations] == []

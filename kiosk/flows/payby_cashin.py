@@ -130,7 +130,6 @@ class PayByCashIn:
             void_after_ms=now + OFFLINE_KEEP_MS,
         )
         tx, eff, _ = await j.call(j.sync.start_call, tx.id, "paying", call)
-        ctx.outbox().wake()
         return await pend(ctx, tx, eff.id, OFFLINE)
 
     # --- notes ----------------------------------------------------------------------------------
@@ -532,6 +531,7 @@ async def pend(ctx: Context, tx: Tx, effect_id: int, reason: str) -> Tx:
         reason=reason,
     )
     log.warning("%s: pending (%s); the outbox goes on in the background", tx.ref, reason)
+    ctx.outbox().wake()  # its next delivery is due soon: the loop must not sleep past it
     if receipt_id is not None:
         await receipts.print_queued(j, ctx.printer, receipt_id, doc)
     ctx.panel.show(PanelState.REFUSED)
