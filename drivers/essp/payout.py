@@ -23,7 +23,14 @@ from typing import Final
 from drivers.errors import CommandRefused, DeviceFault
 from drivers.essp.codes import PAYOUT_NOW, PAYOUT_TEST, Command, Event, Response, Route
 from drivers.essp.core import MAX_AMOUNT, PAYOUT_ENDS, EsspCore, PayoutWait
-from drivers.essp.frames import PayoutRequest, PollEvent, Request, RouteRequest, parse_levels
+from drivers.essp.frames import (
+    PayoutRequest,
+    PollEvent,
+    Request,
+    RouteRequest,
+    inhibit_mask,
+    parse_levels,
+)
 from drivers.validator.base import FaultKind, PayoutResult
 
 log = logging.getLogger("drivers.essp")  # one logger for the whole driver
@@ -63,10 +70,12 @@ class SmartPayout(EsspCore):
     @contextlib.asynccontextmanager
     async def _enabled_for_payout(self) -> AsyncIterator[None]:
         """SMART Payout refuses PAYOUT AMOUNT while the validator is disabled (F5 4, GA973):
-        enable it around the command and disable it again if it was disabled. No channel is
-        enabled for notes in (SET INHIBITS stays as the last journey left it)."""
+        enable it around the command and disable it again if it was disabled. Every channel
+        is inhibited first (SET INHIBITS all zero), so no note can go in while the kiosk pays
+        out; the next journey's ``enable()`` sets its own channels again."""
         was = self.enabled
         if not was:
+            await self._cmd(Command.SET_INHIBITS, inhibit_mask((), self._n_channels()))
             await self._cmd(Command.ENABLE)
             self.enabled = True
         try:

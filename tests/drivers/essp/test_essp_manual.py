@@ -179,9 +179,18 @@ def test_a_payout_enables_the_validator_around_payout_amount() -> None:
         assert await v.can_pay(1000)
         result = await v.payout(1000)
         assert result.complete
-        sent = [c for c in sim.received[start:] if c in (0x09, 0x0A, 0x33)]
-        assert sent[:3] == [Command.ENABLE, Command.PAYOUT_AMOUNT, Command.DISABLE]
+        sent = [c for c in sim.received[start:] if c in (0x02, 0x09, 0x0A, 0x33)]
+        inhibit_all = [Command.SET_INHIBITS, Command.ENABLE]
+        assert sent[:4] == [*inhibit_all, Command.PAYOUT_AMOUNT, Command.DISABLE]
         assert not sim.state().enabled  # as it was
+
+        # While it pays out, no note can go in: every channel is inhibited.
+        await v.enable()  # a journey's channels
+        await v.disable()
+        async with v._enabled_for_payout():
+            assert sim.insert(1000)  # read ...
+            await asyncio.sleep(0.7)
+        assert sum(sim.cashbox.values()) == 0  # ... and rejected: nothing was stacked
 
     run(rig(body, EsspSimulator(levels={1000: 5})))
 
