@@ -839,6 +839,17 @@ class Journal:
                 args_.append(val)
         return [_effect(r) for r in self.db.query(sql + " ORDER BY id", args_)]
 
+    def unconfirmed_stacks(self, statuses: Sequence[str], recent: int) -> list[tuple[int, Effect]]:
+        """Stacks in ``statuses`` of the ``recent`` latest transactions, newest first."""
+        marks = ",".join("?" * len(statuses))
+        rows = self.db.query(
+            f"SELECT * FROM effects WHERE kind = 'stack' AND status IN ({marks})"  # noqa: S608
+            " AND tx_id > (SELECT COALESCE(MAX(id), 0) - ? FROM transactions)"
+            " ORDER BY id DESC",
+            [*statuses, recent],
+        )
+        return [(int(r["tx_id"]), _effect(r)) for r in rows]
+
     def events(self, tx_id: int | None = None, *, limit: int = 200) -> list[dict[str, Any]]:
         if tx_id is None:
             rows = self.db.query("SELECT * FROM events ORDER BY seq DESC LIMIT ?", [limit])

@@ -160,15 +160,19 @@ async def note_returned(ctx: Context, note: Note) -> None:
 async def _unconfirmed(
     ctx: Context, note: Note, *, statuses: tuple[str, ...]
 ) -> tuple[Tx | None, Effect | None]:
-    tx = await _last_tx(ctx)
-    if tx is None:
-        return None, None
+    """The unconfirmed stack this note settles: the newest one of its value (``statuses`` in
+    order of preference) among the recent transactions, not only the latest one (a device
+    may report a note from before a restart after another customer began)."""
     j = ctx.journal
+    found = await j.call(j.sync.unconfirmed_stacks, statuses, RECENT_TXS)
     for status in statuses:
-        for eff in await j.call(j.sync.effects, tx.id, kind="stack", status=status):
-            if note.value in (eff.amount, 0):
-                return tx, eff
-    return tx, None
+        for tx_id, eff in found:
+            if eff.status == status and note.value in (eff.amount, 0):
+                return await j.call(j.sync.get, tx_id), eff
+    return await _last_tx(ctx), None
+
+
+RECENT_TXS = 20  # how far back a late device report is matched to an unconfirmed note
 
 
 async def _last_tx(ctx: Context) -> Tx | None:

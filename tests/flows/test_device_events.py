@@ -71,6 +71,24 @@ def test_a_credit_after_a_jam_settles_the_unconfirmed_note(tmp_path: Path) -> No
     run(scenario)
 
 
+def test_a_late_credit_settles_an_older_transactions_note_not_a_stray(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            tx_id = await _jammed_journey(r)
+            r.validator.clear_fault()
+            j = r.ctx.journal
+            later = await j.call(j.sync.begin, "payby_cashin", currency="AED")  # a next customer
+            await j.call(j.sync.transition, later.id, "refused", reason="order_expired")
+            r.validator.credit_unasked(5000)  # the device reports the jammed note only now
+            await device_events.drain(r.ctx, 0.05)
+            (eff,) = await j.call(j.sync.effects, tx_id, kind="stack")
+            assert eff.status == "done"  # the older transaction's note, not a stray one
+            rows = await j.call(j.sync.liabilities)
+            assert [(x["tx_id"], x["reason"]) for x in rows] == [(tx_id, "unconfirmed_note")]
+
+    run(scenario)
+
+
 def test_a_note_returned_after_a_jam_cancels_the_unconfirmed_liability(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
