@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
     from kiosk.sandbox.payby import PayBySandbox
+    from kiosk.sandbox.paysera import PayseraSandbox
 
 log = logging.getLogger("kiosk.sandbox")
 
@@ -351,9 +352,10 @@ def _loopback(host: str) -> str:
 
 def default_providers(state_dir: Path, clock: SandboxClock) -> list[Provider]:
     """Every provider sandbox, each keeping its state under ``state_dir``."""
-    from kiosk.sandbox.payby import PayBySandbox  # imported here: it builds on this module
+    from kiosk.sandbox.payby import PayBySandbox  # imported here: they build on this module
+    from kiosk.sandbox.paysera import PayseraSandbox
 
-    return [PayBySandbox(state_dir, clock)]
+    return [PayBySandbox(state_dir, clock), PayseraSandbox(state_dir, clock)]
 
 
 class Sandbox:
@@ -379,6 +381,14 @@ class Sandbox:
 
         provider = self.app.providers["payby"]
         assert isinstance(provider, PayBySandbox)
+        return provider
+
+    @property
+    def paysera(self) -> PayseraSandbox:
+        from kiosk.sandbox.paysera import PayseraSandbox
+
+        provider = self.app.providers["paysera"]
+        assert isinstance(provider, PayseraSandbox)
         return provider
 
     def start(self) -> Sandbox:
