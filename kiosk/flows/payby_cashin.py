@@ -538,12 +538,6 @@ async def pend(ctx: Context, tx: Tx, effect_id: int, reason: str) -> Tx:
     return tx
 
 
-async def complete(ctx: Context, tx: Tx) -> Tx:
-    j = ctx.journal
-    tx = await j.call(j.sync.transition, tx.id, "paid")
-    return await finish_paid(ctx, tx)
-
-
 async def finish_paid(ctx: Context, tx: Tx) -> Tx:
     """Receipt, then ``completed``. A receipt that fails stays queued; the payment stands.
     A receipt queued before a crash is the one printed (never a second one)."""
