@@ -242,6 +242,15 @@ def _journal_verify(j, *, as_json: bool) -> int:  # type: ignore[no-untyped-def]
     return 0 if report.ok else 1
 
 
+def cmd_provider_check(args: argparse.Namespace) -> int:
+    from kiosk.provider_check import check
+
+    cfg, secrets = _load(args)
+    ok, message = check(cfg, secrets, args.name)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from kiosk.reconcile import main as reconcile
 
@@ -479,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     jr.add_argument("--limit", type=int, default=50)
     jr.add_argument("--json", action="store_true", help="machine-readable output")
     jr.set_defaults(fn=cmd_journal)
+
+    pv = sub.add_parser("provider", help="provider credentials")
+    pvsub = pv.add_subparsers(dest="provider_cmd", required=True)
+    pc = with_config(
+        pvsub.add_parser("check", help="one authenticated call: do the credentials work?")
+    )
+    pc.add_argument("name", help="the provider (payby)")
+    pc.set_defaults(fn=cmd_provider_check)
 
     rc_ = with_config(
         sub.add_parser("reconcile", help="compare the journal with each provider's own view")

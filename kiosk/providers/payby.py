@@ -378,6 +378,11 @@ class PayByClient:
                 return money
         raise _broken(f"getBalance: no {currency} balance in the reply")
 
+    async def verify_sign(self) -> None:
+        """``/verifySign`` (the SDK's ECHO): PayBy checks our signature and signs its reply,
+        which is verified here. Raises a provider error when either does not hold."""
+        await self._call("/verifySign", {})
+
     # --- store-side calls: NOT in PayBy's public API --------------------------------------
 
     async def resolve_token_url(self, token_url: str) -> AcquireOrder:

@@ -14,6 +14,7 @@ API under ``/sgs/api`` (fault op names in brackets)::
     /acquire2/getOrder [getOrder]         /member/getBalance          [getBalance]
     /acquire2/cashTopUp/resolveToken [resolveToken]   NOT in PayBy's public API
     /acquire2/cashTopUp/payOrder [payOrder]           NOT in PayBy's public API
+    /verifySign [verifySign]                          the signature echo (its body: [INF])
 
 Hooks under ``/_sandbox/payby`` (JSON, amounts as strings, no signatures)::
 
@@ -88,6 +89,7 @@ OPS: Final = {
     "/member/getBalance": "getBalance",
     DEFAULT_RESOLVE_TOKEN_PATH: "resolveToken",
     DEFAULT_PAY_ORDER_PATH: "payOrder",
+    "/verifySign": "verifySign",
 }
 
 _TERMINAL: Final = {"PAID_SUCCESS": "62001", "FAILURE": "62002", "SETTLED": "62003"}
@@ -188,6 +190,7 @@ class PayBySandbox:
             "getBalance": self._get_balance,
             "resolveToken": self._resolve_token,
             "payOrder": self._pay_order,
+            "verifySign": lambda _partner, _rt, _biz: {},  # [INF] the reply's body
         }
 
     def close(self) -> None:

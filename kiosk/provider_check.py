@@ -1,0 +1,62 @@
+"""``kiosk provider check NAME``: one cheap authenticated call that proves the credentials.
+
+PayBy: ``/verifySign`` (PayBy checks our signature on the request; we check PayBy's on the
+reply). Exit 0 only when both hold; otherwise 1 and a message that says what failed and what to
+look at: unreachable, our signature refused, the clock off by more than PayBy's 15 minutes,
+PayBy's reply signature not verifying. Nothing secret is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from kiosk.config import Config, Secrets
+from kiosk.errors import (
+    ProviderAmbiguous,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderRefused,
+    ProviderUnavailable,
+)
+
+PROVIDERS = ("payby",)
+
+
+def check(cfg: Config, secrets: Secrets, name: str) -> tuple[bool, str]:
+    if name != "payby":
+        return False, f"{name}: no check in this build (providers: {', '.join(PROVIDERS)})"
+    if cfg.payby is None:
+        return False, f"payby: no [payby] table in {cfg.file}"
+    return asyncio.run(_payby(cfg, secrets))
+
+
+async def _payby(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
+    from kiosk.daemon import Daemon
+
+    assert cfg.payby is not None
+    http, client = Daemon(cfg, secrets)._payby_client()
+    started = time.monotonic()
+    try:
+        await client.verify_sign()
+    except ProviderUnavailable as exc:
+        return False, f"payby: unreachable at {cfg.payby.base_url} ({exc})"
+    except ProviderRefused as exc:
+        msg = str(exc)
+        if "REQUESTTIME" in msg:
+            return False, "payby: our clock is more than 15 minutes off PayBy's: fix NTP"
+        return False, (
+            f"payby: PayBy refused our request ({exc}): check partner_id"
+            f" {cfg.payby.partner_id!r} and that PayBy holds the store's public key"
+        )
+    except ProviderProtocolError as exc:
+        return False, (
+            f"payby: the reply does not verify ({exc}): check payby.public_key_file"
+            f" ({cfg.payby.public_key_file})"
+        )
+    except (ProviderAmbiguous, ProviderError) as exc:
+        return False, f"payby: no clean answer ({exc}); try again"
+    finally:
+        await http.aclose()
+    ms = int((time.monotonic() - started) * 1000)
+    return True, f"payby: credentials work (partner {cfg.payby.partner_id}, reply signed, {ms} ms)"

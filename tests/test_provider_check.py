@@ -1,0 +1,58 @@
+"""`kiosk provider check payby`: exit 0 only when the credentials work, else what failed."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kiosk.cli import main
+from kiosk.money import Money
+from kiosk.providers.payby import generate_key_pair
+from kiosk.sandbox.server import start_sandbox
+from kiosk.simkiosk import STORE_PARTNER_ID, sandbox_kiosk, write_kiosk
+
+
+def _check(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["provider", "check", "payby", "--config", str(config)])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_working_credentials_and_each_way_they_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with start_sandbox(tmp_path / "sb") as sb:
+        files = sandbox_kiosk(tmp_path / "kiosk", sb)
+        code, text = _check(files.config, capsys)
+        assert code == 0 and "credentials work" in text
+
+        _, other_public = generate_key_pair()  # PayBy holds another key for our store
+        sb.payby.register_merchant(STORE_PARTNER_ID, other_public, Money.of(0, "AED"))
+        code, text = _check(files.config, capsys)
+        assert code == 1 and "refused our request" in text
+        sb.payby.register_merchant(STORE_PARTNER_ID, files.store_public_pem)
+
+        real = (files.root / "etc" / "payby_public.pem").read_bytes()
+        (files.root / "etc" / "payby_public.pem").write_bytes(other_public)  # not PayBy's key
+        code, text = _check(files.config, capsys)
+        assert code == 1 and "does not verify" in text
+        (files.root / "etc" / "payby_public.pem").write_bytes(real)
+
+        req = urllib.request.Request(
+            f"{sb.url}/_sandbox/clock", json.dumps({"advance_s": 20 * 60}).encode()
+        )
+        urllib.request.urlopen(req, timeout=5).read()
+        code, text = _check(files.config, capsys)
+        assert code == 1 and "clock" in text
+
+
+def test_an_unreachable_payby_is_said_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, public = generate_key_pair()
+    files = write_kiosk(tmp_path, payby_url="http://127.0.0.1:9", payby_public_pem=public)
+    code, text = _check(files.config, capsys)
+    assert code == 1 and "unreachable" in text and "Traceback" not in text
