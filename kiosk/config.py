@@ -16,7 +16,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -166,6 +166,8 @@ class Config:
     payby: PayByConfig | None
     """``None`` when the ``[payby]`` table is absent: the journey is then refused."""
     offline: OfflineConfig = OfflineConfig()
+    providers: Mapping[str, Any] = field(default_factory=dict)
+    """Each registered provider's section (:mod:`kiosk.providers.registry`), when present."""
 
     @property
     def journal_path(self) -> Path:
@@ -186,6 +188,8 @@ class Secrets:
     """HMAC key for the keyed hashes of codes kept in the journal."""
     payby_private_key: bytes | None = field(default=None, repr=False)
     """The store's RSA private key (PEM) that signs PayBy requests."""
+    providers: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Each registered provider's secrets, when its table is present."""
 
 
 class _Table:
@@ -479,20 +483,25 @@ def resolve_path(cli_value: str | None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG
 
 
-def _offline(t: _Table, cur: Currency) -> OfflineConfig:
-    def amount(name: str) -> int:
-        text = t.get(name, str, "0", f'an amount in {cur.code} as a string, e.g. "200.00"')
-        try:
-            minor = Money.from_decimal(text, cur.code).minor
-        except MoneyError:
-            raise t.error(name, f'an amount in {cur.code} as a string, e.g. "200.00"') from None
-        if minor < 0:
-            raise t.error(name, "an amount of 0 or more")
-        return minor
+def amount_in(t: _Table, name: str, cur: Currency) -> int:
+    """An amount key: a decimal string in the kiosk's currency, as minor units (default 0)."""
+    text = t.get(name, str, "0", f'an amount in {cur.code} as a string, e.g. "200.00"')
+    try:
+        minor = Money.from_decimal(text, cur.code).minor
+    except MoneyError:
+        raise t.error(name, f'an amount in {cur.code} as a string, e.g. "200.00"') from None
+    if minor < 0:
+        raise t.error(name, "an amount of 0 or more")
+    return minor
 
+
+Table = _Table
+
+
+def _offline(t: _Table, cur: Currency) -> OfflineConfig:
     c = OfflineConfig(
-        cashin_max_per_tx=amount("cashin_max_per_tx"),
-        cashin_max_outstanding=amount("cashin_max_outstanding"),
+        cashin_max_per_tx=amount_in(t, "cashin_max_per_tx", cur),
+        cashin_max_outstanding=amount_in(t, "cashin_max_outstanding", cur),
     )
     t.done()
     return c
@@ -545,6 +554,13 @@ def load(path: Path, *, simulate: bool = False) -> Config:
     hw.done()
     payby = _payby(top.sub("payby")) if "payby" in raw else None
     offline = _offline(top.sub("offline"), cur)
+    from kiosk.providers.registry import sections  # the providers declare their own tables
+
+    providers = {
+        name: section.read(top.sub(name), cur)
+        for name, section in sections().items()
+        if name in raw
+    }
     top.done()
     return Config(
         file=path,
@@ -555,6 +571,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
         panel=panel,
         payby=payby,
         offline=offline,
+        providers=providers,
         kiosk_id=kiosk_id,
         location=location,
         currency=cur,
@@ -595,8 +612,15 @@ def load_secrets(path: Path) -> Secrets:
             raise p.error("private_key", "a PEM private key ('-----BEGIN PRIVATE KEY-----...')")
         private_key = pem.encode()
         p.done()
+    from kiosk.providers.registry import sections
+
+    providers = {
+        name: section.read_secrets(top.sub(name))
+        for name, section in sections().items()
+        if name in raw
+    }
     top.done()
-    return Secrets(journal_key=journal_key, payby_private_key=private_key)
+    return Secrets(journal_key=journal_key, payby_private_key=private_key, providers=providers)
 
 
 def read_public_key(cfg: PayByConfig, config_file: Path) -> bytes:

@@ -1,0 +1,101 @@
+"""Paysera's ``[paysera]`` configuration and its secret, declared by the provider itself (the
+config reader knows no provider: :mod:`kiosk.providers.registry` hands it this section).
+
+Amounts are decimal strings in the kiosk's currency (``"200.00"``), kept as minor units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kiosk.config import Table, amount_in
+from kiosk.money import Currency
+
+MAX_RESERVE_FOR_S = 300  # the seed: short reservations
+
+
+@dataclass(frozen=True, slots=True)
+class PayseraConfig:
+    base_url: str = "https://wallet.paysera.com/rest/v1"
+    """Sandbox: ``https://wallet-sandbox.paysera.com/rest/v1``; plain http only on loopback."""
+    client_id: str = ""
+    """The MAC credentials' id (``mac_key`` is in the secrets file)."""
+    reserve_for_s: int = 120
+    """How long a transaction stays reserved, seconds (at most 300)."""
+    allowance_id: int | None = None
+    """The cash-in allowance Paysera provides (not public: ask Paysera). None: no cash-in."""
+    cashout_max: int = 0
+    """The most one cash-out may pay (minor units); 0: no cash-out."""
+    approval_above: int = 0
+    """Cash-outs above this need a technician's approval; until approval exists they are
+    refused, and the customer is told so. 0: no threshold."""
+    code_attempts: int = 3
+    """Refused codes a customer may try in a row before the kiosk stops asking for a while."""
+    timeout_s: float = 15.0
+    server_time_path: str = "/server"
+    """[INF] the documented no-authentication server-time call; its path is cut off in the
+    stored docs."""
+
+
+@dataclass(frozen=True, slots=True)
+class PayseraSecrets:
+    mac_key: str = field(repr=False)
+
+
+def read(t: Table, cur: Currency) -> PayseraConfig:
+    d = PayseraConfig()
+    c = PayseraConfig(
+        base_url=t.check(
+            "base_url",
+            t.get("base_url", str, d.base_url, "a URL"),
+            lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
+            "an https:// URL (http only on loopback)",
+        ),
+        client_id=t.check(
+            "client_id",
+            t.get("client_id", str, d.client_id, "a string"),
+            lambda s: 0 < len(s) <= 64,
+            "the MAC client id Paysera issued",
+        ),
+        reserve_for_s=t.check(
+            "reserve_for_s",
+            t.get("reserve_for_s", int, d.reserve_for_s, "seconds"),
+            lambda v: 0 < v <= MAX_RESERVE_FOR_S,
+            f"seconds, 1 to {MAX_RESERVE_FOR_S} (short reservations)",
+        ),
+        allowance_id=(
+            t.check(
+                "allowance_id",
+                t.get("allowance_id", int, 0, "an integer"),
+                lambda v: v > 0,
+                "the positive allowance id Paysera provided",
+            )
+            if "allowance_id" in t.data
+            else None
+        ),
+        cashout_max=amount_in(t, "cashout_max", cur),
+        approval_above=amount_in(t, "approval_above", cur),
+        code_attempts=t.check(
+            "code_attempts",
+            t.get("code_attempts", int, d.code_attempts, "an integer"),
+            lambda v: 1 <= v <= 10,
+            "1 to 10",
+        ),
+        timeout_s=t.check(
+            "timeout_s",
+            t.get("timeout_s", float, d.timeout_s, "seconds"),
+            lambda v: 0 < v <= 60,
+            "seconds, more than 0 and at most 60",
+        ),
+        server_time_path=t.get("server_time_path", str, d.server_time_path, "a path"),
+    )
+    t.done()
+    return c
+
+
+def read_secrets(t: Table) -> PayseraSecrets:
+    key = t.get("mac_key", str, "", "the 32-character MAC key")
+    if len(key) < 16:
+        raise t.error("mac_key", "the MAC key Paysera issued (32 characters)")
+    t.done()
+    return PayseraSecrets(key)
