@@ -56,3 +56,24 @@ def test_an_unreachable_payby_is_said_so(
     files = write_kiosk(tmp_path, payby_url="http://127.0.0.1:9", payby_public_pem=public)
     code, text = _check(files.config, capsys)
     assert code == 1 and "unreachable" in text and "Traceback" not in text
+
+
+def test_paysera_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    with start_sandbox(tmp_path / "sb") as sb:
+        sb.paysera.clients["kioskTest01"] = "k" * 32
+        cfg = tmp_path / "kiosk.toml"
+        secrets = tmp_path / "secrets.toml"
+        cfg.write_text(
+            f'[kiosk]\nid = "K"\ncurrency = "EUR"\nsecrets_file = "{secrets}"\n'
+            f'[paysera]\nbase_url = "{sb.url}/rest/v1"\nclient_id = "kioskTest01"\n'
+        )
+        for key, word in (("k" * 32, "credentials work"), ("w" * 32, "refused our MAC")):
+            fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f'journal_key = "{"ab" * 32}"\n[paysera]\nmac_key = "{key}"\n')
+            code = main(["provider", "check", "paysera", "--config", str(cfg)])
+            out = capsys.readouterr()
+            assert (code == 0) is (word == "credentials work")
+            assert word in out.out + out.err

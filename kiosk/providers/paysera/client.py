@@ -205,6 +205,18 @@ class PayseraClient:
             await self._call("GET", f"/transaction/{_key(key)}", None, what="get")
         )
 
+    async def server_time(self, path: str = "/server") -> int:
+        """The server's clock, unix seconds (no authentication; the path is [INF])."""
+        try:
+            response = await self._http.get(self._base + path, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(PROVIDER, f"server time: {type(exc).__name__}") from exc
+        doc = _json(response.content)
+        value = doc.get("time") if isinstance(doc, dict) else None
+        if response.status_code != 200 or type(value) is not int:
+            raise _broken("server time: not a time")
+        return value
+
     # --- transport -----------------------------------------------------------------------------
 
     async def _call(
