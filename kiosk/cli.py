@@ -143,6 +143,12 @@ def cmd_bench_outbox(args: argparse.Namespace) -> int:
     return outbox(drain=args.drain, pending=args.pending)
 
 
+def cmd_bench_journey(args: argparse.Namespace) -> int:
+    from kiosk.bench_journey import journey
+
+    return journey(journeys=args.journeys)
+
+
 def cmd_bench_chaos(args: argparse.Namespace) -> int:
     from kiosk.chaos import main as chaos
 
@@ -449,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--frames", type=int, default=400)
     bq.add_argument("--seed", type=int, default=1)
     bq.set_defaults(fn=cmd_bench_qr)
+    bj = bsub.add_parser("journey", help="the kiosk's own (CPU) time per journey")
+    bj.add_argument("--journeys", type=int, default=50)
+    bj.set_defaults(fn=cmd_bench_journey)
     bo = bsub.add_parser("outbox", help="outbox drain rate; READY with a backlog of pending rows")
     bo.add_argument("--drain", type=int, default=1000, help="pending payments to drain")
     bo.add_argument("--pending", type=int, default=10_000, help="backlog for the READY time")
