@@ -310,16 +310,9 @@ class Kiosk:
     # reading
 
     def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        if not self.files.journal.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.files.journal}?mode=ro", uri=True, timeout=5)
-        conn.row_factory = sqlite3.Row
-        try:
-            return list(conn.execute(sql, args))
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            conn.close()
+        from kiosk.journal import read_rows
+
+        return read_rows(self.files.journal, sql, args)
 
     def steps(self) -> list[tuple[int, str]]:
         """The durable steps the crash hook logged: (n, event kinds)."""

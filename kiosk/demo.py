@@ -52,16 +52,9 @@ def _http(url: str, body: dict[str, Any] | None = None) -> Any:
 
 
 def _query(files: KioskFiles, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    if not files.journal.exists():
-        return []
-    conn = sqlite3.connect(f"file:{files.journal}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        return list(conn.execute(sql, args))
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
+    from kiosk.journal import read_rows
+
+    return read_rows(files.journal, sql, args)
 
 
 def _tx(files: KioskFiles) -> sqlite3.Row | None:

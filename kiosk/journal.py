@@ -893,6 +893,21 @@ class Journal:
         ]
 
 
+def read_rows(path: Path, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    """Rows of a journal opened read-only (technicians' tools, benchmarks, the demo), never
+    writing, never migrating; [] while it does not exist yet or its tables are not there."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        return list(conn.execute(sql, args))
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
 def chain_hash(prev: str, row: Sequence[Any]) -> str:
     """SHA-256 over the previous hash and the event's columns (seq, tx_id, at, kind,
     from_state, to_state, data as stored), in a canonical JSON array."""
