@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from drivers.printer.base import ReceiptPrinter
 from drivers.validator.base import BillValidator, FaultKind, NoteDispenser
 from kiosk.config import Config
 from kiosk.journal import AsyncJournal
+from kiosk.outbox import wall_ms
 from kiosk.reachability import Reachability
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class Context:
     """Set by a flow that saw a device fault; the daemon stops taking customers."""
     forwarder: Forwarder | None = None
     """The outbox's forwarder (built on first use when the daemon did not)."""
-    clock_ms: Callable[[], int] = field(default_factory=lambda: _wall_ms)
+    clock_ms: Callable[[], int] = field(default_factory=lambda: wall_ms)
     reachability: Reachability = field(default_factory=Reachability)
     """Which providers answer (fed by every call; see :mod:`kiosk.reachability`)."""
     """Epoch milliseconds (tests pass the sandbox's clock, so time passing there moves us)."""
@@ -59,10 +59,6 @@ class Context:
                 ops[PayByResolveOffline.name] = PayByResolveOffline(self)
             self.forwarder = Forwarder(self.journal, ops, clock_ms=self.clock_ms)
         return self.forwarder
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Sources:

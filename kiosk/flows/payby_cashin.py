@@ -292,7 +292,6 @@ REQUEST_WINDOW_MS = 15 * 60 * 1000  # PayBy refuses a requestTime older than thi
 def pay_call(cfg: Config, tx: Tx, token_url: str, order_no: str, amount: int, now: int) -> Call:
     """The outbox call that pays ``order_no`` for ``tx``: ``storePaymentNo = <ref>-pay``,
     signed at ``now`` (epoch ms), void once PayBy's window and our clock margin have passed."""
-    margin = int((cfg.payby.clock_margin_s if cfg.payby else 120.0) * 1000)
     return Call(
         op=PayByPay.name,
         kind="pay",
@@ -308,8 +307,15 @@ def pay_call(cfg: Config, tx: Tx, token_url: str, order_no: str, amount: int, no
         },
         public={"order_no": order_no, "payment_no": f"{tx.ref}-pay"},
         request_time_ms=now,
-        void_after_ms=now + REQUEST_WINDOW_MS + margin,
+        void_after_ms=void_after_ms(cfg, now),
     )
+
+
+def void_after_ms(cfg: Config, request_time_ms: int) -> int:
+    """When a pay request signed at ``request_time_ms`` can no longer be applied: PayBy's
+    15-minute window, plus our clock's margin against PayBy's."""
+    margin = int((cfg.payby.clock_margin_s if cfg.payby else 120.0) * 1000)
+    return request_time_ms + REQUEST_WINDOW_MS + margin
 
 
 class PayByPay:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from drivers.validator.base import Note, PowerUpReport
 from kiosk.flows.cashout import end_payout, settle_payout
 from kiosk.flows.context import Context
-from kiosk.flows.payby_cashin import REQUEST_WINDOW_MS, PayByPay, finish_paid, owe, pend
+from kiosk.flows.payby_cashin import PayByPay, finish_paid, owe, pend, void_after_ms
 from kiosk.journal import Call, Tx
 
 log = logging.getLogger("kiosk.recovery")
@@ -125,7 +125,6 @@ async def _legacy_pay_call(ctx: Context, tx: Tx) -> None:
     j = ctx.journal
     pays = await j.call(j.sync.effects, tx.id, kind="pay")
     last = max((_epoch_ms(e.started_at) for e in pays), default=int(time.time() * 1000))
-    margin = int((ctx.config.payby.clock_margin_s if ctx.config.payby else 120.0) * 1000)
     for eff in pays:
         if eff.status == "intent":
             await j.call(j.sync.outcome, eff.id, "unknown", outcome={"settled_by": "recovery"})
@@ -137,7 +136,7 @@ async def _legacy_pay_call(ctx: Context, tx: Tx) -> None:
         request=None,
         public={"order_no": tx.provider_ref, "legacy": True},
         request_time_ms=last,
-        void_after_ms=last + REQUEST_WINDOW_MS + margin,
+        void_after_ms=void_after_ms(ctx.config, last),
     )
     _, _, row_id = await j.call(j.sync.start_call, tx.id, None, call)
     await j.call(j.sync.mark_in_doubt, row_id, "written before the outbox")
