@@ -38,7 +38,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def footprint(*, idle_s: float = 10.0, runs: int = 3) -> int:
-    from kiosk.providers.payby import generate_key_pair
+    from kiosk.providers.payby.client import generate_key_pair
     from kiosk.simkiosk import DaemonProcess, write_kiosk
 
     root = Path(tempfile.mkdtemp(prefix="kiosk-bench-"))

@@ -126,7 +126,7 @@ def _spawn_sandbox(state: Path) -> tuple[str, subprocess.Popen[bytes]]:
 def _ready_with_backlog(n: int, root: Path) -> float:
     from kiosk import config
     from kiosk.journal import Journal
-    from kiosk.providers.payby import generate_key_pair
+    from kiosk.providers.payby.client import generate_key_pair
     from kiosk.simkiosk import DaemonProcess, write_kiosk
 
     _, payby_public = generate_key_pair()

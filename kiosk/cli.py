@@ -110,13 +110,12 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from kiosk import config
     from kiosk.decodecmd import decode_files
 
-    hosts: tuple[str, ...] = config.PayByConfig().token_hosts
+    configs = None  # each provider's defaults
     path = config.resolve_path(args.config)
-    if args.config or path.exists():  # a kiosk's own allow-list, when there is a config
-        cfg = config.load(path)
-        hosts = cfg.payby.token_hosts if cfg.payby else ()
+    if args.config or path.exists():  # a kiosk's own allow-lists, when there is a config
+        configs = config.load(path).providers
     files = [Path(f) for f in args.files]
-    return decode_files(files, decoder=args.decoder, payby_hosts=hosts)
+    return decode_files(files, decoder=args.decoder, configs=configs)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -163,12 +162,11 @@ def cmd_bench_crashpoints(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg, secrets = _load(args)
-    if cfg.payby is not None:
-        from kiosk.config import read_public_key
+    from kiosk.providers.registry import sections
 
-        read_public_key(cfg.payby, cfg.file)
-        if secrets.payby_private_key is None:
-            raise ConfigError(str(cfg.secrets_file), "payby.private_key", "a PEM private key")
+    for name, section in sections().items():
+        if name in cfg.providers and section.local_check is not None:
+            section.local_check(cfg, secrets)
     from kiosk.receipts import load_templates
 
     load_templates(cfg.printer.templates_dir)  # an operator's receipt templates are checked

@@ -110,29 +110,6 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class PayByConfig:
-    base_url: str = "https://api.payby.com/sgs/api"
-    partner_id: str = ""
-    """The store's PayBy merchant id (``Partner-Id``), at most 12 characters."""
-    public_key_file: Path = Path("/etc/kiosk/payby_public.pem")
-    """PayBy's public key (from the merchant portal) that verifies every response."""
-    token_hosts: tuple[str, ...] = ("checkout.payby.com",)
-    """Hosts a scanned tokenUrl may point at (https only)."""
-    resolve_token_path: str = "/acquire2/cashTopUp/resolveToken"  # noqa: S105 - a path
-    """NOT in PayBy's public API: how the store reads the order behind a tokenUrl."""
-    pay_order_path: str = "/acquire2/cashTopUp/payOrder"
-    """NOT in PayBy's public API: how the store pays that order from its wallet."""
-    timeout_s: float = 15.0
-    """Per-request timeout (connect, read, write), seconds."""
-    pay_wait_s: float = 30.0
-    """How long a customer waits for PayBy to confirm the payment before the kiosk prints a
-    PENDING receipt and the outbox goes on in the background, seconds."""
-    clock_margin_s: float = 120.0
-    """Allowance for the kiosk's clock against PayBy's when deciding that a pay request can no
-    longer be applied (PayBy refuses a requestTime older than 15 minutes), seconds."""
-
-
-@dataclass(frozen=True, slots=True)
 class OfflineConfig:
     """Cash-in while the provider is unreachable: how much the kiosk may take and hold as
     *pending* (minor units of the kiosk's currency). 0 (the default) takes no cash offline.
@@ -144,6 +121,15 @@ class OfflineConfig:
     @property
     def cashin_allowed(self) -> bool:
         return self.cashin_max_per_tx > 0 and self.cashin_max_outstanding > 0
+
+
+@dataclass(frozen=True, slots=True)
+class CashoutConfig:
+    """What a cash-out code that carries no amount (a bare reservation code) may pay."""
+
+    presets: tuple[int, ...] = ()
+    """The amounts the customer chooses from (minor units), in the order offered. Empty: a code
+    without an amount is refused (the wallet app's kiosk envelope carries one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +149,8 @@ class Config:
     reader: ReaderConfig
     panel: PanelPins
     """BCM pin numbers of the GPIO panel (defaults in ``drivers.panel.PanelPins``)."""
-    payby: PayByConfig | None
-    """``None`` when the ``[payby]`` table is absent: the journey is then refused."""
     offline: OfflineConfig = OfflineConfig()
+    cashout: CashoutConfig = CashoutConfig()
     providers: Mapping[str, Any] = field(default_factory=dict)
     """Each registered provider's section (:mod:`kiosk.providers.registry`), when present."""
 
@@ -186,8 +171,6 @@ class Config:
 class Secrets:
     journal_key: bytes = field(repr=False)
     """HMAC key for the keyed hashes of codes kept in the journal."""
-    payby_private_key: bytes | None = field(default=None, repr=False)
-    """The store's RSA private key (PEM) that signs PayBy requests."""
     providers: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """Each registered provider's secrets, when its table is present."""
 
@@ -235,7 +218,7 @@ class _Table:
             raise self.error(unknown[0], f"a known key (one of: {known})")
 
 
-def _positive(x: float) -> bool:
+def positive(x: float) -> bool:
     return x > 0
 
 
@@ -246,14 +229,14 @@ def _int_list(t: _Table, name: str, default: tuple[int, ...], expected: str) -> 
     return tuple(raw)
 
 
-def _str_list(t: _Table, name: str, default: tuple[str, ...], expected: str) -> tuple[str, ...]:
+def str_list(t: _Table, name: str, default: tuple[str, ...], expected: str) -> tuple[str, ...]:
     raw = t.get(name, list, list(default), expected)
     if not raw or not all(isinstance(v, str) and v for v in raw):
         raise t.error(name, expected)
     return tuple(v.lower() for v in raw)
 
 
-def _path(t: _Table, name: str, default: Path, expected: str = "a path string") -> Path:
+def path_in(t: _Table, name: str, default: Path, expected: str = "a path string") -> Path:
     return Path(t.get(name, str, str(default), expected))
 
 
@@ -332,7 +315,7 @@ def _validator(t: _Table) -> ValidatorConfig:
         escrow_timeout_s=t.check(
             "escrow_timeout_s",
             t.get("escrow_timeout_s", float, d.escrow_timeout_s, "seconds"),
-            _positive,
+            positive,
             "a positive number of seconds",
         ),
         stack_s=t.check(
@@ -388,7 +371,7 @@ def _reader(t: _Table) -> ReaderConfig:
         poll_s=t.check(
             "poll_s",
             t.get("poll_s", float, d.poll_s, "seconds"),
-            _positive,
+            positive,
             "a positive number of seconds",
         ),
         decoder=t.check(
@@ -409,7 +392,7 @@ def _reader(t: _Table) -> ReaderConfig:
         hold_s=t.check(
             "hold_s",
             t.get("hold_s", float, d.hold_s, "seconds"),
-            _positive,
+            positive,
             "a positive number of seconds",
         ),
     )
@@ -431,48 +414,6 @@ def _panel(t: _Table) -> PanelPins:
         raise t.error("(pins)", "seven distinct BCM pin numbers")
     t.done()
     return PanelPins(**pins)
-
-
-def _payby(t: _Table) -> PayByConfig:
-    d = PayByConfig()
-    c = PayByConfig(
-        base_url=t.check(
-            "base_url",
-            t.get("base_url", str, d.base_url, "a URL"),
-            lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
-            "an https:// URL (http only on loopback)",
-        ),
-        partner_id=t.check(
-            "partner_id",
-            t.get("partner_id", str, d.partner_id, "a string"),
-            lambda s: 0 < len(s) <= 12,
-            "the store's PayBy merchant id (1-12 chars)",
-        ),
-        public_key_file=_path(t, "public_key_file", d.public_key_file),
-        token_hosts=_str_list(t, "token_hosts", d.token_hosts, "a non-empty list of host names"),
-        resolve_token_path=t.get("resolve_token_path", str, d.resolve_token_path, "a path"),
-        pay_order_path=t.get("pay_order_path", str, d.pay_order_path, "a path"),
-        timeout_s=t.check(
-            "timeout_s",
-            t.get("timeout_s", float, d.timeout_s, "seconds"),
-            _positive,
-            "a positive number of seconds",
-        ),
-        pay_wait_s=t.check(
-            "pay_wait_s",
-            t.get("pay_wait_s", float, d.pay_wait_s, "seconds"),
-            lambda v: 0 < v <= 300,
-            "seconds, more than 0 and at most 300 (a customer is waiting)",
-        ),
-        clock_margin_s=t.check(
-            "clock_margin_s",
-            t.get("clock_margin_s", float, d.clock_margin_s, "seconds"),
-            lambda v: 0 <= v <= 3600,
-            "seconds from 0 to 3600",
-        ),
-    )
-    t.done()
-    return c
 
 
 def resolve_path(cli_value: str | None) -> Path:
@@ -507,6 +448,24 @@ def _offline(t: _Table, cur: Currency) -> OfflineConfig:
     return c
 
 
+def _cashout(t: _Table, cur: Currency) -> CashoutConfig:
+    expected = f'a list of up to 9 amounts in {cur.code} as strings, e.g. ["20.00", "50.00"]'
+    texts = t.get("presets", list, [], expected)
+    presets: list[int] = []
+    for text in texts:
+        try:
+            minor = Money.from_decimal(text, cur.code).minor if isinstance(text, str) else 0
+        except MoneyError:
+            minor = 0
+        if minor <= 0:
+            raise t.error("presets", expected)
+        presets.append(minor)
+    if len(presets) > 9 or len(set(presets)) != len(presets):
+        raise t.error("presets", expected + ", each once")
+    t.done()
+    return CashoutConfig(tuple(presets))
+
+
 def load(path: Path, *, simulate: bool = False) -> Config:
     """Read and check ``path``; ``simulate`` forces simulated hardware (``run --simulate``)."""
     try:
@@ -533,13 +492,13 @@ def load(path: Path, *, simulate: bool = False) -> Config:
         cur = currency(code)
     except MoneyError:
         raise k.error("currency", "one of AED, BUSD, EUR, GBP, SYP, TRY, USD") from None
-    state_dir = _path(k, "state_dir", Path("/var/lib/kiosk"))
+    state_dir = path_in(k, "state_dir", Path("/var/lib/kiosk"))
     location = k.get("location", str, "", "a string")
-    secrets_file = _path(k, "secrets_file", path.parent / "secrets.toml")
+    secrets_file = path_in(k, "secrets_file", path.parent / "secrets.toml")
     inactivity = k.check(
         "inactivity_timeout_s",
         k.get("inactivity_timeout_s", float, 60.0, "seconds"),
-        _positive,
+        positive,
         "a positive number of seconds",
     )
     support_line = k.get("support_line", str, "", "a string")
@@ -552,8 +511,8 @@ def load(path: Path, *, simulate: bool = False) -> Config:
     reader = _reader(hw.sub("reader"))
     panel = _panel(hw.sub("panel"))
     hw.done()
-    payby = _payby(top.sub("payby")) if "payby" in raw else None
     offline = _offline(top.sub("offline"), cur)
+    cashout = _cashout(top.sub("cashout"), cur)
     from kiosk.providers.registry import sections  # the providers declare their own tables
 
     providers = {
@@ -569,8 +528,8 @@ def load(path: Path, *, simulate: bool = False) -> Config:
         printer=printer,
         reader=reader,
         panel=panel,
-        payby=payby,
         offline=offline,
+        cashout=cashout,
         providers=providers,
         kiosk_id=kiosk_id,
         location=location,
@@ -604,14 +563,6 @@ def load_secrets(path: Path) -> Secrets:
         journal_key = b""
     if len(journal_key) < 32:
         raise top.error("journal_key", "at least 64 hex characters (32 random bytes)")
-    private_key = None
-    if "payby" in raw:
-        p = top.sub("payby")
-        pem = p.get("private_key", str, "", "a PEM private key string")
-        if "PRIVATE KEY-----" not in pem:
-            raise p.error("private_key", "a PEM private key ('-----BEGIN PRIVATE KEY-----...')")
-        private_key = pem.encode()
-        p.done()
     from kiosk.providers.registry import sections
 
     providers = {
@@ -620,18 +571,4 @@ def load_secrets(path: Path) -> Secrets:
         if name in raw
     }
     top.done()
-    return Secrets(journal_key=journal_key, payby_private_key=private_key, providers=providers)
-
-
-def read_public_key(cfg: PayByConfig, config_file: Path) -> bytes:
-    try:
-        pem = cfg.public_key_file.read_bytes()
-    except OSError:
-        raise ConfigError(
-            str(config_file),
-            "payby.public_key_file",
-            f"a readable PEM public key file ({cfg.public_key_file})",
-        ) from None
-    if b"PUBLIC KEY-----" not in pem:
-        raise ConfigError(str(config_file), "payby.public_key_file", "a PEM public key")
-    return pem
+    return Secrets(journal_key=journal_key, providers=providers)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,13 +23,14 @@ from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import PaperState, PrinterStatus
 from drivers.validator.base import FaultCleared, FaultKind, PowerUpReport
 from kiosk.admin import Handler, serve_admin
-from kiosk.config import Config, Secrets, read_public_key
+from kiosk.config import Config, Secrets
 from kiosk.errors import PayloadError
 from kiosk.flows.context import Context, Sources
 from kiosk.hardware import Hardware, build
 from kiosk.journal import AsyncJournal
 from kiosk.reachability import Reachability
-from kiosk.router import PayByTopUp, route
+from kiosk.providers.registry import providers, starter
+from kiosk.router import route
 from kiosk.sdnotify import Notifier, watchdog_interval_s
 
 log = logging.getLogger("kiosk.daemon")
@@ -60,23 +60,26 @@ class Daemon:
             c.journal_path, kiosk_id=c.kiosk_id, code_key=self.secrets.journal_key
         )
         hw = await build(c)
-        http: Any = None
+        connections: list[Any] = []
         try:
             await hw.panel.open()
             await hw.printer.open()
             await hw.reader.open()
             power_up = await self._open_validator(hw)
-            payby = None
             reach = Reachability()
-            if c.payby is not None:
-                http, payby = self._payby_client(lambda ok: reach.record("payby", ok))
+            clients: dict[str, Any] = {}
+            for name, provider in providers().items():
+                if provider.configured(c):
+                    conn = provider.resolve("connect")(c, self.secrets, reach.recorder(name))
+                    connections.append(conn)
+                    clients[name] = conn.client
             ctx = Context(
                 config=c,
                 journal=journal,
                 validator=hw.validator,
                 printer=hw.printer,
                 panel=hw.panel,
-                payby=payby,
+                clients=clients,
                 dispenser=hw.dispenser,
                 reachability=reach,
             )
@@ -124,43 +127,10 @@ class Daemon:
             await journal.call(journal.sync.log, "daemon.stopped")
             return 0
         finally:
-            if http is not None:
-                await http.aclose()
+            for conn in connections:
+                await conn.aclose()
             await hw.close()
             await journal.close()
-
-    def _payby_client(self, on_reply: Callable[[bool], None] | None = None) -> tuple[Any, Any]:
-        # httpx imports its command-line module, and with it click, whenever click is
-        # installed (sqlite-utils brings it); the daemon has no use for it.
-        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-        import httpx
-
-        from kiosk.providers.payby import PayByClient, Signer, Verifier
-
-        p = self.config.payby
-        assert p is not None
-        if self.secrets.payby_private_key is None:
-            from kiosk.errors import ConfigError
-
-            raise ConfigError(
-                str(self.config.secrets_file),
-                "payby.private_key",
-                "the store's PEM private key (the [payby] table is configured)",
-            )
-        timeout = httpx.Timeout(p.timeout_s)
-        http = httpx.AsyncClient(timeout=timeout)
-        client = PayByClient(
-            http,
-            base_url=p.base_url,
-            partner_id=p.partner_id,
-            timeout=timeout,
-            signer=Signer(self.secrets.payby_private_key),
-            verifier=Verifier(read_public_key(p, self.config.file)),
-            resolve_token_path=p.resolve_token_path,
-            pay_order_path=p.pay_order_path,
-            on_reply=on_reply,
-        )
-        return http, client
 
     async def _open_validator(self, hw: Hardware) -> PowerUpReport | None:
         try:
@@ -290,9 +260,8 @@ class Daemon:
 
     async def _journey(self, ctx: Context, text: str) -> None:
         c = self.config
-        hosts = c.payby.token_hosts if c.payby else ()
         try:
-            request = route(text, payby_hosts=hosts)
+            request = route(text, configs=c.providers)
         except PayloadError as exc:
             log.info("code refused: %s", exc)  # the message never holds the code
             await ctx.journal.call(ctx.journal.sync.log, "code.refused", {"reason": str(exc)})
@@ -305,22 +274,17 @@ class Daemon:
             )
             ctx.panel.show(PanelState.REFUSED)
             return
-        if isinstance(request, PayByTopUp):
-            if ctx.payby is None:
-                ctx.panel.show(PanelState.REFUSED)
-                return
-            from kiosk.flows.payby_cashin import PayByCashIn
-
-            ctx.panel.show(PanelState.READING)
-            tx = await PayByCashIn(ctx, request.token_url).run()
-            log.info("%s: ended %s", tx.ref, tx.state)
+        module = starter(request.kind)
+        if module is None or module.JOURNEY.provider not in ctx.clients:
+            log.info("code refused: %s journeys are not configured on this kiosk", request.kind)
+            await ctx.journal.call(
+                ctx.journal.sync.log, "code.refused", {"reason": f"{request.kind}: not available"}
+            )
+            ctx.panel.show(PanelState.REFUSED)
             return
-        # Paysera, Rapyd and Cashii journeys arrive with the providers issue.
-        log.info("code refused: %s journeys are not in this build", request.kind)
-        await ctx.journal.call(
-            ctx.journal.sync.log, "code.refused", {"reason": f"{request.kind}: not available"}
-        )
-        ctx.panel.show(PanelState.REFUSED)
+        ctx.panel.show(PanelState.READING)
+        tx = await module.run(ctx, request)
+        log.info("%s: ended %s", tx.ref, tx.state)
 
     async def _device_event(self, ctx: Context, event: object) -> None:
         """A validator event in the idle loop (no journey listens): see flows.device_events."""
@@ -353,11 +317,13 @@ class Daemon:
                 await self._ack_power_up(hw)
                 ctx.fault = None
                 ctx.out_of_service.clear()
-        if ctx.payby is not None and ctx.reachability.is_down("payby"):
-            from kiosk.errors import ProviderError
+        from kiosk.errors import ProviderError
 
-            with contextlib.suppress(ProviderError):  # the probe's outcome is recorded
-                await ctx.payby.get_balance(ctx.config.currency.code)
+        for name, client in ctx.clients.items():
+            provider = providers()[name]
+            if provider.probe and ctx.reachability.is_down(name):
+                with contextlib.suppress(ProviderError):  # the probe's outcome is recorded
+                    await provider.resolve("probe")(client, ctx.config)
 
     def _admin_handlers(self, ctx: Context) -> dict[str, Handler]:
         j = ctx.journal

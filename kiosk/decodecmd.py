@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def decode_files(
     paths: Sequence[Path],
     *,
     decoder: str = "auto",
-    payby_hosts: tuple[str, ...] = (),
+    configs: Mapping[str, Any] | None = None,
     out: Callable[[str], None] = print,
 ) -> int:
     from PIL import Image, UnidentifiedImageError
@@ -40,6 +41,6 @@ def decode_files(
         started = time.perf_counter()
         texts = dec.decode(gray)
         ms = (time.perf_counter() - started) * 1000
-        codes = [{"text": t, "kind": kind_of(t, payby_hosts=payby_hosts)} for t in texts]
+        codes = [{"text": t, "kind": kind_of(t, configs=configs)} for t in texts]
         out(json.dumps({"file": str(path), "ms": round(ms, 2), "codes": codes}))
     return status

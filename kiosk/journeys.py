@@ -15,6 +15,7 @@ journal's intent/outcome records must satisfy. Terminal states:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,7 +49,7 @@ class Journey:
             raise ValueError(f"{self.name}: no transition {src} -> {dst}")
 
 
-def _j(
+def define(
     name: str,
     provider: str,
     direction: str,
@@ -68,172 +69,7 @@ def _j(
     )
 
 
-PAYBY_CASHIN = _j(
-    "payby_cashin",
-    "payby",
-    "in",
-    "resolving",
-    {
-        "resolving": "accepting refused",
-        "accepting": "paying cancelled owed",
-        "paying": "paid owed pending",
-        "pending": "paid owed",
-        "pay_unknown": "pending paying paid owed",  # journals written before the outbox
-        "paid": "completed",
-    },
-    {
-        "resolving": "nothing moved: refused",
-        "accepting": "settle notes in flight with the device's power-up report; "
-        "no note ⇒ cancelled, else owed (the notes never reached PayBy)",
-        "paying": "the pay may have been sent: pending (a PENDING receipt); the outbox "
-        "re-sends the same request until a signed answer, or until it is void",
-        "pending": "the outbox goes on: signed paid ⇒ paid; signed not paid once no delivery "
-        "is in doubt or the request is void ⇒ owed",
-        "pay_unknown": "as pending (the outbox queries getOrder; it owes only after the "
-        "request's 15-minute window)",
-        "paid": "the receipt, unless the customer left with a PENDING one ⇒ completed",
-    },
-    legacy="pay_unknown",
-)
-
-PAYBY_REFUND = _j(
-    "payby_refund",
-    "payby",
-    "none",
-    "requested",
-    {
-        "requested": "refunding",
-        "refunding": "refund_created refund_unknown refused",
-        "refund_unknown": "refunding refund_created refused",
-        "refund_created": "refund_settled completed owed",
-        "refund_settled": "completed owed",
-    },
-    {
-        "requested": "place the refund (idempotent refundMerchantOrderNo)",
-        "refunding": "refund query: found ⇒ its status; not found ⇒ place again, same key",
-        "refund_unknown": "refund query, then decide",
-        "refund_created": "refund query until SUCCESS or FAILURE",
-        "refund_settled": "refund query until SUCCESS or FAILURE",
-    },
-)
-
-PAYSERA_CASHIN = _j(
-    "paysera_cashin",
-    "paysera",
-    "in",
-    "accepting",
-    {
-        "accepting": "creating cancelled owed",
-        "creating": "reserving create_unknown owed",
-        "create_unknown": "creating reserving owed",
-        "reserving": "confirming reserve_unknown owed",
-        "reserve_unknown": "confirming owed",
-        "confirming": "completed confirm_unknown owed",
-        "confirm_unknown": "completed owed",
-    },
-    {
-        "accepting": "no note ⇒ cancelled, else owed",
-        "creating": "a transaction left in new moves no money: revoke it if its key is known",
-        "create_unknown": "revoke the known key, create again or owe",
-        "reserving": "get the transaction, then decide",
-        "reserve_unknown": "get the transaction, then decide",
-        "confirming": "get the transaction: confirmed ⇒ completed, else owed",
-        "confirm_unknown": "get the transaction: confirmed ⇒ completed, else owed",
-    },
-)
-
-PAYSERA_CASHOUT = _j(
-    "paysera_cashout",
-    "paysera",
-    "out",
-    "checking",
-    {
-        "checking": "creating refused",
-        "creating": "reserving refused",
-        "reserving": "confirming revoking refused",
-        "confirming": "dispensing revoking",
-        "revoking": "refused",
-        "dispensing": "completed owed unknown",
-    },
-    {
-        "checking": "nothing moved: refused",
-        "creating": "revoke the transaction if created: refused",
-        "reserving": "revoke (DELETE): refused",
-        "confirming": "get the transaction: confirmed ⇒ owed (cash not given), else revoke",
-        "revoking": "revoke again until done: refused",
-        "dispensing": "device counters settle the amount paid; the rest is owed; "
-        "no counters ⇒ unknown (technician)",
-    },
-)
-
-RAPYD_CASHOUT = _j(
-    "rapyd_cashout",
-    "rapyd",
-    "out",
-    "checking",
-    {
-        "checking": "opening refused",
-        "opening": "withdrawing refused",
-        "withdrawing": "dispensing closing",
-        "dispensing": "closing reversing unknown",
-        "reversing": "closing",
-        "closing": "completed owed",
-    },
-    {
-        "checking": "nothing moved: refused",
-        "opening": "the OTP has expired: refused",
-        "withdrawing": "ambiguous withdraw: reverse by transaction_id if known, close session",
-        "dispensing": "device counters settle what was paid; reverse the rest",
-        "reversing": "reverse again (same transaction_id), close session",
-        "closing": "close session again; the money outcome is already journaled",
-    },
-)
-
-RAPYD_CASHIN = _j(
-    "rapyd_cashin",
-    "rapyd",
-    "in",
-    "accepting",
-    {
-        "accepting": "awaiting_otp cancelled owed",
-        "awaiting_otp": "opening owed",
-        "opening": "depositing owed",
-        "depositing": "closing deposit_unknown owed",
-        "deposit_unknown": "closing owed",
-        "closing": "completed owed",
-    },
-    {
-        "accepting": "no note ⇒ cancelled, else owed",
-        "awaiting_otp": "the customer left: owed",
-        "opening": "the OTP has expired: owed",
-        "depositing": "the session's state, then decide",
-        "deposit_unknown": "the session's state, then decide",
-        "closing": "close session again",
-    },
-)
-
-CASHII_CASHOUT = _j(
-    "cashii_cashout",
-    "cashii",
-    "out",
-    "checking",
-    {
-        "checking": "creating refused",
-        "creating": "slip_printed refused",
-        "slip_printed": "polling void",
-        "polling": "dispensing void",
-        "dispensing": "completed owed unknown",
-    },
-    {
-        "checking": "nothing moved: refused",
-        "creating": "payment may exist unpaid: void",
-        "slip_printed": "keep polling until the timeout, then void",
-        "polling": "get the payment: paid ⇒ owed (customer gone), else void",
-        "dispensing": "device counters settle what was paid; the rest is owed",
-    },
-)
-
-LOCAL_CASHOUT = _j(
+LOCAL_CASHOUT = define(
     "local_cashout",
     "none",
     "out",
@@ -249,16 +85,33 @@ LOCAL_CASHOUT = _j(
     },
 )
 
-JOURNEYS: Final[dict[str, Journey]] = {
-    j.name: j
-    for j in (
-        PAYBY_CASHIN,
-        PAYBY_REFUND,
-        PAYSERA_CASHIN,
-        PAYSERA_CASHOUT,
-        RAPYD_CASHOUT,
-        RAPYD_CASHIN,
-        CASHII_CASHOUT,
-        LOCAL_CASHOUT,
-    )
-}
+
+
+class _Journeys(Mapping[str, Journey]):
+    """Every journey of this build: ``local_cashout`` and each registered provider's journey
+    modules' ``JOURNEY`` (read on first use, so that this module imports no provider)."""
+
+    def __init__(self) -> None:
+        self._all: dict[str, Journey] | None = None
+
+    def _load(self) -> dict[str, Journey]:
+        if self._all is None:
+            from kiosk.providers.registry import journey_modules
+
+            found = {LOCAL_CASHOUT.name: LOCAL_CASHOUT}
+            for module in journey_modules():
+                found[module.JOURNEY.name] = module.JOURNEY
+            self._all = found
+        return self._all
+
+    def __getitem__(self, name: str) -> Journey:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+JOURNEYS: Final[Mapping[str, Journey]] = _Journeys()

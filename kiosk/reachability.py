@@ -34,6 +34,10 @@ class Reachability:
         since = seen.since if seen is not None and seen.ok == ok else now
         self._seen[provider] = _Seen(ok, now, since)
 
+    def recorder(self, provider: str) -> Callable[[bool], None]:
+        """The ``on_reply`` callback of ``provider``'s client."""
+        return lambda ok: self.record(provider, ok)
+
     def is_down(self, provider: str) -> bool:
         seen = self._seen.get(provider)
         return seen is not None and not seen.ok and self._clock() - seen.at < self.hold_s

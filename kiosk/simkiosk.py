@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 STORE_PARTNER_ID = "200009990777"
 STORE_BALANCE = "1000.00"  # AED in the simulated store's PayBy wallet
 TOKEN_HOST = "checkout.sandbox.payby.test"  # noqa: S105 - a host name
+PAYSERA_CLIENT_ID = "kiosk-sim"
+PAYSERA_ALLOWANCE_ID = 7001  # the sandbox takes any allowance id
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class KioskFiles:
     receipts: Path
     frames: Path
     store_public_pem: bytes
+    paysera_mac_key: str = ""
 
     @property
     def journal(self) -> Path:
@@ -56,6 +59,7 @@ def sandbox_kiosk(
     sandbox.payby.register_merchant(
         STORE_PARTNER_ID, files.store_public_pem, Money.from_decimal(balance, "AED")
     )
+    sandbox.paysera.clients[PAYSERA_CLIENT_ID] = files.paysera_mac_key
     return files
 
 
@@ -78,7 +82,7 @@ def write_kiosk(
     ``receipts_dir``, default ``root/receipts``). ``validator`` picks the driver: ``sim``
     (interface-level simulator), ``essp`` or ``id003`` on ``validator_port`` (``sim``: the
     protocol's simulator inside the daemon on a pty; a path: an external one)."""
-    from kiosk.providers.payby import generate_key_pair
+    from kiosk.providers.payby.client import generate_key_pair
 
     root.mkdir(parents=True, exist_ok=True)
     state, etc = root / "state", root / "etc"
@@ -86,6 +90,7 @@ def write_kiosk(
     for d in (state, etc, receipts, frames):
         d.mkdir(parents=True, exist_ok=True)
     private_pem, public_pem = generate_key_pair()
+    mac_key = secrets.token_urlsafe(24)
     (etc / "payby_public.pem").write_bytes(payby_public_pem)
     secrets_file = etc / "secrets.toml"
     fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -93,6 +98,7 @@ def write_kiosk(
         f.write(
             f'journal_key = "{secrets.token_hex(32)}"\n\n[payby]\n'
             f'private_key = """\n{private_pem.decode()}"""\n'
+            f'\n[paysera]\nmac_key = "{mac_key}"\n'
         )
     config = etc / "kiosk.toml"
     config.write_text(
@@ -134,10 +140,24 @@ public_key_file = "{etc / "payby_public.pem"}"
 token_hosts = ["{TOKEN_HOST}"]
 timeout_s = 5
 pay_wait_s = 8
+
+[cashout]
+presets = ["50.00", "100.00", "200.00"]
+
+[paysera]
+base_url = "{payby_url}/rest/v1"
+client_id = "{PAYSERA_CLIENT_ID}"
+reserve_for_s = 120
+allowance_id = {PAYSERA_ALLOWANCE_ID}
+cashout_max = "1000.00"
+cashin_max = "5000.00"
+approval_above = "0"
+code_attempts = 3
+timeout_s = 5
 """,
         encoding="utf-8",
     )
-    return KioskFiles(root, config, state, receipts, frames, public_pem)
+    return KioskFiles(root, config, state, receipts, frames, public_pem, mac_key)
 
 
 class DaemonProcess:
@@ -280,7 +300,7 @@ def setup_by_hand(
     }
     try:
         if sandbox_url is None:
-            from kiosk.providers.payby import generate_key_pair
+            from kiosk.providers.payby.client import generate_key_pair
 
             _, placeholder = generate_key_pair()
             return write_kiosk(
@@ -312,6 +332,11 @@ def _register_at(root: Path, url: str, options: dict[str, Any]) -> KioskFiles:
                     "publicKeyPem": files.store_public_pem.decode(),
                     "balance": {"currency": "AED", "amount": STORE_BALANCE},
                 },
+            )
+            reply.raise_for_status()
+            reply = http.post(
+                f"{url}/_sandbox/paysera/clients",
+                json={"client_id": PAYSERA_CLIENT_ID, "mac_key": files.paysera_mac_key},
             )
             reply.raise_for_status()
     except httpx.HTTPError as exc:

@@ -22,7 +22,7 @@ def test_decimal_string_round_trip(code: str, n: int) -> None:
 
 @given(codes, minor)
 def test_payby_round_trip_through_json_number(code: str, n: int) -> None:
-    from kiosk.providers.payby_wire import dumps, loads
+    from kiosk.providers.payby.wire import dumps, loads
 
     m = Money.of(n, code)
     wire = dumps({"amount": m.to_payby()})

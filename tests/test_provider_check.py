@@ -10,7 +10,7 @@ import pytest
 
 from kiosk.cli import main
 from kiosk.money import Money
-from kiosk.providers.payby import generate_key_pair
+from kiosk.providers.payby.client import generate_key_pair
 from kiosk.sandbox.server import start_sandbox
 from kiosk.simkiosk import STORE_PARTNER_ID, sandbox_kiosk, write_kiosk
 

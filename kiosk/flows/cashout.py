@@ -1,7 +1,7 @@
 """Paying notes out through the recycler, and the cash-out journey that needs no provider.
 
-:func:`dispense` is the one way the kiosk pays cash out; every cash-out journey (Paysera,
-Rapyd, Cashii, and today ``local_cashout``) calls it with its transaction in ``dispensing``:
+:func:`dispense` is the one way the kiosk pays cash out; every cash-out journey (each
+provider's, and ``local_cashout``) calls it with its transaction in ``dispensing``:
 
 1. read the recycler's levels;
 2. commit the payout's intent, with those levels, before the command;
@@ -186,8 +186,16 @@ async def end_payout(
 
 
 def _receipt(ctx: Context, tx: Tx, kind: str, status: str) -> Document:
+    from kiosk.flows.steps import look_of
+
+    look = look_of(tx)
     return receipts.for_kiosk(
-        ctx.config, tx, kind, provider_name="Kiosk (technician test dispense)", status_text=status
+        ctx.config,
+        tx,
+        kind,
+        provider_name=look.provider,
+        references=look.references(tx),
+        status_text=status,
     )
 
 

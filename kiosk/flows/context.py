@@ -18,7 +18,6 @@ from kiosk.reachability import Reachability
 if TYPE_CHECKING:
     from drivers.panel import Panel
     from kiosk.outbox import Forwarder
-    from kiosk.providers.payby import PayByClient
 
 log = logging.getLogger("kiosk.flows")
 
@@ -30,7 +29,8 @@ class Context:
     validator: BillValidator
     printer: ReceiptPrinter
     panel: Panel
-    payby: PayByClient | None = None
+    clients: dict[str, Any] = field(default_factory=dict)
+    """Each configured provider's client, by provider name (:mod:`kiosk.providers.registry`)."""
     dispenser: NoteDispenser | None = None
     """The recycler that pays notes out, when the validator is one (SMART Payout)."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -42,21 +42,28 @@ class Context:
     forwarder: Forwarder | None = None
     """The outbox's forwarder (built on first use when the daemon did not)."""
     clock_ms: Callable[[], int] = field(default_factory=lambda: wall_ms)
+    """Epoch milliseconds (tests pass the sandbox's clock, so time passing there moves us)."""
     reachability: Reachability = field(default_factory=Reachability)
     """Which providers answer (fed by every call; see :mod:`kiosk.reachability`)."""
-    """Epoch milliseconds (tests pass the sandbox's clock, so time passing there moves us)."""
+
+    def client(self, provider: str) -> Any:
+        """The provider's client; a journey only starts when it is configured."""
+        try:
+            return self.clients[provider]
+        except KeyError:
+            raise LookupError(f"{provider} is not configured on this kiosk") from None
 
     def outbox(self) -> Forwarder:
         """The forwarder, with every provider operation this build knows."""
         if self.forwarder is None:
             from kiosk.outbox import Forwarder
+            from kiosk.providers.registry import journey_modules
 
             ops: dict[str, Any] = {}
-            if self.payby is not None:
-                from kiosk.flows.payby_cashin import PayByPay, PayByResolveOffline
-
-                ops[PayByPay.name] = PayByPay(self)
-                ops[PayByResolveOffline.name] = PayByResolveOffline(self)
+            for module in journey_modules():
+                if module.JOURNEY.provider in self.clients:
+                    for op in module.operations(self):
+                        ops[op.name] = op
             self.forwarder = Forwarder(self.journal, ops, clock_ms=self.clock_ms)
         return self.forwarder
 

@@ -22,8 +22,8 @@ Money rules held here:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import time
 from typing import Any
 
 from drivers.errors import DriverError
@@ -40,13 +40,54 @@ from drivers.validator.base import (
 from kiosk import receipts
 from kiosk.config import Config, OfflineConfig
 from kiosk.errors import ProviderError, ProviderRefused
-from kiosk.flows import device_events
-from kiosk.flows.context import Context, Sources
+from kiosk.flows import steps
+from kiosk.flows.context import Context
 from kiosk.journal import Call, Journal, Outcome, Tx
+from kiosk.journeys import define
 from kiosk.money import Money
 from kiosk.outbox import Attempt, Delivery, Verdict, classify
+from kiosk.providers.payby import config as payby_config
+from kiosk.providers.payby.config import PayByConfig
 
 log = logging.getLogger("kiosk.flows.payby")
+
+JOURNEY = define(
+    "payby_cashin",
+    "payby",
+    "in",
+    "resolving",
+    {
+        "resolving": "accepting refused",
+        "accepting": "paying cancelled owed",
+        "paying": "paid owed pending",
+        "pending": "paid owed",
+        "pay_unknown": "pending paying paid owed",  # journals written before the outbox
+        "paid": "completed",
+    },
+    {
+        "resolving": "nothing moved: refused",
+        "accepting": "settle notes in flight with the device's power-up report; "
+        "no note ⇒ cancelled, else owed (the notes never reached PayBy)",
+        "paying": "the pay may have been sent: pending (a PENDING receipt); the outbox "
+        "re-sends the same request until a signed answer, or until it is void",
+        "pending": "the outbox goes on: signed paid ⇒ paid; signed not paid once no delivery "
+        "is in doubt or the request is void ⇒ owed",
+        "pay_unknown": "as pending (the outbox queries getOrder; it owes only after the "
+        "request's 15-minute window)",
+        "paid": "the receipt, unless the customer left with a PENDING one ⇒ completed",
+    },
+    legacy="pay_unknown",
+)
+
+STARTS = frozenset({"payby_tokenurl"})
+
+
+def settings(cfg: Config) -> PayByConfig:
+    """This kiosk's ``[payby]`` (the journey only starts when it is configured)."""
+    p = payby_config.of(cfg)
+    if p is None:
+        raise LookupError("PayBy is not configured on this kiosk")
+    return p
 
 PAID = frozenset({"PAID_SUCCESS", "SETTLED"})
 NOT_VISIBLE = frozenset({"62004", "62035"})  # MERCHANT_ORDER_NO / ORDER_NO_NOT_EXIST
@@ -54,9 +95,8 @@ NOT_VISIBLE = frozenset({"62004", "62035"})  # MERCHANT_ORDER_NO / ORDER_NO_NOT_
 
 class PayByCashIn:
     def __init__(self, ctx: Context, token_url: str) -> None:
-        if ctx.payby is None or ctx.config.payby is None:
-            raise ValueError("PayBy is not configured")
-        self.ctx, self.payby, self.token_url = ctx, ctx.payby, token_url
+        self.cfg = settings(ctx.config)
+        self.ctx, self.payby, self.token_url = ctx, ctx.client("payby"), token_url
         self.j = ctx.journal
         self.cur = ctx.config.currency
         self._retried = False
@@ -68,22 +108,22 @@ class PayByCashIn:
         tx = await j.call(j.sync.begin, "payby_cashin", currency=self.cur.code, code_hash=code_hash)
         log.info("%s: PayBy Cash Top Up started", tx.ref)
         if await j.call(j.sync.code_seen, self.token_url):
-            return await self._refuse(tx, "code_already_used")
+            return await steps.refuse(self.ctx, tx, "code_already_used")
         if self.ctx.reachability.is_down("payby"):
             return await self._offline(tx, "provider_offline")
         try:
             order = await self.payby.resolve_token_url(self.token_url)
             if order.status != "CREATED":
-                return await self._refuse(tx, f"order_{order.status.lower()}")
+                return await steps.refuse(self.ctx, tx, f"order_{order.status.lower()}")
             if order.total.currency != self.cur or order.total.minor <= 0:
-                return await self._refuse(tx, "order_currency_or_amount")
+                return await steps.refuse(self.ctx, tx, "order_currency_or_amount")
             balance = await self.payby.get_balance(self.cur.code)
         except ProviderRefused as exc:
-            return await self._refuse(tx, f"order_not_payable:{exc.code}")
+            return await steps.refuse(self.ctx, tx, f"order_not_payable:{exc.code}")
         except ProviderError as exc:
             return await self._offline(tx, f"provider_unreachable:{type(exc).__name__}")
         if balance < order.total:
-            return await self._refuse(tx, "store_balance_short")
+            return await steps.refuse(self.ctx, tx, "store_balance_short")
 
         await j.call(j.sync.use_code, self.token_url, tx.id)
         tx = await j.call(
@@ -94,10 +134,10 @@ class PayByCashIn:
             provider_ref=order.order_no,
             data={"merchant_order_no": order.merchant_order_no},
         )
-        ending = await self._accept_notes(tx)
+        ending = await steps.accept_notes(self.ctx, tx, up_to=tx.amount_due)
         tx = await j.call(j.sync.get, tx.id)
         if ending != "complete":
-            return await self._end_without_payment(tx, ending)
+            return await steps.end_without_payment(self.ctx, tx, ending)
         return await self._pay(tx)
 
     # --- offline ----------------------------------------------------------------------------
@@ -110,14 +150,14 @@ class PayByCashIn:
         j, ctx = self.j, self.ctx
         room = await j.call(offline_room, j.sync, ctx.config.offline)
         if room <= 0:
-            return await self._refuse(tx, reason)
+            return await steps.refuse(self.ctx, tx, reason)
         await j.call(j.sync.use_code, self.token_url, tx.id)
         tx = await j.call(j.sync.transition, tx.id, "accepting", reason=OFFLINE, data={"cap": room})
         log.warning("%s: PayBy unreachable (%s): cash-in offline, up to %s", tx.ref, reason, room)
-        ending = await self._accept_notes(tx, offline_cap=room)
+        ending = await steps.accept_notes(ctx, tx, up_to=room, confirm_ends=True)
         tx = await j.call(j.sync.get, tx.id)
         if ending != "complete":
-            return await self._end_without_payment(tx, ending)
+            return await steps.end_without_payment(ctx, tx, ending)
         now = ctx.clock_ms()
         call = Call(
             op=PayByResolveOffline.name,
@@ -132,146 +172,18 @@ class PayByCashIn:
         tx, eff, _ = await j.call(j.sync.start_call, tx.id, "paying", call)
         return await pend(ctx, tx, eff.id, OFFLINE)
 
-    # --- notes ----------------------------------------------------------------------------------
-
-    async def _accept_notes(self, tx: Tx, *, offline_cap: int = 0) -> str:
-        """Take notes until the amount due is reached. Returns complete|cancel|timeout|fault.
-        ``offline_cap``: the amount is not known (PayBy unreachable): take notes up to the cap
-        until the customer presses confirm."""
-        v, panel, j = self.ctx.validator, self.ctx.panel, self.j
-        due, credited = offline_cap or tx.amount_due, tx.credited
-        sources = Sources(validator=v.next_event, panel=panel.next_event)
-        try:
-            try:
-                await v.enable()
-            except (DriverError, OSError) as exc:
-                log.error("%s: validator: enable failed (%s): out of service", tx.ref, exc)
-                await j.call(
-                    j.sync.log, "device.error", {"call": "enable", "error": str(exc)}, tx.id
-                )
-                self.ctx.out_of_service.set()
-                return "fault"
-            panel.show(PanelState.INSERT_NOTES)
-            while credited < due:
-                got = await sources.next(self.ctx.config.inactivity_timeout_s)
-                if got is None:
-                    return "timeout"
-                _, event = got
-                if event == PanelEvent.CANCEL:
-                    return "cancel"
-                if event == PanelEvent.CONFIRM:
-                    if offline_cap and credited > 0:
-                        return "complete"  # offline: the customer says that is the amount
-                    log.info("%s: confirm pressed with %s of %s in", tx.ref, credited, due)
-                    continue  # the order can only be paid in full: keep inserting or cancel
-                if isinstance(event, NoteEscrowed):
-                    note = event.note
-                    if note.currency != self.cur.code or credited + note.value > due:
-                        returned = await v.return_note()
-                        await j.call(
-                            j.sync.log,
-                            "note.returned",
-                            {"value": returned.value, "reason": "would_overpay"},
-                            tx.id,
-                        )
-                        continue
-                    if not await self._stack(tx, note):
-                        return "fault"
-                    credited += note.value
-                elif isinstance(event, NoteRejected):
-                    await j.call(j.sync.log, "note.rejected", {"reason": event.reason}, tx.id)
-                elif isinstance(event, NoteReturned):
-                    await j.call(
-                        j.sync.log,
-                        "note.returned",
-                        {"value": event.note.value, "reason": "device"},
-                        tx.id,
-                    )
-                elif isinstance(event, NoteCredited):
-                    await device_events.credit_stray(self.ctx, event.note)
-                    credited = (await j.call(j.sync.get, tx.id)).credited
-                elif isinstance(event, Fault):
-                    await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)}, tx.id)
-                    self.ctx.fault = event.kind
-                    self.ctx.out_of_service.set()
-                    return "fault"
-            return "complete"
-        finally:
-            left = await sources.close()
-            try:
-                await v.disable()
-            except (DriverError, OSError) as exc:
-                log.warning("validator: disable failed: %s", exc)
-            # A note that reached escrow (or was credited) after we stopped listening is
-            # returned or committed now, never left in escrow with no trace.
-            for name, event in left:
-                if name == "validator":
-                    await device_events.handle(self.ctx, event)
-            await device_events.drain(self.ctx)
-
-    async def _stack(self, tx: Tx, note: Note) -> bool:
-        """Intent, stack, credit at the device's safe point. False on a device fault."""
-        j = self.j
-        n = len(await j.call(j.sync.effects, tx.id, kind="stack")) + 1
-        eff = await j.call(
-            j.sync.intent,
-            tx.id,
-            "stack",
-            f"{tx.ref}-note{n}",
-            amount=note.value,
-            request={"channel": note.channel, "currency": note.currency},
-        )
-
-        async def on_credit(credited: Note) -> None:
-            await j.call(
-                j.sync.outcome,
-                eff.id,
-                "done",
-                credit=credited.value,
-                outcome={"channel": credited.channel},
-            )
-
-        try:
-            await self.ctx.validator.stack(on_credit)
-        except DriverError as exc:
-            current = await j.call(j.sync.effect, eff.id)
-            if current.status == "intent":
-                await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": str(exc)})
-            self.ctx.out_of_service.set()
-            log.error("%s: stacking failed: %s", tx.ref, exc)
-            return False
-        return True
-
-    # --- endings --------------------------------------------------------------------------------
-
-    async def _refuse(self, tx: Tx, reason: str) -> Tx:
-        log.info("%s: refused (%s)", tx.ref, reason)
-        tx = await self.j.call(self.j.sync.transition, tx.id, "refused", reason=reason)
-        self.ctx.panel.show(PanelState.REFUSED)
-        return tx
-
-    async def _end_without_payment(self, tx: Tx, ending: str) -> Tx:
-        j = self.j
-        unknown = await j.call(j.sync.effects, tx.id, kind="stack", status="unknown")
-        if tx.credited == 0 and not unknown:
-            tx = await j.call(j.sync.transition, tx.id, "cancelled", reason=ending)
-            self.ctx.panel.show(PanelState.READY if ending == "cancel" else PanelState.REFUSED)
-            return tx
-        return await owe(self.ctx, tx, f"ended_by_{ending}")
-
     async def _pay(self, tx: Tx) -> Tx:
         """Pay the order through the outbox: the row (the request, sealed), the effect's
         intent and ``paying`` commit together; the customer waits up to ``pay_wait_s`` for a
         definitive answer, then leaves with a PENDING receipt and the outbox goes on."""
         ctx, j = self.ctx, self.j
-        assert ctx.config.payby is not None
         ctx.panel.show(PanelState.WAIT)
         now = ctx.clock_ms()
         call = pay_call(ctx.config, tx, self.token_url, tx.provider_ref or "", tx.amount_due, now)
         tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "paying", call)
         forwarder = ctx.outbox()
         # The customer's wait: deliveries (a timeout takes its time) and the backoff between.
-        started, waited_ms, budget_ms = now, 0, int(ctx.config.payby.pay_wait_s * 1000)
+        started, waited_ms, budget_ms = now, 0, int(self.cfg.pay_wait_s * 1000)
         async with forwarder.hold(row_id):
             while (status := await forwarder.step(row_id, inline=True)) == "queued":
                 row = await j.call(j.sync.outbox_row, row_id)
@@ -314,7 +226,8 @@ def pay_call(cfg: Config, tx: Tx, token_url: str, order_no: str, amount: int, no
 def void_after_ms(cfg: Config, request_time_ms: int) -> int:
     """When a pay request signed at ``request_time_ms`` can no longer be applied: PayBy's
     15-minute window, plus our clock's margin against PayBy's."""
-    margin = int((cfg.payby.clock_margin_s if cfg.payby else 120.0) * 1000)
+    p = payby_config.of(cfg)
+    margin = int((p.clock_margin_s if p else 120.0) * 1000)
     return request_time_ms + REQUEST_WINDOW_MS + margin
 
 
@@ -327,8 +240,7 @@ class PayByPay:
         self.ctx = ctx
 
     async def send(self, row: dict[str, Any], request: dict[str, Any]) -> Attempt:
-        payby = self.ctx.payby
-        assert payby is not None
+        payby = self.ctx.client("payby")
         try:
             order = await payby.pay_token_order(
                 request["token_url"],
@@ -346,8 +258,7 @@ class PayByPay:
         return Attempt(Delivery.REFUSED, {"status": str(order.status)}, f"status {order.status}")
 
     async def query(self, row: dict[str, Any]) -> tuple[Verdict, dict[str, Any]]:
-        payby = self.ctx.payby
-        assert payby is not None
+        payby = self.ctx.client("payby")
         tx = await self.ctx.journal.call(self.ctx.journal.sync.get, row["tx_id"])
         try:
             order = await payby.get_order(order_no=tx.provider_ref)
@@ -386,7 +297,8 @@ class PayByPay:
         reason = f"pay_refused:{code}" if code else f"pay_not_done:{detail.get('status', '?')}"
         receipt = None
         if inline:
-            doc = await _receipt(ctx, _projected(tx, "owed", tx.credited, reason), "owed", OWED)
+            projected = steps.projected(tx, "owed", tx.credited, reason)
+            doc = await steps.receipt(ctx, projected, "owed", steps.OWED)
             receipt = ("owed", receipts.to_json(doc))
         await j.call(
             j.sync.decide,
@@ -402,8 +314,7 @@ class PayByPay:
         log.warning("%s: PayBy did not pay the order (%s): owed", tx.ref, reason)
 
     def _partner(self) -> str:
-        assert self.ctx.config.payby is not None
-        return self.ctx.config.payby.partner_id
+        return settings(self.ctx.config).partner_id
 
 
 OFFLINE = "offline"
@@ -435,8 +346,7 @@ class PayByResolveOffline:
         self.ctx = ctx
 
     async def send(self, row: dict[str, Any], request: dict[str, Any]) -> Attempt:
-        payby, j = self.ctx.payby, self.ctx.journal
-        assert payby is not None
+        payby, j = self.ctx.client("payby"), self.ctx.journal
         tx = await j.call(j.sync.get, row["tx_id"])
         try:
             order = await payby.resolve_token_url(request["token_url"])
@@ -467,7 +377,6 @@ class PayByResolveOffline:
         self, row: dict[str, Any], applied: bool, detail: dict[str, Any], *, inline: bool
     ) -> None:
         ctx, j = self.ctx, self.ctx.journal
-        assert ctx.config.payby is not None
         tx = await j.call(j.sync.get, row["tx_id"])
         eff = await j.call(j.sync.effect_by_key, row["idem_key"])
         assert eff is not None
@@ -498,7 +407,6 @@ class PayByResolveOffline:
         log.info("%s: offline cash-in resolved to order %s: paying", tx.ref, detail["order_no"])
 
 
-OWED = "NOT PAID - keep this receipt; support will refund you"
 PENDING = (
     "PENDING - PayBy has not confirmed your payment yet. The kiosk keeps trying: your order"
     " is paid as soon as PayBy confirms it; if it cannot be paid, support refunds your cash."
@@ -509,96 +417,90 @@ PENDING = (
 async def after_settled(ctx: Context, tx: Tx) -> Tx:
     """The customer is still here and the outbox settled the pay: paid ⇒ the receipt and
     ``completed``; owed ⇒ the receipt the decision queued."""
-    j = ctx.journal
     if tx.state == "paid":
         return await finish_paid(ctx, tx)
-    for row in await j.call(j.sync.receipts, tx.id, queued_only=True):
-        await receipts.print_queued(j, ctx.printer, row["id"], receipts.from_json(row["document"]))
-    ctx.panel.show(PanelState.REFUSED)
-    return tx
-
-
-async def pend(ctx: Context, tx: Tx, effect_id: int, reason: str) -> Tx:
-    """The pay may still land: ``pending`` with a PENDING receipt, in one commit."""
-    j = ctx.journal
-    eff = await j.call(j.sync.effect, effect_id)
-    outcome = (
-        Outcome(effect_id, "unknown", outcome={"pending": reason})
-        if eff.status == "intent"
-        else None
-    )
-    doc = await _receipt(ctx, _projected(tx, "pending", 0, reason), "pending", PENDING)
-    tx, receipt_id = await j.call(
-        j.sync.decide,
-        tx.id,
-        "pending",
-        outcome=outcome,
-        receipt=("pending", receipts.to_json(doc)),
-        reason=reason,
-    )
-    log.warning("%s: pending (%s); the outbox goes on in the background", tx.ref, reason)
-    ctx.outbox().wake()  # its next delivery is due soon: the loop must not sleep past it
-    if receipt_id is not None:
-        await receipts.print_queued(j, ctx.printer, receipt_id, doc)
+    await steps.print_queued(ctx, tx)
     ctx.panel.show(PanelState.REFUSED)
     return tx
 
 
 async def finish_paid(ctx: Context, tx: Tx) -> Tx:
-    """Receipt, then ``completed``. A receipt that fails stays queued; the payment stands.
-    A receipt queued before a crash is the one printed (never a second one)."""
+    return await steps.finish(ctx, tx, "cashin", "PAID - your order is paid")
+
+
+pend = steps.pend
+owe = steps.owe
+
+
+LOOK = steps.Look(
+    "PayBy Cash Top Up",
+    pending=PENDING,
+    references=lambda tx: {"PayBy order": tx.provider_ref or "-"},
+)
+
+
+async def run(ctx: Context, request: Any) -> Tx:
+    return await PayByCashIn(ctx, request.token_url).run()
+
+
+def operations(ctx: Context) -> list[Any]:
+    return [PayByPay(ctx), PayByResolveOffline(ctx)]
+
+
+# --- recovery ------------------------------------------------------------------------------
+
+
+async def recover(ctx: Context, tx: Tx) -> Tx:
+    """Local decisions only: nothing here waits on PayBy (READY must come within the start
+    budget whatever PayBy does); the outbox settles pending payments in the background."""
     j = ctx.journal
-    rows = await j.call(j.sync.receipts, tx.id)
-    if any(r["kind"] == "pending" for r in rows):
-        pass  # the customer left with a PENDING receipt; nobody is there to take another
-    elif not any(r["kind"] == "cashin" for r in rows):
-        doc = await _receipt(ctx, tx, "cashin", "PAID - your order is paid")
-        await receipts.issue(j, ctx.printer, tx, "cashin", doc)
-    tx = await j.call(j.sync.transition, tx.id, "completed")
-    log.info("%s: completed", tx.ref)
-    ctx.panel.show(PanelState.DONE)
+    if tx.state == "resolving":
+        return await j.call(j.sync.transition, tx.id, "refused", reason="interrupted")
+    if tx.state == "accepting":
+        return await steps.end_without_payment(ctx, tx, "interrupted")
+    if tx.state in ("paying", "pay_unknown"):
+        rows = await j.call(j.sync.outbox_rows, tx.id, queued_only=True)
+        if rows:
+            # The crash may have cut a delivery short: the request may have been sent.
+            await j.call(j.sync.mark_in_doubt, rows[0]["id"], "interrupted")
+        else:
+            await _legacy_pay_call(ctx, tx)
+        pays = await j.call(j.sync.effects, tx.id, kind="pay")
+        tx = await j.call(j.sync.get, tx.id)
+        if tx.state == "paying" or tx.state == "pay_unknown":
+            return await pend(ctx, tx, pays[-1].id, "interrupted")
+        return tx
+    if tx.state == "paid":
+        return await finish_paid(ctx, tx)
     return tx
 
 
-async def owe(ctx: Context, tx: Tx, reason: str) -> Tx:
-    """The customer's cash stays with the kiosk: the liabilities (the credited notes, and
-    every unconfirmed one), ``owed`` and the receipt that says so, in one commit."""
+async def _legacy_pay_call(ctx: Context, tx: Tx) -> None:
+    """A journal written before the outbox: its pay effects but no row. The tokenUrl is gone,
+    so the row can only query PayBy; it owes only after the last request's window closed."""
     j = ctx.journal
-    unknown = await j.call(j.sync.effects, tx.id, kind="stack", status="unknown")
-    extra = tx.credited + sum(e.amount or 0 for e in unknown)
-    doc = await _receipt(ctx, _projected(tx, "owed", extra, reason), "owed", OWED)
-    tx, receipt_id = await j.call(
-        j.sync.decide,
-        tx.id,
-        "owed",
-        owe=[(tx.credited, reason)],
-        owe_unconfirmed=True,
-        receipt=("owed", receipts.to_json(doc)),
-        reason=reason,
+    pays = await j.call(j.sync.effects, tx.id, kind="pay")
+    last = max((_epoch_ms(e.started_at) for e in pays), default=int(time.time() * 1000))
+    for eff in pays:
+        if eff.status == "intent":
+            await j.call(j.sync.outcome, eff.id, "unknown", outcome={"settled_by": "recovery"})
+    call = Call(
+        op=PayByPay.name,
+        kind="pay",
+        idem_key=f"{tx.ref}-pay",
+        amount=tx.amount_due,
+        request=None,
+        public={"order_no": tx.provider_ref, "legacy": True},
+        request_time_ms=last,
+        void_after_ms=void_after_ms(ctx.config, last),
     )
-    log.warning("%s: owed %s (%s)", tx.ref, Money.of(tx.owed, tx.currency), reason)
-    if receipt_id is not None:
-        await receipts.print_queued(j, ctx.printer, receipt_id, doc)
-    ctx.panel.show(PanelState.REFUSED)
-    return tx
+    _, _, row_id = await j.call(j.sync.start_call, tx.id, None, call)
+    await j.call(j.sync.mark_in_doubt, row_id, "written before the outbox")
 
 
-def _projected(tx: Tx, state: str, owed_more: int, reason: str) -> Tx:
-    """``tx`` as the decision about to be committed leaves it (for its receipt)."""
-    return dataclasses.replace(tx, state=state, owed=tx.owed + owed_more, reason=reason)
+def _epoch_ms(iso: str) -> int:
+    import calendar
 
-
-async def _receipt(ctx: Context, tx: Tx, kind: str, status: str) -> Document:
-    j = ctx.journal
-    stacked = await j.call(j.sync.effects, tx.id, kind="stack", status="done")
-    notes = [e.amount or 0 for e in stacked]
-    refs = {"PayBy order": tx.provider_ref or "-"}
-    return receipts.for_kiosk(
-        ctx.config,
-        tx,
-        kind,
-        provider_name="PayBy Cash Top Up",
-        notes=notes,
-        references=refs,
-        status_text=status,
-    )
+    whole, _, frac = iso.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return seconds * 1000 + int((frac or "0")[:3].ljust(3, "0"))

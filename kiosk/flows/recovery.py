@@ -13,14 +13,11 @@ module carries it out for the journeys the kiosk runs today. Notes whose stack w
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
 
 from drivers.validator.base import Note, PowerUpReport
 from kiosk.flows.cashout import end_payout, settle_payout
 from kiosk.flows.context import Context
-from kiosk.flows.payby_cashin import PayByPay, finish_paid, owe, pend, void_after_ms
-from kiosk.journal import Call, Tx
+from kiosk.journal import Tx
 
 log = logging.getLogger("kiosk.recovery")
 
@@ -84,70 +81,17 @@ async def _settle_notes_in_flight(
 
 
 async def _recover_tx(ctx: Context, tx: Tx) -> Tx:
-    recoverer = RECOVERERS.get(tx.journey)
-    if recoverer is None:
+    """The journey module's own ``recover`` (:mod:`kiosk.providers.base`)."""
+    from kiosk.providers.registry import journey_module
+
+    if tx.journey == "local_cashout":
+        return await _local_cashout(ctx, tx)
+    module = journey_module(tx.journey)
+    if module is None:
         log.error("%s: journey %s has no recovery in this build; left open", tx.ref, tx.journey)
         return tx
-    return await recoverer(ctx, tx)
-
-
-async def _payby_cashin(ctx: Context, tx: Tx) -> Tx:
-    """Local decisions only: nothing here waits on PayBy (READY must come within the start
-    budget whatever PayBy does); the outbox settles pending payments in the background."""
-    j = ctx.journal
-    if tx.state == "resolving":
-        return await j.call(j.sync.transition, tx.id, "refused", reason="interrupted")
-    if tx.state == "accepting":
-        unknown = await j.call(j.sync.effects, tx.id, kind="stack", status="unknown")
-        if tx.credited == 0 and not unknown:
-            return await j.call(j.sync.transition, tx.id, "cancelled", reason="interrupted")
-        return await owe(ctx, tx, "interrupted")
-    if tx.state in ("paying", "pay_unknown"):
-        rows = await j.call(j.sync.outbox_rows, tx.id, queued_only=True)
-        if rows:
-            # The crash may have cut a delivery short: the request may have been sent.
-            await j.call(j.sync.mark_in_doubt, rows[0]["id"], "interrupted")
-        else:
-            await _legacy_pay_call(ctx, tx)
-        pays = await j.call(j.sync.effects, tx.id, kind="pay")
-        tx = await j.call(j.sync.get, tx.id)
-        if tx.state == "paying" or tx.state == "pay_unknown":
-            return await pend(ctx, tx, pays[-1].id, "interrupted")
-        return tx
-    if tx.state == "paid":
-        return await finish_paid(ctx, tx)
-    return tx
-
-
-async def _legacy_pay_call(ctx: Context, tx: Tx) -> None:
-    """A journal written before the outbox: its pay effects but no row. The tokenUrl is gone,
-    so the row can only query PayBy; it owes only after the last request's window closed."""
-    j = ctx.journal
-    pays = await j.call(j.sync.effects, tx.id, kind="pay")
-    last = max((_epoch_ms(e.started_at) for e in pays), default=int(time.time() * 1000))
-    for eff in pays:
-        if eff.status == "intent":
-            await j.call(j.sync.outcome, eff.id, "unknown", outcome={"settled_by": "recovery"})
-    call = Call(
-        op=PayByPay.name,
-        kind="pay",
-        idem_key=f"{tx.ref}-pay",
-        amount=tx.amount_due,
-        request=None,
-        public={"order_no": tx.provider_ref, "legacy": True},
-        request_time_ms=last,
-        void_after_ms=void_after_ms(ctx.config, last),
-    )
-    _, _, row_id = await j.call(j.sync.start_call, tx.id, None, call)
-    await j.call(j.sync.mark_in_doubt, row_id, "written before the outbox")
-
-
-def _epoch_ms(iso: str) -> int:
-    import calendar
-
-    whole, _, frac = iso.rstrip("Z").partition(".")
-    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
-    return seconds * 1000 + int((frac or "0")[:3].ljust(3, "0"))
+    recovered: Tx = await module.recover(ctx, tx)
+    return recovered
 
 
 async def _local_cashout(ctx: Context, tx: Tx) -> Tx:
@@ -161,12 +105,6 @@ async def _local_cashout(ctx: Context, tx: Tx) -> Tx:
     if done:  # the outcome was committed; only the ending was interrupted
         return await end_payout(ctx, tx, tx.dispensed, "interrupted")
     return await end_payout(ctx, tx, 0, "interrupted_before_payout")
-
-
-RECOVERERS: dict[str, Callable[[Context, Tx], Awaitable[Tx]]] = {
-    "payby_cashin": _payby_cashin,
-    "local_cashout": _local_cashout,
-}
 
 
 __all__ = ["recover"]

@@ -6,6 +6,6 @@ local sandbox in :mod:`kiosk.sandbox` over loopback), explicit ``httpx.Timeout``
 translates every transport or protocol failure to the provider errors of :mod:`kiosk.errors`
 at the boundary with ``raise ... from exc``.
 
-- :mod:`kiosk.providers.payby_wire` — PayBy signing (SHA256withRSA) and exact Decimal JSON.
+- :mod:`kiosk.providers.payby.wire` — PayBy signing (SHA256withRSA) and exact Decimal JSON.
 - :mod:`kiosk.providers.payby` — the PayBy acquiring client (Cash Top Up, store-side pay).
 """

@@ -1,29 +1,58 @@
-"""Every provider this build knows, and what each declares. The config reader, the daemon,
-money and the journal ask here; they name no provider themselves.
-
-PayBy still has its section in :mod:`kiosk.config` (it moves here next, behaviour unchanged);
-Paysera is the first provider declared this way.
-"""
+"""Every provider this build knows: one line each. The config reader, the daemon, the router,
+the outbox and the journal ask here; they name no provider themselves (:mod:`.base`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import importlib
+from functools import cache
+from types import ModuleType
 
-from kiosk.config import Table
-from kiosk.money import Currency
+from kiosk.providers.base import Provider, Section
+
+NAMES: tuple[str, ...] = (
+    "payby",
+    "paysera",
+)
 
 
-@dataclass(frozen=True)
-class Section:
-    """A provider's ``[name]`` table in the config and in the secrets file."""
+@cache
+def providers() -> dict[str, Provider]:
+    out: dict[str, Provider] = {}
+    for name in NAMES:
+        provider: Provider = importlib.import_module(f"kiosk.providers.{name}").PROVIDER
+        assert provider.name == name, f"kiosk.providers.{name} declares {provider.name}"
+        out[name] = provider
+    return out
 
-    read: Callable[[Table, Currency], Any]
-    read_secrets: Callable[[Table], Any]
+
+def get(name: str) -> Provider | None:
+    return providers().get(name)
 
 
 def sections() -> dict[str, Section]:
-    from kiosk.providers.paysera import config as paysera
+    return {name: p.resolve("section") for name, p in providers().items()}
 
-    return {"paysera": Section(paysera.read, paysera.read_secrets)}
+
+@cache
+def journey_modules() -> tuple[ModuleType, ...]:
+    return tuple(
+        importlib.import_module(module)
+        for p in providers().values()
+        for module in p.journeys
+    )
+
+
+def journey_module(journey: str) -> ModuleType | None:
+    """The module that runs ``journey`` (by its ``JOURNEY.name``)."""
+    for module in journey_modules():
+        if module.JOURNEY.name == journey:
+            return module
+    return None
+
+
+def starter(kind: str) -> ModuleType | None:
+    """The journey module a routed request of ``kind`` starts."""
+    for module in journey_modules():
+        if kind in module.STARTS:
+            return module
+    return None

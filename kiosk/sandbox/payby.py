@@ -42,8 +42,8 @@ from typing import Final
 
 from kiosk.errors import MoneyError
 from kiosk.money import Money
-from kiosk.providers.payby import DEFAULT_PAY_ORDER_PATH, DEFAULT_RESOLVE_TOKEN_PATH
-from kiosk.providers.payby_wire import Verifier, dumps, loads, unsigned_tolerated
+from kiosk.providers.payby.client import DEFAULT_PAY_ORDER_PATH, DEFAULT_RESOLVE_TOKEN_PATH
+from kiosk.providers.payby.wire import Verifier, dumps, loads, unsigned_tolerated
 from kiosk.sandbox.payby_ledger import (
     INSUFFICIENT_BALANCE,
     MESSAGES,

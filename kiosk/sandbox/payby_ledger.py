@@ -28,7 +28,7 @@ from typing import Final
 
 from kiosk.errors import MoneyError
 from kiosk.money import Money
-from kiosk.providers.payby_wire import Signer, dumps, generate_key_pair, loads
+from kiosk.providers.payby.wire import Signer, dumps, generate_key_pair, loads
 from kiosk.sandbox.server import HookError
 
 INSUFFICIENT_BALANCE: Final = "62099"  # [INF] not in PayBy's docs: store wallet too low to pay

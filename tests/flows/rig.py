@@ -1,4 +1,4 @@
-"""An in-process kiosk for flow tests: the real flow, journal, PayBy client and sandbox
+"""An in-process kiosk for flow tests: the real flow, journal, provider clients and sandbox
 (over loopback), simulated validator and printer, the real panel on gpiozero's MockFactory."""
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from drivers.validator.sim import SimValidator
 from kiosk import config
 from kiosk.flows.context import Context
 from kiosk.journal import AsyncJournal, Tx
-from kiosk.providers.payby import PayByClient, Signer, Verifier
+from kiosk.providers.payby.client import PayByClient, Signer, Verifier
+from kiosk.providers.payby.config import read_public_key
+from kiosk.providers.paysera.client import PayseraClient
+from kiosk.providers.paysera.mac import MacSigner
 from kiosk.reachability import Reachability
 from kiosk.sandbox.server import Sandbox, start_sandbox
 from kiosk.simkiosk import KioskFiles, sandbox_kiosk
@@ -55,7 +58,7 @@ class Rig:
 
     def balance(self) -> str:
         return str(
-            self.hook(f"payby/balance/{self.ctx.config.payby.partner_id}")["balances"]["AED"]  # type: ignore[union-attr]
+            self.hook(f"payby/balance/{self.ctx.config.providers['payby'].partner_id}")["balances"]["AED"]
         )
 
     async def until(self, check: Callable[[], Any], timeout: float = 5.0) -> Any:
@@ -130,17 +133,29 @@ async def rig(
 
         timeout = httpx.Timeout(2.0)
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
-            assert cfg.payby is not None and secrets.payby_private_key is not None
+            p = cfg.providers["payby"]
             reach = Reachability(clock=lambda: sandbox.clock.now_ms() / 1000)
             client = PayByClient(
                 http,
-                on_reply=lambda ok: reach.record("payby", ok),
-                base_url=cfg.payby.base_url,
-                partner_id=cfg.payby.partner_id,
+                on_reply=reach.recorder("payby"),
+                base_url=p.base_url,
+                partner_id=p.partner_id,
                 timeout=timeout,
                 clock=sandbox.clock.now_ms,  # "time passing" at the sandbox moves the kiosk too
-                signer=Signer(secrets.payby_private_key),
-                verifier=Verifier(config.read_public_key(cfg.payby, cfg.file)),
+                signer=Signer(secrets.providers["payby"].private_key),
+                verifier=Verifier(read_public_key(p, cfg.file)),
+            )
+            q = cfg.providers["paysera"]
+            paysera = PayseraClient(
+                http,
+                base_url=q.base_url,
+                signer=MacSigner(
+                    q.client_id,
+                    secrets.providers["paysera"].mac_key,
+                    clock=lambda: sandbox.clock.now_ms() // 1000,
+                ),
+                timeout=timeout,
+                on_reply=reach.recorder("paysera"),
             )
             ctx = Context(
                 config=cfg,
@@ -148,7 +163,7 @@ async def rig(
                 validator=validator,
                 printer=printer,
                 panel=panel,
-                payby=client,
+                clients={"payby": client, "paysera": paysera},
                 sleep=fast_sleep,
                 clock_ms=sandbox.clock.now_ms,
                 reachability=reach,

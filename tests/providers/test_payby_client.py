@@ -22,13 +22,13 @@ from kiosk.errors import (
     ProviderUnavailable,
 )
 from kiosk.money import Money
-from kiosk.providers.payby import (
+from kiosk.providers.payby.client import (
     AcquireOrder,
     OrderStatus,
     PayByClient,
     RefundStatus,
 )
-from kiosk.providers.payby_wire import Signer, Verifier, dumps, generate_key_pair, loads
+from kiosk.providers.payby.wire import Signer, Verifier, dumps, generate_key_pair, loads
 
 STORE = "200000000888"
 NOW = 1_700_000_000_000

@@ -23,8 +23,8 @@ from kiosk.errors import (
     ProviderUnavailable,
 )
 from kiosk.money import Money
-from kiosk.providers.payby import PayByClient
-from kiosk.providers.payby_wire import Signer, Verifier, dumps, generate_key_pair, loads
+from kiosk.providers.payby.client import PayByClient
+from kiosk.providers.payby.wire import Signer, Verifier, dumps, generate_key_pair, loads
 from kiosk.sandbox import Sandbox, start_sandbox
 
 STORE = "200000000888"

@@ -16,8 +16,8 @@ import pytest
 
 from kiosk.errors import ProviderAmbiguous, ProviderRefused
 from kiosk.money import Money
-from kiosk.providers.payby import AcquireOrder, OrderStatus, PayByClient, RefundStatus
-from kiosk.providers.payby_wire import Signer, Verifier, dumps, generate_key_pair, loads
+from kiosk.providers.payby.client import AcquireOrder, OrderStatus, PayByClient, RefundStatus
+from kiosk.providers.payby.wire import Signer, Verifier, dumps, generate_key_pair, loads
 from kiosk.sandbox import Sandbox, start_sandbox
 from kiosk.sandbox.payby import ONLINE_MERCHANT_ID
 

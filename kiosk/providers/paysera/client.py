@@ -34,7 +34,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -143,8 +143,10 @@ class PayseraClient:
         base_url: str,
         signer: MacSigner,
         timeout: httpx.Timeout,
+        on_reply: Callable[[bool], None] | None = None,
     ) -> None:
         self._http = http
+        self._on_reply = on_reply or (lambda got_reply: None)
         self._base = base_url.rstrip("/")
         self._signer = signer
         self._timeout = timeout
@@ -235,10 +237,13 @@ class PayseraClient:
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             log.warning("%s %s not delivered (%s)", method, label, type(exc).__name__)
+            self._on_reply(False)
             raise ProviderUnavailable(PROVIDER, f"{label}: not delivered") from exc
         except httpx.HTTPError as exc:
             log.warning("%s %s outcome unknown (%s)", method, label, type(exc).__name__)
+            self._on_reply(False)
             raise ProviderAmbiguous(PROVIDER, f"{label}: outcome unknown") from exc
+        self._on_reply(True)
         ms = int((time.monotonic() - started) * 1000)
         doc = _json(response.content)
         status = response.status_code

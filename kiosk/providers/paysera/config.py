@@ -6,10 +6,12 @@ Amounts are decimal strings in the kiosk's currency (``"200.00"``), kept as mino
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kiosk.config import Table, amount_in
+from kiosk.config import Config, Secrets, Table, amount_in
 from kiosk.money import Currency
+from kiosk.providers.base import Connection, Section
 
 MAX_RESERVE_FOR_S = 300  # the seed: short reservations
 
@@ -26,6 +28,8 @@ class PayseraConfig:
     """The cash-in allowance Paysera provides (not public: ask Paysera). None: no cash-in."""
     cashout_max: int = 0
     """The most one cash-out may pay (minor units); 0: no cash-out."""
+    cashin_max: int = 0
+    """The most one cash-in may take (minor units); 0: no cash-in."""
     approval_above: int = 0
     """Cash-outs above this need a technician's approval; until approval exists they are
     refused, and the customer is told so. 0: no threshold."""
@@ -74,6 +78,7 @@ def read(t: Table, cur: Currency) -> PayseraConfig:
             else None
         ),
         cashout_max=amount_in(t, "cashout_max", cur),
+        cashin_max=amount_in(t, "cashin_max", cur),
         approval_above=amount_in(t, "approval_above", cur),
         code_attempts=t.check(
             "code_attempts",
@@ -99,3 +104,40 @@ def read_secrets(t: Table) -> PayseraSecrets:
         raise t.error("mac_key", "the MAC key Paysera issued (32 characters)")
     t.done()
     return PayseraSecrets(key)
+
+
+def local_check(cfg: Config, secrets: Secrets) -> None:
+    if "paysera" in cfg.providers and "paysera" not in secrets.providers:
+        from kiosk.errors import ConfigError
+
+        raise ConfigError(str(cfg.secrets_file), "paysera.mac_key", "the MAC key Paysera issued")
+
+
+SECTION = Section(read, read_secrets, local_check)
+
+
+def connect(cfg: Config, secrets: Secrets, on_reply: Callable[[bool], None]) -> Connection:
+    """The Paysera client of this kiosk (``cfg.providers["paysera"]``), on its own HTTP client."""
+    import httpx
+
+    from kiosk.providers.paysera.client import PayseraClient
+    from kiosk.providers.paysera.mac import MacSigner
+
+    p: PayseraConfig = cfg.providers["paysera"]
+    s: PayseraSecrets | None = secrets.providers.get("paysera")
+    if s is None:
+        from kiosk.errors import ConfigError
+
+        raise ConfigError(
+            str(cfg.secrets_file), "paysera.mac_key", "the MAC key ([paysera] is configured)"
+        )
+    timeout = httpx.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s))
+    http = httpx.AsyncClient(timeout=timeout)
+    client = PayseraClient(
+        http,
+        base_url=p.base_url,
+        signer=MacSigner(p.client_id, s.mac_key),
+        timeout=timeout,
+        on_reply=on_reply,
+    )
+    return Connection(http, client)

@@ -48,7 +48,7 @@ from kiosk.errors import (
     ProviderUnavailable,
 )
 from kiosk.money import Money
-from kiosk.providers.payby_wire import (
+from kiosk.providers.payby.wire import (
     PARTNER_HEADER,
     SIGN_HEADER,
     Signer,

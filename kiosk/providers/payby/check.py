@@ -1,0 +1,50 @@
+"""``kiosk provider check payby``: ``/verifySign`` (PayBy checks our signature on the request;
+we check PayBy's on the reply). Exit 0 only when both hold; otherwise a message that says what
+failed and what to look at: unreachable, our signature refused, the clock off by more than
+PayBy's 15 minutes, PayBy's reply signature not verifying. Nothing secret is printed."""
+
+from __future__ import annotations
+
+import time
+
+from kiosk.config import Config, Secrets
+from kiosk.errors import (
+    ProviderAmbiguous,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderRefused,
+    ProviderUnavailable,
+)
+
+
+async def check(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
+    from kiosk.providers.payby.config import connect, of
+
+    p = of(cfg)
+    assert p is not None
+    conn = connect(cfg, secrets, lambda ok: None)
+    client = conn.client
+    started = time.monotonic()
+    try:
+        await client.verify_sign()
+    except ProviderUnavailable as exc:
+        return False, f"payby: unreachable at {p.base_url} ({exc})"
+    except ProviderRefused as exc:
+        msg = str(exc)
+        if "REQUESTTIME" in msg:
+            return False, "payby: our clock is more than 15 minutes off PayBy's: fix NTP"
+        return False, (
+            f"payby: PayBy refused our request ({exc}): check partner_id"
+            f" {p.partner_id!r} and that PayBy holds the store's public key"
+        )
+    except ProviderProtocolError as exc:
+        return False, (
+            f"payby: the reply does not verify ({exc}): check payby.public_key_file"
+            f" ({p.public_key_file})"
+        )
+    except (ProviderAmbiguous, ProviderError) as exc:
+        return False, f"payby: no clean answer ({exc}); try again"
+    finally:
+        await conn.aclose()
+    ms = int((time.monotonic() - started) * 1000)
+    return True, f"payby: credentials work (partner {p.partner_id}, reply signed, {ms} ms)"

@@ -1,0 +1,168 @@
+"""PayBy's ``[payby]`` configuration and its secret (the store's private key), declared by the
+provider (the config reader knows no provider: :mod:`kiosk.providers.registry` hands it this
+section), and the client built from them (:func:`connect`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kiosk.config import Config, Secrets, Table, path_in, positive, str_list
+from kiosk.errors import ConfigError
+from kiosk.money import Currency
+from kiosk.providers.base import Connection, Section
+
+
+@dataclass(frozen=True, slots=True)
+class PayByConfig:
+    base_url: str = "https://api.payby.com/sgs/api"
+    partner_id: str = ""
+    """The store's PayBy merchant id (``Partner-Id``), at most 12 characters."""
+    public_key_file: Path = Path("/etc/kiosk/payby_public.pem")
+    """PayBy's public key (from the merchant portal) that verifies every response."""
+    token_hosts: tuple[str, ...] = ("checkout.payby.com",)
+    """Hosts a scanned tokenUrl may point at (https only)."""
+    resolve_token_path: str = "/acquire2/cashTopUp/resolveToken"  # noqa: S105 - a path
+    """NOT in PayBy's public API: how the store reads the order behind a tokenUrl."""
+    pay_order_path: str = "/acquire2/cashTopUp/payOrder"
+    """NOT in PayBy's public API: how the store pays that order from its wallet."""
+    timeout_s: float = 15.0
+    """Per-request timeout (connect, read, write), seconds."""
+    pay_wait_s: float = 30.0
+    """How long a customer waits for PayBy to confirm the payment before the kiosk prints a
+    PENDING receipt and the outbox goes on in the background, seconds."""
+    clock_margin_s: float = 120.0
+    """Allowance for the kiosk's clock against PayBy's when deciding that a pay request can no
+    longer be applied (PayBy refuses a requestTime older than 15 minutes), seconds."""
+
+
+
+@dataclass(frozen=True, slots=True)
+class PayBySecrets:
+    private_key: bytes = field(repr=False)
+    """The store's RSA private key (PEM) that signs PayBy requests."""
+
+
+def of(cfg: Config) -> PayByConfig | None:
+    """This kiosk's ``[payby]``, ``None`` when the table is absent (the journey is refused)."""
+    found: PayByConfig | None = cfg.providers.get("payby")
+    return found
+
+
+def read(t: Table, cur: Currency) -> PayByConfig:
+    d = PayByConfig()
+    c = PayByConfig(
+        base_url=t.check(
+            "base_url",
+            t.get("base_url", str, d.base_url, "a URL"),
+            lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
+            "an https:// URL (http only on loopback)",
+        ),
+        partner_id=t.check(
+            "partner_id",
+            t.get("partner_id", str, d.partner_id, "a string"),
+            lambda s: 0 < len(s) <= 12,
+            "the store's PayBy merchant id (1-12 chars)",
+        ),
+        public_key_file=path_in(t, "public_key_file", d.public_key_file),
+        token_hosts=str_list(t, "token_hosts", d.token_hosts, "a non-empty list of host names"),
+        resolve_token_path=t.get("resolve_token_path", str, d.resolve_token_path, "a path"),
+        pay_order_path=t.get("pay_order_path", str, d.pay_order_path, "a path"),
+        timeout_s=t.check(
+            "timeout_s",
+            t.get("timeout_s", float, d.timeout_s, "seconds"),
+            positive,
+            "a positive number of seconds",
+        ),
+        pay_wait_s=t.check(
+            "pay_wait_s",
+            t.get("pay_wait_s", float, d.pay_wait_s, "seconds"),
+            lambda v: 0 < v <= 300,
+            "seconds, more than 0 and at most 300 (a customer is waiting)",
+        ),
+        clock_margin_s=t.check(
+            "clock_margin_s",
+            t.get("clock_margin_s", float, d.clock_margin_s, "seconds"),
+            lambda v: 0 <= v <= 3600,
+            "seconds from 0 to 3600",
+        ),
+    )
+    t.done()
+    return c
+
+
+
+def read_secrets(t: Table) -> PayBySecrets:
+    pem = t.get("private_key", str, "", "a PEM private key string")
+    if "PRIVATE KEY-----" not in pem:
+        raise t.error("private_key", "a PEM private key ('-----BEGIN PRIVATE KEY-----...')")
+    t.done()
+    return PayBySecrets(pem.encode())
+
+
+def local_check(cfg: Config, secrets: Secrets) -> None:
+    p = of(cfg)
+    if p is None:
+        return
+    read_public_key(p, cfg.file)
+    if "payby" not in secrets.providers:
+        raise ConfigError(str(cfg.secrets_file), "payby.private_key", "a PEM private key")
+
+
+SECTION = Section(read, read_secrets, local_check)
+
+
+def connect(cfg: Config, secrets: Secrets, on_reply: Callable[[bool], None]) -> Connection:
+    """The PayBy client of this kiosk, on its own HTTP client."""
+    # httpx imports its command-line module, and with it click, whenever click is
+    # installed (sqlite-utils brings it); the daemon has no use for it.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    import httpx
+
+    from kiosk.providers.payby.client import PayByClient, Signer, Verifier
+
+    p: PayByConfig = cfg.providers["payby"]
+    s: PayBySecrets | None = secrets.providers.get("payby")
+    if s is None:
+        raise ConfigError(
+            str(cfg.secrets_file),
+            "payby.private_key",
+            "the store's PEM private key (the [payby] table is configured)",
+        )
+    timeout = httpx.Timeout(p.timeout_s)
+    http = httpx.AsyncClient(timeout=timeout)
+    client = PayByClient(
+        http,
+        base_url=p.base_url,
+        partner_id=p.partner_id,
+        timeout=timeout,
+        signer=Signer(s.private_key),
+        verifier=Verifier(read_public_key(p, cfg.file)),
+        resolve_token_path=p.resolve_token_path,
+        pay_order_path=p.pay_order_path,
+        on_reply=on_reply,
+    )
+    return Connection(http, client)
+
+
+async def probe(client: Any, cfg: Config) -> None:
+    """A cheap read (the store's balance) that tells whether PayBy answers again."""
+    await client.get_balance(cfg.currency.code)
+
+
+def read_public_key(cfg: PayByConfig, config_file: Path) -> bytes:
+    """PayBy's public key (PEM) from ``public_key_file``; ConfigError if unreadable."""
+    try:
+        pem = cfg.public_key_file.read_bytes()
+    except OSError:
+        raise ConfigError(
+            str(config_file),
+            "payby.public_key_file",
+            f"a readable PEM public key file ({cfg.public_key_file})",
+        ) from None
+    if b"PUBLIC KEY-----" not in pem:
+        raise ConfigError(str(config_file), "payby.public_key_file", "a PEM public key")
+    return pem
