@@ -36,12 +36,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("kiosk.receipts")
 
 BUILTIN = Path(__file__).parent / "templates"
-KINDS = ("cashin", "cashout", "pending", "owed", "refund", "test", "collection")
+KINDS = (
+    "cashin",
+    "cashout",
+    "pending",
+    "owed",
+    "declined",
+    "choose",
+    "refund",
+    "test",
+    "collection",
+)
 TITLES = {
     "cashin": "CASH IN - PAID",
     "cashout": "CASH OUT - PAID",
     "pending": "PAYMENT PENDING",
     "owed": "NOT COMPLETED - MONEY OWED",
+    "declined": "NOT DONE - NOTHING TAKEN",
+    "choose": "CHOOSE AN AMOUNT",
     "refund": "REFUND",
     "test": "PRINTER TEST",
     "collection": "CASH COLLECTION",

@@ -1,0 +1,35 @@
+"""Paysera cashin (stub: the journey is being written; every code of this kind is refused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiosk.flows import steps
+from kiosk.flows.context import Context
+from kiosk.journal import Tx
+from kiosk.journeys import define
+
+JOURNEY = define(
+    "paysera_cashin",
+    "paysera",
+    "in",
+    "checking",
+    {"checking": "refused"},
+    {"checking": "nothing moved: refused"},
+)
+STARTS = frozenset({"paysera_cashin"})
+LOOK = steps.Look("Paysera Wallet")
+
+
+async def run(ctx: Context, request: Any) -> Tx:
+    j = ctx.journal
+    tx = await j.call(j.sync.begin, JOURNEY.name, currency=ctx.config.currency.code)
+    return await steps.refuse(ctx, tx, "not_built")
+
+
+async def recover(ctx: Context, tx: Tx) -> Tx:
+    return await ctx.journal.call(ctx.journal.sync.transition, tx.id, "refused", reason="interrupted")
+
+
+def operations(ctx: Context) -> list[Any]:
+    return []
