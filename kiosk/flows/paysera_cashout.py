@@ -28,7 +28,9 @@ async def run(ctx: Context, request: Any) -> Tx:
 
 
 async def recover(ctx: Context, tx: Tx) -> Tx:
-    return await ctx.journal.call(ctx.journal.sync.transition, tx.id, "refused", reason="interrupted")
+    return await ctx.journal.call(
+        ctx.journal.sync.transition, tx.id, "refused", reason="interrupted"
+    )
 
 
 def operations(ctx: Context) -> list[Any]:
