@@ -31,10 +31,10 @@ async def _run(files: Any, orders: list[str], root: Path) -> list[tuple[float, f
     from drivers.printer.sim import SimPrinter
     from drivers.validator.sim import SimValidator
     from kiosk import config
-    from kiosk.daemon import Daemon
     from kiosk.flows.context import Context
     from kiosk.flows.payby_cashin import PayByCashIn
     from kiosk.journal import AsyncJournal
+    from kiosk.providers.registry import connect_all
 
     cfg = config.load(files.config)
     secrets = config.load_secrets(cfg.secrets_file)
@@ -48,8 +48,8 @@ async def _run(files: Any, orders: list[str], root: Path) -> list[tuple[float, f
     factory = MockFactory()
     panel = Panel(cfg.panel, pin_factory=factory)
     await panel.open()
-    http, client = Daemon(cfg, secrets)._payby_client()
-    ctx = Context(cfg, journal, validator, printer, panel, payby=client)
+    clients, connections = connect_all(cfg, secrets)
+    ctx = Context(cfg, journal, validator, printer, panel, clients=clients)
     out: list[tuple[float, float]] = []
 
     async def until(check: Any) -> None:
@@ -72,7 +72,8 @@ async def _run(files: Any, orders: list[str], root: Path) -> list[tuple[float, f
                 raise RuntimeError(f"{tx.ref} ended {tx.state} ({tx.reason})")
             out.append(((time.process_time() - cpu) * 1000, (time.perf_counter() - wall) * 1000))
     finally:
-        await http.aclose()
+        for conn in connections:
+            await conn.aclose()
         await validator.close()
         panel.close()
         await journal.close()

@@ -66,9 +66,9 @@ def _orders_at(url: str, files: Any, n: int) -> list[tuple[str, str]]:
 
 async def _drain(files: Any, orders: list[tuple[str, str]]) -> dict[str, float]:
     from kiosk import config
-    from kiosk.daemon import Daemon
     from kiosk.flows.context import Context
     from kiosk.journal import AsyncJournal
+    from kiosk.providers.registry import connect_all
 
     cfg = config.load(files.config)
     secrets = config.load_secrets(cfg.secrets_file)
@@ -76,9 +76,9 @@ async def _drain(files: Any, orders: list[tuple[str, str]]) -> dict[str, float]:
         cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key
     )
     await journal.call(_fill, journal.sync, orders, 100, cfg)
-    http_client, client = Daemon(cfg, secrets)._payby_client()
+    clients, connections = connect_all(cfg, secrets)
     # The forwarder needs no device: it settles payments whose customer has left.
-    ctx = Context(cfg, journal, None, None, None, payby=client)  # type: ignore[arg-type]
+    ctx = Context(cfg, journal, None, None, None, clients=clients)  # type: ignore[arg-type]
     forwarder = ctx.outbox()
     started = time.perf_counter()
     task = asyncio.create_task(forwarder.run())
@@ -91,7 +91,8 @@ async def _drain(files: Any, orders: list[tuple[str, str]]) -> dict[str, float]:
         for tx in await journal.call(journal.sync.transactions, limit=len(orders) + 10)
         if tx.state == "completed"
     )
-    await http_client.aclose()
+    for conn in connections:
+        await conn.aclose()
     await journal.close()
     return {"drained": float(paid), "seconds": elapsed, "tps": paid / elapsed}
 

@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--simulate", action="store_true", help="simulated hardware")
     r.set_defaults(fn=cmd_run)
 
-    d = sub.add_parser("demo", help="the PayBy Cash Top Up journey on simulated hardware")
+    d = sub.add_parser("demo", help="the journeys on simulated hardware against the local sandbox")
     d.add_argument("--out", help="directory for the receipts, journal and logs (default: temp)")
     d.add_argument(
         "--validator",
@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(fn=cmd_demo)
 
-    s = sub.add_parser("sandbox", help="local provider sandbox (PayBy) on loopback")
+    s = sub.add_parser("sandbox", help="the local provider sandbox (every provider) on loopback")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8700)
     s.add_argument("--dir", default="./sandbox-state", help="the sandbox's ledger and keys")
@@ -501,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc = with_config(
         pvsub.add_parser("check", help="one authenticated call: do the credentials work?")
     )
-    pc.add_argument("name", help="the provider (payby)")
+    pc.add_argument("name", help="the provider (a name from the registry, e.g. payby)")
     pc.set_defaults(fn=cmd_provider_check)
 
     rc_ = with_config(

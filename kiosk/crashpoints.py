@@ -228,10 +228,10 @@ def _device_checks(
 def _wallet_checks(obs: Observed) -> list[tuple[str, str]]:
     if obs.wallet_before is None or obs.wallet_after is None:
         return []
-    from kiosk.money import Money
+    from kiosk.providers.payby.wire import money_in
 
     paid = sum(
-        Money.from_payby(view["totalAmount"]).minor
+        money_in(view["totalAmount"]).minor
         for view in obs.orders.values()
         if _paid_by_store(view, obs.store)
     )

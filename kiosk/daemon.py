@@ -28,8 +28,8 @@ from kiosk.errors import PayloadError
 from kiosk.flows.context import Context, Sources
 from kiosk.hardware import Hardware, build
 from kiosk.journal import AsyncJournal
+from kiosk.providers.registry import connect_all, providers, starter
 from kiosk.reachability import Reachability
-from kiosk.providers.registry import providers, starter
 from kiosk.router import route
 from kiosk.sdnotify import Notifier, watchdog_interval_s
 
@@ -60,19 +60,14 @@ class Daemon:
             c.journal_path, kiosk_id=c.kiosk_id, code_key=self.secrets.journal_key
         )
         hw = await build(c)
-        connections: list[Any] = []
+        connections: list[Any] = []  # each provider client's HTTP client, closed at the end
         try:
             await hw.panel.open()
             await hw.printer.open()
             await hw.reader.open()
             power_up = await self._open_validator(hw)
             reach = Reachability()
-            clients: dict[str, Any] = {}
-            for name, provider in providers().items():
-                if provider.configured(c):
-                    conn = provider.resolve("connect")(c, self.secrets, reach.recorder(name))
-                    connections.append(conn)
-                    clients[name] = conn.client
+            clients, connections = connect_all(c, self.secrets, reach.recorder)
             ctx = Context(
                 config=c,
                 journal=journal,

@@ -86,7 +86,6 @@ LOCAL_CASHOUT = define(
 )
 
 
-
 class _Journeys(Mapping[str, Journey]):
     """Every journey of this build: ``local_cashout`` and each registered provider's journey
     modules' ``JOURNEY`` (read on first use, so that this module imports no provider)."""

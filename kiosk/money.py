@@ -1,11 +1,9 @@
 """Money as integer minor units with the currency's exponent. No floats anywhere.
 
-Wire formats (all exact, all refusing what they cannot represent):
-
-- PayBy: a JSON *number* with the currency's decimals, e.g. ``150.00`` (``Decimal`` here; the
-  PayBy client serialises it unquoted). Also accepts the strings the PHP SDK sends.
-- Rapyd: a decimal string in a URL path segment, e.g. ``/withdraw/<acct>/150.00``.
-- Paysera and Cashii: integer minor units, e.g. ``15000``.
+Only the generic forms live here: integer minor units, exact decimals (``Decimal`` or a
+decimal string) with the currency's exponent, refusing what they cannot represent. Each
+provider's own wire format (a JSON number, a path segment, an object) is in its provider
+package (``kiosk/providers/<name>/wire.py``), built on these.
 """
 
 from __future__ import annotations
@@ -147,39 +145,9 @@ class Money:
             return cls.from_decimal(b, a.upper())
         return cls.from_decimal(a, b.upper())
 
-    # --- provider wire formats -------------------------------------------------------------
-
-    def to_payby(self) -> dict[str, object]:
-        """PayBy Money object; ``amount`` is a Decimal that the PayBy JSON writer emits bare."""
-        return {"currency": self.code, "amount": self.to_decimal()}
-
-    @classmethod
-    def from_payby(cls, obj: object) -> Money:
-        """From PayBy's ``{"currency", "amount"}``; amount a JSON number (parsed as Decimal/int)
-        or a decimal string."""
-        if not isinstance(obj, dict):
-            raise MoneyError(f"PayBy amount must be an object, got {type(obj).__name__}")
-        amount, code = obj.get("amount"), obj.get("currency")
-        if not isinstance(code, str) or not isinstance(amount, (Decimal, int, str)):
-            raise MoneyError(f"PayBy amount malformed: {obj!r}")
-        return cls.from_decimal(amount, code)
-
-    def to_rapyd_path(self) -> str:
-        """Decimal string for a Rapyd path segment: ``'150.00'``."""
-        if self.minor < 0:
-            raise MoneyError("Rapyd path amounts must not be negative")
-        return self.to_decimal_str()
-
-    @classmethod
-    def from_rapyd(cls, value: str | int | Decimal, code: str) -> Money:
-        return cls.from_decimal(value, code)
-
-    def to_minor_units(self) -> int:
-        """Paysera ``price`` and Cashii ``amount``: integer minor units."""
-        return self.minor
-
     @classmethod
     def from_minor_units(cls, value: object, code: str) -> Money:
+        """From a JSON integer of minor units (refusing anything else, bools included)."""
         if type(value) is not int:
             raise MoneyError(f"expected integer minor units, got {value!r}")
         return cls(value, currency(code))

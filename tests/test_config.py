@@ -13,7 +13,7 @@ def test_minimal_config_loads_with_defaults(config_file: Path) -> None:
     assert cfg.kiosk_id == "KT1"
     assert cfg.currency.code == "AED" and cfg.currency.exponent == 2
     assert cfg.inactivity_timeout_s == 60.0
-    assert cfg.payby is None and not cfg.simulate
+    assert "payby" not in cfg.providers and not cfg.simulate
     assert cfg.validator.driver == "sim" and cfg.panel.confirm == 5
     assert cfg.journal_path == cfg.state_dir / "journal.db"
     with pytest.raises(AttributeError):

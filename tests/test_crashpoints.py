@@ -26,6 +26,7 @@ from kiosk.crashpoints import (
 )
 from kiosk.journal import Journal
 from kiosk.money import Money
+from kiosk.providers.payby.wire import money_out
 
 STORE = "200009990777"
 ORDER = "ORD-1"
@@ -35,12 +36,12 @@ def _paid_view(total: int = 15000, payer: str = STORE) -> dict[str, Any]:
     return {
         "status": "PAID_SUCCESS",
         "paymentInfo": {"payerMid": payer},
-        "totalAmount": Money.of(total, "AED").to_payby(),
+        "totalAmount": money_out(Money.of(total, "AED")),
     }
 
 
 def _created_view(total: int = 15000) -> dict[str, Any]:
-    return {"status": "CREATED", "totalAmount": Money.of(total, "AED").to_payby()}
+    return {"status": "CREATED", "totalAmount": money_out(Money.of(total, "AED"))}
 
 
 def _cash_in(journal: Journal, notes: tuple[int, ...] = (10000, 5000)) -> int:

@@ -37,6 +37,8 @@ def _documents(journal: Journal) -> dict[str, tuple[receipts.Document, tuple[str
         ("owed", cin, "PayBy Cash Top Up", "NOT PAID"),
         ("refund", cin, "PayBy refund", "REFUNDED"),
         ("cashout", out, "Paysera", "PAID OUT"),
+        ("declined", out, "Paysera", "Not enough funds in your Paysera wallet."),
+        ("choose", out, "Paysera", "1 = AED 50.00"),
     ):
         doc = receipts.build(
             tx_,
@@ -51,8 +53,8 @@ def _documents(journal: Journal) -> dict[str, tuple[receipts.Document, tuple[str
             tx_.ref,
             provider,
             status,
-            "Provider ref: 1316583",
-            "AED 90.00" if kind == "cashout" else "AED 150.00",
+            *(() if kind == "choose" else ("Provider ref: 1316583",)),
+            *(() if kind == "choose" else ("AED 90.00" if tx_ is out else "AED 150.00",)),
         )
         docs[kind] = (doc, must)
     templates = receipts.load_templates()

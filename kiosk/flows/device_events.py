@@ -121,7 +121,7 @@ async def credit_stray(ctx: Context, note: Note) -> None:
             j.sync.owe_stray,
             note.value,
             "stray_note",
-            journey="payby_cashin",
+            journey=_cashin_journey(),
             currency=ctx.config.currency.code,
         )
         log.warning("%s: a stray note of %s credited: owed", last.ref, note.value)
@@ -129,6 +129,13 @@ async def credit_stray(ctx: Context, note: Note) -> None:
         await ctx.validator.ack_credit()
     except (DriverError, OSError) as exc:
         out_of_service(ctx, f"validator: credit acknowledgement failed ({exc})")
+
+
+def _cashin_journey() -> str:
+    """The journey a stray note is recorded under: the first cash-in journey registered."""
+    from kiosk.journeys import JOURNEYS
+
+    return next(name for name, j in JOURNEYS.items() if j.direction == "in")
 
 
 async def note_returned(ctx: Context, note: Note) -> None:

@@ -26,17 +26,7 @@ import logging
 import time
 from typing import Any
 
-from drivers.errors import DriverError
-from drivers.panel import PanelEvent, PanelState
-from drivers.printer.base import Document
-from drivers.validator.base import (
-    Fault,
-    Note,
-    NoteCredited,
-    NoteEscrowed,
-    NoteRejected,
-    NoteReturned,
-)
+from drivers.panel import PanelState
 from kiosk import receipts
 from kiosk.config import Config, OfflineConfig
 from kiosk.errors import ProviderError, ProviderRefused
@@ -47,6 +37,7 @@ from kiosk.journeys import define
 from kiosk.money import Money
 from kiosk.outbox import Attempt, Delivery, Verdict, classify
 from kiosk.providers.payby import config as payby_config
+from kiosk.providers.payby.client import NOT_VISIBLE, PAID
 from kiosk.providers.payby.config import PayByConfig
 
 log = logging.getLogger("kiosk.flows.payby")
@@ -88,9 +79,6 @@ def settings(cfg: Config) -> PayByConfig:
     if p is None:
         raise LookupError("PayBy is not configured on this kiosk")
     return p
-
-PAID = frozenset({"PAID_SUCCESS", "SETTLED"})
-NOT_VISIBLE = frozenset({"62004", "62035"})  # MERCHANT_ORDER_NO / ORDER_NO_NOT_EXIST
 
 
 class PayByCashIn:

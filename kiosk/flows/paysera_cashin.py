@@ -1,4 +1,6 @@
-"""Paysera cashin (stub: the journey is being written; every code of this kind is refused)."""
+"""Paysera cash-in (not built yet: every EVP code is refused before any note goes in).
+
+The state machine is a placeholder that can already end ``owed``, as every cash-in must."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ JOURNEY = define(
     "paysera",
     "in",
     "checking",
-    {"checking": "refused"},
+    {"checking": "refused owed"},
     {"checking": "nothing moved: refused"},
 )
 STARTS = frozenset({"paysera_cashin"})

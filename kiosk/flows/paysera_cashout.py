@@ -1,4 +1,4 @@
-"""Paysera cashout (stub: the journey is being written; every code of this kind is refused)."""
+"""Paysera cash-out (not built yet: every reservation code is refused; nothing is created)."""
 
 from __future__ import annotations
 

@@ -160,7 +160,11 @@ async def stack(ctx: Context, tx: Tx, note: Note) -> bool:
 
     async def on_credit(credited: Note) -> None:
         await j.call(
-            j.sync.outcome, eff.id, "done", credit=credited.value, outcome={"channel": credited.channel}
+            j.sync.outcome,
+            eff.id,
+            "done",
+            credit=credited.value,
+            outcome={"channel": credited.channel},
         )
 
     try:

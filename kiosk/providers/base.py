@@ -89,6 +89,9 @@ class Provider:
     probe: str = ""
     """``"module:attr"``: ``async (client, cfg) -> None``: a cheap read that tells an idle
     kiosk whether the provider answers again."""
+    reconcile: str = ""
+    """``"module:attr"``: ``async (client, cfg, tx) -> "APPLIED" | "NOT_APPLIED:<s>" |
+    "UNREACHABLE:<why>"``: the provider's own view of a transaction (``kiosk reconcile``)."""
     sandbox: str = ""
     """``"module:attr"``: the sandbox class (``(state_dir, clock) -> sandbox``)."""
 

@@ -4,10 +4,15 @@ the outbox and the journal ask here; they name no provider themselves (:mod:`.ba
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from functools import cache
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from kiosk.providers.base import Provider, Section
+from kiosk.providers.base import Connection, Provider, Section
+
+if TYPE_CHECKING:
+    from kiosk.config import Config, Secrets
 
 NAMES: tuple[str, ...] = (
     "payby",
@@ -36,9 +41,7 @@ def sections() -> dict[str, Section]:
 @cache
 def journey_modules() -> tuple[ModuleType, ...]:
     return tuple(
-        importlib.import_module(module)
-        for p in providers().values()
-        for module in p.journeys
+        importlib.import_module(module) for p in providers().values() for module in p.journeys
     )
 
 
@@ -56,3 +59,21 @@ def starter(kind: str) -> ModuleType | None:
         if kind in module.STARTS:
             return module
     return None
+
+
+def connect_all(
+    cfg: Config,
+    secrets: Secrets,
+    recorder: Callable[[str], Callable[[bool], None]] | None = None,
+) -> tuple[dict[str, Any], list[Connection]]:
+    """A client for every provider configured on this kiosk, by name, and the connections to
+    close. ``recorder(name)``: the client's ``on_reply`` (``Reachability.recorder``)."""
+    clients: dict[str, Any] = {}
+    connections: list[Connection] = []
+    for name, provider in providers().items():
+        if provider.configured(cfg):
+            on_reply = recorder(name) if recorder is not None else (lambda ok: None)
+            conn = provider.resolve("connect")(cfg, secrets, on_reply)  # no I/O: builds only
+            connections.append(conn)
+            clients[name] = conn.client
+    return clients, connections

@@ -58,7 +58,9 @@ class Rig:
 
     def balance(self) -> str:
         return str(
-            self.hook(f"payby/balance/{self.ctx.config.providers['payby'].partner_id}")["balances"]["AED"]
+            self.hook(f"payby/balance/{self.ctx.config.providers['payby'].partner_id}")["balances"][
+                "AED"
+            ]
         )
 
     async def until(self, check: Callable[[], Any], timeout: float = 5.0) -> Any:

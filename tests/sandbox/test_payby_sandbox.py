@@ -17,7 +17,7 @@ import pytest
 from kiosk.errors import ProviderAmbiguous, ProviderRefused
 from kiosk.money import Money
 from kiosk.providers.payby.client import AcquireOrder, OrderStatus, PayByClient, RefundStatus
-from kiosk.providers.payby.wire import Signer, Verifier, dumps, generate_key_pair, loads
+from kiosk.providers.payby.wire import Signer, Verifier, dumps, generate_key_pair, loads, money_out
 from kiosk.sandbox import Sandbox, start_sandbox
 from kiosk.sandbox.payby import ONLINE_MERCHANT_ID
 
@@ -178,7 +178,7 @@ def test_place_order_validation(sb: Sandbox, changes: dict[str, object], code: s
     biz: dict[str, object] = {
         "merchantOrderNo": "K1-2",
         "subject": "Top up",
-        "totalAmount": AED150.to_payby(),
+        "totalAmount": money_out(AED150),
         "paySceneCode": "CASHTOPUP",
         "paySceneParams": {"businessType": "GAME_TOP_UP"},
     }

@@ -16,8 +16,9 @@ PROVIDER = Provider(
     section="kiosk.providers.payby.config:SECTION",
     connect="kiosk.providers.payby.config:connect",
     check="kiosk.providers.payby.check:check",
+    reconcile="kiosk.providers.payby.check:reconcile",
     journeys=("kiosk.flows.payby_cashin",),
     codes="kiosk.providers.payby.codes:recognise",
     probe="kiosk.providers.payby.config:probe",
-    sandbox="kiosk.sandbox.payby:PayBySandbox",
+    sandbox="kiosk.sandbox.payby.api:PayBySandbox",
 )

@@ -6,6 +6,7 @@ PayBy's 15 minutes, PayBy's reply signature not verifying. Nothing secret is pri
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kiosk.config import Config, Secrets
 from kiosk.errors import (
@@ -48,3 +49,24 @@ async def check(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
         await conn.aclose()
     ms = int((time.monotonic() - started) * 1000)
     return True, f"payby: credentials work (partner {p.partner_id}, reply signed, {ms} ms)"
+
+
+async def reconcile(client: Any, cfg: Config, tx: Any) -> str:
+    """``kiosk reconcile``: PayBy's signed view of ``tx``'s order: ``APPLIED`` when this store
+    paid it, ``NOT_PAID:<status>`` otherwise, ``UNREACHABLE:<why>``."""
+    from kiosk.providers.payby.client import NOT_VISIBLE, PAID
+    from kiosk.providers.payby.config import of
+
+    p = of(cfg)
+    assert p is not None
+    try:
+        order = await client.get_order(order_no=tx.provider_ref)
+    except ProviderRefused as exc:
+        if exc.signed and exc.code in NOT_VISIBLE:
+            return "NOT_PAID:NOT_VISIBLE_TO_STORE"
+        return f"UNREACHABLE:{exc.code}"
+    except ProviderError as exc:
+        return f"UNREACHABLE:{type(exc).__name__}"
+    if str(order.status) in PAID and order.payer_mid == p.partner_id:
+        return "APPLIED"
+    return f"NOT_PAID:{order.status}"

@@ -56,6 +56,8 @@ from kiosk.providers.payby.wire import (
     dumps,
     generate_key_pair,
     loads,
+    money_in,
+    money_out,
     unsigned_tolerated,
 )
 
@@ -72,6 +74,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("kiosk.providers.payby")
+
+PAID: Final = frozenset({"PAID_SUCCESS", "SETTLED"})
+"""Order statuses meaning the order is paid."""
+NOT_VISIBLE: Final = frozenset({"62004", "62035"})
+"""MERCHANT_ORDER_NO / ORDER_NO_NOT_EXIST: another merchant's order is visible to this store
+only once the store paid it."""
 
 PROVIDER: Final = "payby"
 #: Paths not in PayBy's public API (see :meth:`PayByClient.resolve_token_url`).
@@ -165,7 +173,7 @@ def _required(obj: Mapping[str, object], key: str) -> str:
 
 def _money(value: object, what: str) -> Money:
     try:
-        return Money.from_payby(value)
+        return money_in(value)
     except MoneyError as exc:
         raise _broken(f"{what}: {exc}") from exc
 
@@ -289,7 +297,7 @@ class PayByClient:
         biz: dict[str, object] = {
             "merchantOrderNo": _check_id(merchant_order_no, "merchant_order_no"),
             "subject": subject,
-            "totalAmount": amount.to_payby(),
+            "totalAmount": money_out(amount),
             "paySceneCode": "CASHTOPUP",
             "paySceneParams": {"businessType": "GAME_TOP_UP"},
         }
@@ -345,7 +353,7 @@ class PayByClient:
                 refund_merchant_order_no, "refund_merchant_order_no"
             ),
             **origin,
-            "amount": amount.to_payby(),
+            "amount": money_out(amount),
         }
         optional = {"reason": reason, "operatorName": operator_name, "deviceId": device_id}
         biz.update({key: value for key, value in optional.items() if value is not None})
@@ -419,7 +427,7 @@ class PayByClient:
         biz: dict[str, object] = {
             "tokenUrl": token_url,
             "orderNo": order_no,
-            "amount": amount.to_payby(),
+            "amount": money_out(amount),
             "storePaymentNo": _check_id(payment_no, "payment_no"),
             "deviceId": device_id,
         }

@@ -39,7 +39,6 @@ class PayByConfig:
     longer be applied (PayBy refuses a requestTime older than 15 minutes), seconds."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class PayBySecrets:
     private_key: bytes = field(repr=False)
@@ -92,7 +91,6 @@ def read(t: Table, cur: Currency) -> PayByConfig:
     )
     t.done()
     return c
-
 
 
 def read_secrets(t: Table) -> PayBySecrets:

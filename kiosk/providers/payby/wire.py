@@ -22,6 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from kiosk.errors import MoneyError
+from kiosk.money import Money
+
 SIGN_HEADER: Final = "sign"
 PARTNER_HEADER: Final = "Partner-Id"
 
@@ -173,3 +176,22 @@ def _refuse_constant(name: str) -> object:
 def loads(data: bytes | str) -> object:
     """Parse JSON with every fractional number as Decimal; NaN/Infinity refused (ValueError)."""
     return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+
+
+# --- money -----------------------------------------------------------------------------------
+
+
+def money_out(money: Money) -> dict[str, object]:
+    """PayBy's Money object; ``amount`` is a Decimal that :func:`dumps` writes bare (``150.00``)."""
+    return {"currency": money.code, "amount": money.to_decimal()}
+
+
+def money_in(obj: object) -> Money:
+    """From PayBy's ``{"currency", "amount"}``; amount a JSON number (parsed as Decimal/int) or
+    a decimal string (the PHP SDK sends strings)."""
+    if not isinstance(obj, dict):
+        raise MoneyError(f"PayBy amount must be an object, got {type(obj).__name__}")
+    amount, code = obj.get("amount"), obj.get("currency")
+    if not isinstance(code, str) or not isinstance(amount, (Decimal, int, str)):
+        raise MoneyError(f"PayBy amount malformed: {obj!r}")
+    return Money.from_decimal(amount, code)

@@ -16,6 +16,7 @@ PROVIDER = Provider(
     section="kiosk.providers.paysera.config:SECTION",
     connect="kiosk.providers.paysera.config:connect",
     check="kiosk.providers.paysera.check:check",
+    reconcile="kiosk.providers.paysera.check:reconcile",
     journeys=("kiosk.flows.paysera_cashout", "kiosk.flows.paysera_cashin"),
     codes="kiosk.providers.paysera.codes:recognise",
     envelope="kiosk.providers.paysera.codes:envelope",

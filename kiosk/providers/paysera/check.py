@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kiosk.config import Config, Secrets
 from kiosk.errors import (
@@ -50,3 +51,17 @@ async def check(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
         except ProviderError as exc:
             return False, f"paysera: no clean answer ({exc}); try again"
         return False, "paysera: a transaction that cannot exist was found: wrong base_url?"
+
+
+async def reconcile(client: Any, cfg: Config, tx: Any) -> str:
+    """``kiosk reconcile``: Paysera's view of ``tx``'s transaction: ``APPLIED`` once confirmed
+    (the money moved), ``NOT_APPLIED:<status>`` otherwise, ``UNREACHABLE:<why>``."""
+    try:
+        found = await client.get(tx.provider_ref)
+    except ProviderRefused as exc:
+        if exc.code == "not_found":
+            return "NOT_APPLIED:not_found"
+        return f"UNREACHABLE:{exc.code}"
+    except ProviderError as exc:
+        return f"UNREACHABLE:{type(exc).__name__}"
+    return "APPLIED" if found.status == "confirmed" else f"NOT_APPLIED:{found.status}"

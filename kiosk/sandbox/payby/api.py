@@ -1,7 +1,7 @@
 """PayBy sandbox: the SGS acquiring API as documented (providers.md §1) over a SQLite ledger.
 
 Here: PayBy's behaviour (routing of ops, validation, signatures, the order state machine, the
-hooks); :mod:`kiosk.sandbox.payby_ledger` holds its state in ``state_dir`` (the SQLite ledger,
+hooks); :mod:`kiosk.sandbox.payby.ledger` holds its state in ``state_dir`` (the SQLite ledger,
 PayBy's own RSA pair) and the wire objects. Replies are signed with PayBy's key, requests with
 the key registered for their ``Partner-Id``. Expiry and settlement happen lazily, when an order
 is next touched, by the :class:`~kiosk.sandbox.server.SandboxClock`.
@@ -43,8 +43,24 @@ from typing import Final
 from kiosk.errors import MoneyError
 from kiosk.money import Money
 from kiosk.providers.payby.client import DEFAULT_PAY_ORDER_PATH, DEFAULT_RESOLVE_TOKEN_PATH
-from kiosk.providers.payby.wire import Verifier, dumps, loads, unsigned_tolerated
-from kiosk.sandbox.payby_ledger import (
+from kiosk.providers.payby.wire import (
+    Verifier,
+    dumps,
+    loads,
+    money_in,
+    money_out,
+    unsigned_tolerated,
+)
+from kiosk.sandbox.kit import (
+    FaultMode,
+    FaultPlan,
+    HookError,
+    Request,
+    Response,
+    SandboxClock,
+    hook_json,
+)
+from kiosk.sandbox.payby.ledger import (
     INSUFFICIENT_BALANCE,
     MESSAGES,
     Ledger,
@@ -62,15 +78,6 @@ from kiosk.sandbox.payby_ledger import (
     wire_refund,
     wire_topup_biz,
     wire_view,
-)
-from kiosk.sandbox.server import (
-    FaultMode,
-    FaultPlan,
-    HookError,
-    Request,
-    Response,
-    SandboxClock,
-    hook_json,
 )
 
 ONLINE_MERCHANT_ID: Final = "200009990001"  # [INF] the built-in online merchant (hook orders)
@@ -262,7 +269,7 @@ class PayBySandbox:
 
     def _amount(self, biz: Biz, key: str) -> Money:
         try:
-            money = Money.from_payby(biz.get(key))
+            money = money_in(biz.get(key))
         except MoneyError as exc:
             raise _invalid(f"{key}: {exc}") from exc
         if money.code not in self.currencies:
@@ -477,7 +484,7 @@ class PayBySandbox:
         if code not in self.currencies:
             raise _Fail("78001")
         available = Money.of(self._ledger.balance(partner, code), code)
-        return {"memberId": partner, "balanceList": [{"availableBalance": available.to_payby()}]}
+        return {"memberId": partner, "balanceList": [{"availableBalance": money_out(available)}]}
 
     # --- Python API (the demo and tests; the hooks call these) -------------------------------
 

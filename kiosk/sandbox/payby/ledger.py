@@ -28,8 +28,8 @@ from typing import Final
 
 from kiosk.errors import MoneyError
 from kiosk.money import Money
-from kiosk.providers.payby.wire import Signer, dumps, generate_key_pair, loads
-from kiosk.sandbox.server import HookError
+from kiosk.providers.payby.wire import Signer, dumps, generate_key_pair, loads, money_out
+from kiosk.sandbox.kit import HookError
 
 INSUFFICIENT_BALANCE: Final = "62099"  # [INF] not in PayBy's docs: store wallet too low to pay
 
@@ -287,8 +287,8 @@ class Ledger:
         return {
             "refundOrder": wire_refund(refund),
             "refundSummary": {
-                "acquireAmount": total.to_payby(),
-                "remainRefundAmount": remaining.to_payby(),
+                "acquireAmount": money_out(total),
+                "remainRefundAmount": money_out(remaining),
             },
         }
 
@@ -408,7 +408,7 @@ def _canon(value: object) -> object:
 
 def wire_order(row: Row, *, public: bool = False) -> dict[str, object]:
     """The ``acquireOrder`` object; ``public`` hides the payee's private fields."""
-    total = order_total(row).to_payby()
+    total = money_out(order_total(row))
     doc: dict[str, object] = {
         "requestTime": row["request_time"],
         "merchantOrderNo": row["merchant_order_no"],
@@ -416,7 +416,7 @@ def wire_order(row: Row, *, public: bool = False) -> dict[str, object]:
         "status": row["status"],
     }
     if row["paid_time"] is not None:
-        zero = Money.zero(row["currency"]).to_payby()
+        zero = money_out(Money.zero(row["currency"]))
         doc["paymentInfo"] = {
             "paidAmount": total,
             "paidTime": row["paid_time"],
@@ -452,7 +452,7 @@ def wire_view(row: Row, refunded: Money) -> dict[str, object]:
         tokenUrl=row["token_url"],
         storePaymentNo=row["store_payment_no"],
         payDeviceId=row["pay_device_id"],
-        refundedAmount=refunded.to_payby(),
+        refundedAmount=money_out(refunded),
     )
     return view
 
@@ -483,7 +483,7 @@ def wire_topup_biz(
     return {
         "merchantOrderNo": merchant_order_no,
         "subject": subject,
-        "totalAmount": amount.to_payby(),
+        "totalAmount": money_out(amount),
         "paySceneCode": "CASHTOPUP",
         "paySceneParams": {"businessType": business_type},
     }
@@ -505,7 +505,7 @@ def wire_refund(row: Row) -> dict[str, object]:
         "originMerchantOrderNo": row["origin_merchant_order_no"],
         "originOrderNo": row["origin_order_no"],
         "status": row["status"],
-        "amount": Money.of(row["amount_minor"], row["currency"]).to_payby(),
+        "amount": money_out(Money.of(row["amount_minor"], row["currency"])),
     }
     for key, column in (
         ("reason", "reason"), ("operatorName", "operator_name"), ("deviceId", "device_id"),
