@@ -9,6 +9,9 @@ state               lights           buzzer           meaning for the customer
 ``READING``         green blinking   silent           "got it, checking your code"
 ``INSERT_NOTES``    amber steady     silent           "insert notes; press confirm when
                                                       done, cancel to stop"
+``CHOOSE``          green blinking,  one short beep   "pick an amount from the printed list:
+                    amber steady     per press        press green once for the first, twice
+                                                      for the second..., then wait"
 ``WAIT``            amber blinking   silent           "working, please wait"
 ``DONE``            green steady     two short beeps  "done, take your receipt"
 ``REFUSED``         red blinking     one long beep    "refused: take your notes or receipt"
@@ -79,6 +82,7 @@ class PanelState(enum.StrEnum):
     READY = "ready"
     READING = "reading"
     INSERT_NOTES = "insert_notes"
+    CHOOSE = "choose"
     WAIT = "wait"
     DONE = "done"
     REFUSED = "refused"
@@ -110,6 +114,7 @@ PATTERNS: Final[dict[PanelState, Pattern]] = {
     PanelState.READY: Pattern(green=Light.ON),
     PanelState.READING: Pattern(green=Light.BLINK),
     PanelState.INSERT_NOTES: Pattern(amber=Light.ON),
+    PanelState.CHOOSE: Pattern(green=Light.BLINK, amber=Light.ON),
     PanelState.WAIT: Pattern(amber=Light.BLINK),
     PanelState.DONE: Pattern(green=Light.ON, sound=Sound.TWO_SHORT),
     PanelState.REFUSED: Pattern(red=Light.BLINK, sound=Sound.ONE_LONG),
@@ -225,6 +230,11 @@ class Panel:
             self._buzzer.beep(on_time=t.beep_long, off_time=0, n=1, background=True)
         else:
             self._buzzer.off()
+
+    def tick(self) -> None:
+        """One short beep, the pattern unchanged (a press counted while choosing)."""
+        t = self.timing
+        self._buzzer.beep(on_time=t.beep_short, off_time=0, n=1, background=True)
 
     def lights(self) -> dict[str, str]:
         """The pattern shown: ``{"green": "on"|"off"|"blink", "amber": ..., "red": ...,

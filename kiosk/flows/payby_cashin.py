@@ -169,20 +169,9 @@ class PayByCashIn:
         now = ctx.clock_ms()
         call = pay_call(ctx.config, tx, self.token_url, tx.provider_ref or "", tx.amount_due, now)
         tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "paying", call)
-        forwarder = ctx.outbox()
-        # The customer's wait: deliveries (a timeout takes its time) and the backoff between.
-        started, waited_ms, budget_ms = now, 0, int(self.cfg.pay_wait_s * 1000)
-        async with forwarder.hold(row_id):
-            while (status := await forwarder.step(row_id, inline=True)) == "queued":
-                row = await j.call(j.sync.outbox_row, row_id)
-                delay_ms = max(50, row["next_at_ms"] - ctx.clock_ms())
-                if max(waited_ms, ctx.clock_ms() - started) + delay_ms > budget_ms:
-                    break
-                await ctx.sleep(delay_ms / 1000)
-                waited_ms += delay_ms
-            tx = await j.call(j.sync.get, tx.id)
-            if status == "queued":
-                return await pend(ctx, tx, eff.id, "pay_unconfirmed")
+        tx = await steps.deliver(ctx, tx, eff.id, row_id, self.cfg.pay_wait_s, "pay_unconfirmed")
+        if tx.state == "pending":
+            return tx
         return await after_settled(ctx, tx)
 
 

@@ -1,37 +1,355 @@
-"""Paysera cash-out (not built yet: every reservation code is refused; nothing is created)."""
+"""Paysera cash-out: the customer's wallet pays, the recycler pays the customer notes.
+
+States (``JOURNEY``)::
+
+    checking ──> creating ──> reserving ──> confirming ──> confirmed ──> dispensing ──> completed
+       │            │             │            │ └──> pending ──> owed | void    └──> owed | unknown
+       └> refused   └> refused    └> refused   └──> refused | owed
+
+Paysera's guidance is the design: **confirm only what can be paid**.
+
+- before anything is created: the code is new to this kiosk (a keyed hash only, never the
+  code), Paysera is reachable, the amount (from the envelope, or chosen from ``[cashout]
+  presets``) is within ``cashout_max`` and not above ``approval_above`` (refused until
+  technician approval exists, and the receipt says so), the kiosk is not cooling down after
+  ``code_attempts`` refused codes in a row, and the recycler can pay the exact amount;
+- create (``reserve_for_s``, at most 5 minutes) → reserve with the customer's code; the
+  transaction key is journalled before the reserve. Any refusal or doubt before the confirm:
+  ``refused`` with a DECLINED receipt saying why, and the transaction revoked (outbox
+  ``paysera.revoke``). A reservation moves no money: nothing is owed;
+- the recycler is asked again, then the confirm is an outbox call (``paysera.confirm``,
+  :mod:`kiosk.flows.paysera_ops`), committed with ``confirming`` before it is sent. A lost reply
+  is settled by Paysera's state (a still-reserved transaction is revoked, which makes "not
+  confirmed" final); the confirm itself is never sent twice;
+- confirmed ⇒ one payout (:func:`kiosk.flows.cashout.dispense`): a payout that fails or stops
+  short records the exact amount paid and owes the rest, with its receipt;
+- the customer waits ``confirm_wait_s`` for an answer, then leaves with a PENDING receipt; a
+  confirm found later is owed in full (never paid out to an empty tray); one found not
+  confirmed is ``void``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import calendar
+import dataclasses
+import logging
+import time
+from typing import Any, Final
 
-from kiosk.flows import steps
+from drivers.errors import DriverError
+from drivers.panel import PanelState
+from kiosk import receipts
+from kiosk.errors import ProviderError, ProviderRefused
+from kiosk.flows import amount as chooser
+from kiosk.flows import cashout, paysera_ops, steps
 from kiosk.flows.context import Context
 from kiosk.journal import Tx
 from kiosk.journeys import define
+from kiosk.money import Money
+from kiosk.providers.paysera.config import PayseraConfig
+from kiosk.providers.paysera.outcomes import Told, told
+
+log = logging.getLogger("kiosk.flows.paysera")
 
 JOURNEY = define(
     "paysera_cashout",
     "paysera",
     "out",
     "checking",
-    {"checking": "refused"},
-    {"checking": "nothing moved: refused"},
+    {
+        "checking": "creating refused",
+        "creating": "reserving refused",
+        "reserving": "confirming refused",
+        "confirming": "confirmed refused pending owed",
+        "pending": "owed void",
+        "confirmed": "dispensing owed",
+        "dispensing": "completed owed unknown",
+    },
+    {
+        "checking": "nothing moved: refused",
+        "creating": "nothing was reserved (the key was not journalled): refused; an unreserved "
+        "transaction lapses at Paysera",
+        "reserving": "never confirmed: refused, and the transaction revoked",
+        "confirming": "the confirm may have been sent: pending (a PENDING receipt); the outbox "
+        "settles it from Paysera's state: confirmed ⇒ owed in full, else void",
+        "pending": "the outbox goes on (as confirming)",
+        "confirmed": "the wallet paid and no payout began: owed in full (never paid out to a "
+        "customer who may have left)",
+        "dispensing": "the recycler's report or levels settle what was paid; the rest is owed; "
+        "levels unreadable ⇒ unknown (technician)",
+    },
 )
 STARTS = frozenset({"paysera_cashout"})
-LOOK = steps.Look("Paysera Wallet")
+
+COOL_DOWN_S: Final = 600
+"""After ``code_attempts`` refused codes in a row, no code is sent to Paysera for this long."""
+CODE_FAULTS: Final = frozenset({"invalid_code", "code_expired"})
+PAID = "PAID OUT - count your notes"
+PENDING = (
+    "PENDING - Paysera has not answered yet. If Paysera took the money, support pays you the"
+    " full amount; if not, nothing was taken. Keep this receipt."
+)
+
+
+def _refs(tx: Tx) -> dict[str, str]:
+    return {"Paysera transaction": tx.provider_ref or "-"}
+
+
+LOOK = steps.Look("Paysera Wallet cash-out", pending=PENDING, references=_refs)
+
+
+def settings(ctx: Context) -> PayseraConfig:
+    return paysera_ops.settings(ctx)
+
+
+class PayseraCashOut:
+    def __init__(self, ctx: Context, code: str, amount: Money | None) -> None:
+        self.ctx, self.j = ctx, ctx.journal
+        self.cfg = settings(ctx)
+        self.paysera = ctx.client("paysera")
+        self.code, self.amount = code, amount
+
+    async def run(self) -> Tx:
+        ctx, j = self.ctx, self.j
+        ctx.panel.show(PanelState.WAIT)
+        code_hash = j.sync.code_hash(self.code)  # pure HMAC, no I/O
+        cur = ctx.config.currency.code
+        tx = await j.call(j.sync.begin, JOURNEY.name, currency=cur, code_hash=code_hash)
+        log.info("%s: Paysera cash-out started", tx.ref)
+        if self.cfg.cashout_max <= 0:
+            return await steps.refuse(ctx, tx, "cashout_disabled")
+        if ctx.dispenser is None:
+            return await steps.refuse(ctx, tx, "no_recycler")
+        if await j.call(j.sync.code_seen, self.code):
+            return await self._decline(tx, Told("code_already_used", "This code was used."))
+        if await j.call(cooling_down, j.sync, self.cfg.code_attempts):
+            return await self._decline(
+                tx, Told("too_many_code_attempts", "Too many refused codes. Try again later.")
+            )
+        if ctx.reachability.is_down("paysera"):
+            return await self._decline(tx, Told("provider_offline", "Paysera cannot be reached."))
+        amount = await self._amount(tx)
+        if isinstance(amount, str):
+            return await self._no_amount(tx, amount)
+        return await self._check_and_create(tx, amount)
+
+    # --- before anything is created ---------------------------------------------------------
+
+    async def _amount(self, tx: Tx) -> int | str:
+        cur = self.ctx.config.currency
+        if self.amount is not None:
+            if self.amount.currency != cur:
+                return "amount_currency"
+            return self.amount.minor
+        presets = self.ctx.config.cashout.presets
+        if not presets:
+            return "amount_needed"
+        return await chooser.choose(self.ctx, tx, presets)
+
+    async def _no_amount(self, tx: Tx, why: str) -> Tx:
+        if why in ("cancel", "timeout"):
+            tx = await self.j.call(self.j.sync.transition, tx.id, "refused", reason=why)
+            self.ctx.panel.show(PanelState.READY if why == "cancel" else PanelState.REFUSED)
+            return tx
+        line = {
+            "amount_needed": "This kiosk needs the amount in the code.",
+            "amount_currency": "This kiosk pays another currency.",
+        }[why]
+        return await self._decline(tx, Told(why, line))
+
+    async def _check_and_create(self, tx: Tx, amount: int) -> Tx:
+        ctx, j, cfg = self.ctx, self.j, self.cfg
+        if amount <= 0 or amount > cfg.cashout_max:
+            top = Money.of(cfg.cashout_max, tx.currency)
+            return await self._decline(
+                tx, Told("over_limit", f"This kiosk pays at most {top} at a time."), amount
+            )
+        if cfg.approval_above and amount > cfg.approval_above:
+            line = "This amount needs a technician's approval, which this kiosk cannot ask yet."
+            return await self._decline(tx, Told("approval_required", line), amount)
+        if not await self._can_pay(amount):
+            line = "The kiosk cannot pay this exact amount in notes now."
+            return await self._decline(tx, Told("cannot_pay_amount", line), amount)
+
+        await j.call(j.sync.use_code, self.code, tx.id)
+        tx = await j.call(j.sync.transition, tx.id, "creating", amount_due=amount)
+        created_ms = ctx.clock_ms()
+        try:
+            created = await self.paysera.create(
+                Money.of(amount, tx.currency),
+                f"Cash withdrawal {tx.ref}",
+                reserve_for_s=cfg.reserve_for_s,
+            )
+        except ProviderRefused as exc:
+            return await self._decline(tx, told(exc.code, str(exc)))
+        except ProviderError as exc:
+            # Perhaps created, never reserved: it lapses after reserve_for at Paysera.
+            why = f"provider_unreachable:{type(exc).__name__}"
+            return await self._decline(tx, Told(why, "Paysera did not answer."))
+        tx = await j.call(
+            j.sync.transition,
+            tx.id,
+            "reserving",
+            provider_ref=created.key,
+            data={"created_ms": created_ms},
+        )
+        return await self._reserve(tx, created_ms)
+
+    async def _can_pay(self, amount: int) -> bool:
+        assert self.ctx.dispenser is not None
+        try:
+            return await self.ctx.dispenser.can_pay(amount)
+        except DriverError as exc:
+            log.error("recycler check failed: %s", exc)
+            return False
+
+    # --- the reservation and the confirm -----------------------------------------------------
+
+    async def _reserve(self, tx: Tx, created_ms: int) -> Tx:
+        key = tx.provider_ref or ""
+        try:
+            found = await self.paysera.reserve_with_code(key, self.code)
+        except ProviderRefused as exc:
+            outcome = told(exc.code, str(exc))
+            return await self._decline(tx, outcome, revoke=True)
+        except ProviderError as exc:
+            why = f"provider_unreachable:{type(exc).__name__}"
+            return await self._decline(tx, Told(why, "Paysera did not answer."), revoke=True)
+        if (
+            found.status != "reserved"
+            or found.total != tx.amount_due
+            or any(p.amount.code != tx.currency for p in found.payments)
+        ):
+            why = f"reservation_mismatch:{found.status}"
+            mismatch = Told(why, "Paysera's reservation did not match.")
+            return await self._decline(tx, mismatch, revoke=True)
+        if not await self._can_pay(tx.amount_due):  # confirm only what can be paid
+            line = "The kiosk cannot pay this exact amount in notes now."
+            return await self._decline(tx, Told("cannot_pay_amount", line), revoke=True)
+        return await self._confirm(tx, created_ms)
+
+    async def _confirm(self, tx: Tx, created_ms: int) -> Tx:
+        ctx, j = self.ctx, self.j
+        now = ctx.clock_ms()
+        call = paysera_ops.confirm_call(
+            tx,
+            tx.provider_ref or "",
+            now_ms=now,
+            created_ms=created_ms,
+            reserve_for_s=self.cfg.reserve_for_s,
+        )
+        tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "confirming", call)
+        wait_s = self.cfg.confirm_wait_s
+        tx = await steps.deliver(ctx, tx, eff.id, row_id, wait_s, "confirm_unconfirmed")
+        if tx.state == "pending":
+            return tx
+        if tx.state == "confirmed":
+            return await pay_out(ctx, tx)
+        await steps.print_queued(ctx, tx)
+        ctx.panel.show(PanelState.REFUSED)
+        return tx
+
+    # --- refusals ----------------------------------------------------------------------------
+
+    async def _decline(
+        self, tx: Tx, outcome: Told, amount: int | None = None, *, revoke: bool = False
+    ) -> Tx:
+        """Nothing moved: ``refused`` with a DECLINED receipt saying why (and the reservation
+        revoked through the outbox when Paysera holds one)."""
+        tx = await decline(self.ctx, tx, outcome, amount)
+        if revoke and tx.provider_ref:
+            await paysera_ops.queue_revoke(self.ctx, tx, self.cfg.reserve_for_s)
+        return tx
+
+
+async def decline(ctx: Context, tx: Tx, outcome: Told, amount: int | None = None) -> Tx:
+    """``refused`` for ``outcome.reason``, with the DECLINED receipt, in one commit; printed."""
+    j = ctx.journal
+    fields: dict[str, Any] = {"reason": outcome.reason}
+    if amount is not None and tx.amount_due == 0:
+        fields["amount_due"] = amount
+        tx = dataclasses.replace(tx, amount_due=amount)
+    doc = await paysera_ops.declined(ctx, tx, outcome.reason, outcome.line)
+    tx, receipt_id = await j.call(
+        j.sync.decide, tx.id, "refused", receipt=("declined", receipts.to_json(doc)), **fields
+    )
+    log.info("%s: refused (%s)", tx.ref, outcome.reason)
+    if receipt_id is not None:
+        await receipts.print_queued(j, ctx.printer, receipt_id, doc)
+    ctx.panel.show(PanelState.REFUSED)
+    return tx
+
+
+def cooling_down(journal: Any, attempts: int, now_s: float | None = None) -> bool:
+    """``attempts`` Paysera cash-outs in a row refused for their code, the last within
+    :data:`COOL_DOWN_S`: the kiosk stops sending codes to Paysera for a while."""
+    now = time.time() if now_s is None else now_s
+    row: list[Tx] = [tx for tx in journal.transactions(limit=200) if tx.journey == JOURNEY.name]
+    streak: list[Tx] = []
+    for tx in row:  # newest first
+        if tx.reason in CODE_FAULTS:
+            streak.append(tx)
+        elif tx.reason != "too_many_code_attempts":
+            break
+        if len(streak) >= attempts:
+            break
+    if len(streak) < attempts:
+        return False
+    return now - _epoch_s(streak[0].updated_at) < COOL_DOWN_S
+
+
+def _epoch_s(iso: str) -> float:
+    whole = iso.rstrip("Z").partition(".")[0]
+    return float(calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")))
+
+
+async def pay_out(ctx: Context, tx: Tx) -> Tx:
+    """Paysera confirmed: one payout of the whole amount (what it does not pay is owed)."""
+    j = ctx.journal
+    tx = await j.call(j.sync.transition, tx.id, "dispensing")
+    return await cashout.dispense(ctx, tx, tx.amount_due)
 
 
 async def run(ctx: Context, request: Any) -> Tx:
-    j = ctx.journal
-    tx = await j.call(j.sync.begin, JOURNEY.name, currency=ctx.config.currency.code)
-    return await steps.refuse(ctx, tx, "not_built")
-
-
-async def recover(ctx: Context, tx: Tx) -> Tx:
-    return await ctx.journal.call(
-        ctx.journal.sync.transition, tx.id, "refused", reason="interrupted"
-    )
+    return await PayseraCashOut(ctx, request.code, request.amount).run()
 
 
 def operations(ctx: Context) -> list[Any]:
-    return []
+    return [paysera_ops.PayseraConfirm(ctx), paysera_ops.PayseraRevoke(ctx)]
+
+
+# --- recovery ------------------------------------------------------------------------------
+
+
+async def recover(ctx: Context, tx: Tx) -> Tx:
+    """Local decisions only (READY must come within the start budget whatever Paysera does):
+    the outbox confirms nothing after a restart, it only reads, revokes and settles."""
+    j = ctx.journal
+    cfg = settings(ctx)
+    if tx.state in ("checking", "creating"):
+        return await j.call(j.sync.transition, tx.id, "refused", reason="interrupted")
+    if tx.state == "reserving":
+        tx = await j.call(j.sync.transition, tx.id, "refused", reason="interrupted")
+        await paysera_ops.queue_revoke(ctx, tx, cfg.reserve_for_s)
+        return tx
+    if tx.state == "confirming":
+        rows = await j.call(j.sync.outbox_rows, tx.id, queued_only=True)
+        for row in rows:
+            if row["op"] == paysera_ops.PayseraConfirm.name:
+                await j.call(j.sync.mark_in_doubt, row["id"], "interrupted")
+        tx = await j.call(j.sync.get, tx.id)
+        if tx.state != "confirming":
+            return tx
+        confirms = await j.call(j.sync.effects, tx.id, kind="confirm")
+        return await steps.pend(ctx, tx, confirms[-1].id, "interrupted")
+    if tx.state == "confirmed":
+        return await paysera_ops.owe_all(ctx, tx, "confirmed_payout_not_started")
+    if tx.state == "dispensing":
+        in_flight = await j.call(j.sync.effects, tx.id, kind="payout", status="intent")
+        if in_flight:
+            return await cashout.settle_payout(ctx, tx, in_flight[0])
+        done = await j.call(j.sync.effects, tx.id, kind="payout")
+        if done:
+            return await cashout.end_payout(ctx, tx, tx.dispensed, "interrupted")
+        return await cashout.end_payout(ctx, tx, 0, "interrupted_before_payout")
+    return tx  # pending: the outbox goes on

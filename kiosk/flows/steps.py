@@ -257,6 +257,30 @@ async def pend(ctx: Context, tx: Tx, effect_id: int, reason: str) -> Tx:
     return tx
 
 
+async def deliver(
+    ctx: Context, tx: Tx, effect_id: int, row_id: int, wait_s: float, reason: str
+) -> Tx:
+    """The customer waits for the outbox call ``row_id`` (committed with ``tx``'s state):
+    deliveries and the backoff between them, up to ``wait_s``. Settled ⇒ ``tx`` as the
+    operation's settle left it; still queued ⇒ :func:`pend` for ``reason`` (inside the hold,
+    so that the background loop never delivers the row while the customer is still counted
+    as here)."""
+    j, forwarder = ctx.journal, ctx.outbox()
+    started, waited_ms, budget_ms = ctx.clock_ms(), 0, int(wait_s * 1000)
+    async with forwarder.hold(row_id):
+        while (status := await forwarder.step(row_id, inline=True)) == "queued":
+            row = await j.call(j.sync.outbox_row, row_id)
+            delay_ms = max(50, row["next_at_ms"] - ctx.clock_ms())
+            if max(waited_ms, ctx.clock_ms() - started) + delay_ms > budget_ms:
+                break
+            await ctx.sleep(delay_ms / 1000)
+            waited_ms += delay_ms
+        tx = await j.call(j.sync.get, tx.id)
+        if status == "queued":
+            return await pend(ctx, tx, effect_id, reason)
+    return tx
+
+
 async def finish(ctx: Context, tx: Tx, kind: str, status: str) -> Tx:
     """Receipt of ``kind``, then ``completed``. A receipt that fails stays queued; the money
     stands. A receipt queued before a crash is the one printed (never a second one); a

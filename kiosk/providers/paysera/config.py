@@ -36,6 +36,9 @@ class PayseraConfig:
     code_attempts: int = 3
     """Refused codes a customer may try in a row before the kiosk stops asking for a while."""
     timeout_s: float = 15.0
+    confirm_wait_s: float = 30.0
+    """How long the customer waits for a confirm whose reply was lost before leaving with a
+    PENDING receipt (the outbox goes on)."""
     server_time_path: str = "/server"
     """[INF] the documented no-authentication server-time call; its path is cut off in the
     stored docs."""
@@ -91,6 +94,12 @@ def read(t: Table, cur: Currency) -> PayseraConfig:
             t.get("timeout_s", float, d.timeout_s, "seconds"),
             lambda v: 0 < v <= 60,
             "seconds, more than 0 and at most 60",
+        ),
+        confirm_wait_s=t.check(
+            "confirm_wait_s",
+            t.get("confirm_wait_s", float, d.confirm_wait_s, "seconds"),
+            lambda v: 0 < v <= 120,
+            "seconds, more than 0 and at most 120",
         ),
         server_time_path=t.get("server_time_path", str, d.server_time_path, "a path"),
     )
