@@ -284,9 +284,9 @@ def cooling_down(journal: Any, attempts: int, now_s: float | None = None) -> boo
     """``attempts`` Paysera cash-outs in a row refused for their code, the last within
     :data:`COOL_DOWN_S`: the kiosk stops sending codes to Paysera for a while."""
     now = time.time() if now_s is None else now_s
-    row: list[Tx] = [tx for tx in journal.transactions(limit=200) if tx.journey == JOURNEY.name]
+    ended = [t for t in journal.transactions(limit=200) if t.journey == JOURNEY.name and t.closed]
     streak: list[Tx] = []
-    for tx in row:  # newest first
+    for tx in ended:  # newest first
         if tx.reason in CODE_FAULTS:
             streak.append(tx)
         elif tx.reason != "too_many_code_attempts":
