@@ -3,7 +3,7 @@
 Routing (one :class:`Provider` per payment provider, each under its real path prefix)::
 
     /sgs/api/...              PayBy            (kiosk.sandbox.payby)
-    /rest/v1/...              Paysera          (kiosk.sandbox.paysera)
+    /rest/v1/...              Paysera          (kiosk.sandbox.paysera.api)
     /_sandbox/clock           POST {"advance_s": N} moves sandbox time forward; GET reads it
     /_sandbox/<name>/...      the provider's own hooks (JSON in, JSON out, no signatures)
 

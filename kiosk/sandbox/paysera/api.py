@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from kiosk.providers.paysera.mac import parse_header, verify
-from kiosk.sandbox.server import (
+from kiosk.sandbox.kit import (
     FaultMode,
     FaultPlan,
     HookError,
