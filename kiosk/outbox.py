@@ -35,7 +35,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -128,6 +128,7 @@ class Forwarder:
         self.backoff = backoff or Backoff()
         self._rng = random.Random(seed)
         self._locks: dict[int, asyncio.Lock] = {}
+        self._serving: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._parallel = asyncio.Semaphore(parallel)
         self.settled = 0
@@ -141,6 +142,19 @@ class Forwarder:
         lock = self._locks.setdefault(row_id, asyncio.Lock())
         async with lock:
             yield
+
+    @contextlib.contextmanager
+    def serving(self, tx_id: int) -> Iterator[None]:
+        """Keep the background loop off every row of ``tx_id`` while its customer waits:
+        entered *before* the row is committed, so that no background delivery can slip in
+        between the commit and :meth:`hold` (it would settle as if the customer had left)."""
+        self._serving[tx_id] = self._serving.get(tx_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._serving[tx_id] -= 1
+            if not self._serving[tx_id]:
+                del self._serving[tx_id]
 
     async def step(self, row_id: int, *, inline: bool = False) -> str:
         """One delivery (or state query) of a row the caller holds. Returns the row's status
@@ -224,6 +238,8 @@ class Forwarder:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _background(self, row: dict[str, Any]) -> None:
+        if row["tx_id"] in self._serving:
+            return  # its customer is waiting: the journey delivers it
         lock = self._locks.setdefault(row["id"], asyncio.Lock())
         if lock.locked():
             return  # a journey holds it

@@ -164,12 +164,11 @@ class PayByCashIn:
         """Pay the order through the outbox: the row (the request, sealed), the effect's
         intent and ``paying`` commit together; the customer waits up to ``pay_wait_s`` for a
         definitive answer, then leaves with a PENDING receipt and the outbox goes on."""
-        ctx, j = self.ctx, self.j
+        ctx = self.ctx
         ctx.panel.show(PanelState.WAIT)
         now = ctx.clock_ms()
         call = pay_call(ctx.config, tx, self.token_url, tx.provider_ref or "", tx.amount_due, now)
-        tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "paying", call)
-        tx = await steps.deliver(ctx, tx, eff.id, row_id, self.cfg.pay_wait_s, "pay_unconfirmed")
+        tx = await steps.deliver(ctx, tx, "paying", call, self.cfg.pay_wait_s, "pay_unconfirmed")
         if tx.state == "pending":
             return tx
         return await after_settled(ctx, tx)

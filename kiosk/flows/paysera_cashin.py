@@ -143,8 +143,8 @@ class PayseraCashIn:
             created_ms=created_ms,
             reserve_for_s=cfg.reserve_for_s,
         )
-        tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "confirming", call)
-        tx = await steps.deliver(ctx, tx, eff.id, row_id, cfg.confirm_wait_s, "confirm_unconfirmed")
+        wait = cfg.confirm_wait_s
+        tx = await steps.deliver(ctx, tx, "confirming", call, wait, "confirm_unconfirmed")
         if tx.state == "confirmed":
             return await finish_confirmed(ctx, tx)
         if tx.state == "owed":

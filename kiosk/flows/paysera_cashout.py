@@ -171,7 +171,6 @@ class PayseraCashOut:
             line = "The kiosk cannot pay this exact amount in notes now."
             return await self._decline(tx, Told("cannot_pay_amount", line), amount)
 
-        await j.call(j.sync.use_code, self.code, tx.id)
         tx = await j.call(j.sync.transition, tx.id, "creating", amount_due=amount)
         created_ms = ctx.clock_ms()
         try:
@@ -206,7 +205,8 @@ class PayseraCashOut:
     # --- the reservation and the confirm -----------------------------------------------------
 
     async def _reserve(self, tx: Tx, created_ms: int) -> Tx:
-        key = tx.provider_ref or ""
+        key, j = tx.provider_ref or "", self.j
+        await j.call(j.sync.use_code, self.code, tx.id)  # sent once: never again here
         try:
             found = await self.paysera.reserve_with_code(key, self.code)
         except ProviderRefused as exc:
@@ -229,7 +229,7 @@ class PayseraCashOut:
         return await self._confirm(tx, created_ms)
 
     async def _confirm(self, tx: Tx, created_ms: int) -> Tx:
-        ctx, j = self.ctx, self.j
+        ctx = self.ctx
         now = ctx.clock_ms()
         call = paysera_ops.confirm_call(
             tx,
@@ -238,9 +238,8 @@ class PayseraCashOut:
             created_ms=created_ms,
             reserve_for_s=self.cfg.reserve_for_s,
         )
-        tx, eff, row_id = await j.call(j.sync.start_call, tx.id, "confirming", call)
         wait_s = self.cfg.confirm_wait_s
-        tx = await steps.deliver(ctx, tx, eff.id, row_id, wait_s, "confirm_unconfirmed")
+        tx = await steps.deliver(ctx, tx, "confirming", call, wait_s, "confirm_unconfirmed")
         if tx.state == "pending":
             return tx
         if tx.state == "confirmed":

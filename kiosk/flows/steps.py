@@ -33,7 +33,7 @@ from drivers.validator.base import (
 from kiosk import receipts
 from kiosk.flows import device_events
 from kiosk.flows.context import Context, Sources
-from kiosk.journal import Outcome, Tx
+from kiosk.journal import Call, Outcome, Tx
 from kiosk.money import Money
 
 log = logging.getLogger("kiosk.flows")
@@ -258,26 +258,28 @@ async def pend(ctx: Context, tx: Tx, effect_id: int, reason: str) -> Tx:
 
 
 async def deliver(
-    ctx: Context, tx: Tx, effect_id: int, row_id: int, wait_s: float, reason: str
+    ctx: Context, tx: Tx, to_state: str, call: Call, wait_s: float, reason: str
 ) -> Tx:
-    """The customer waits for the outbox call ``row_id`` (committed with ``tx``'s state):
-    deliveries and the backoff between them, up to ``wait_s``. Settled ⇒ ``tx`` as the
-    operation's settle left it; still queued ⇒ :func:`pend` for ``reason`` (inside the hold,
-    so that the background loop never delivers the row while the customer is still counted
-    as here)."""
+    """Commit the outbox call ``call`` with ``tx``'s move to ``to_state`` (one commit, before
+    the request exists), then the customer waits for it: deliveries and the backoff between
+    them, up to ``wait_s``. Settled ⇒ ``tx`` as the operation's settle left it; still queued ⇒
+    :func:`pend` for ``reason``. The background loop is kept off the transaction from before
+    the commit to the end (it would settle as if the customer had left)."""
     j, forwarder = ctx.journal, ctx.outbox()
-    started, waited_ms, budget_ms = ctx.clock_ms(), 0, int(wait_s * 1000)
-    async with forwarder.hold(row_id):
-        while (status := await forwarder.step(row_id, inline=True)) == "queued":
-            row = await j.call(j.sync.outbox_row, row_id)
-            delay_ms = max(50, row["next_at_ms"] - ctx.clock_ms())
-            if max(waited_ms, ctx.clock_ms() - started) + delay_ms > budget_ms:
-                break
-            await ctx.sleep(delay_ms / 1000)
-            waited_ms += delay_ms
-        tx = await j.call(j.sync.get, tx.id)
-        if status == "queued":
-            return await pend(ctx, tx, effect_id, reason)
+    with forwarder.serving(tx.id):
+        tx, eff, row_id = await j.call(j.sync.start_call, tx.id, to_state, call)
+        started, waited_ms, budget_ms = ctx.clock_ms(), 0, int(wait_s * 1000)
+        async with forwarder.hold(row_id):
+            while (status := await forwarder.step(row_id, inline=True)) == "queued":
+                row = await j.call(j.sync.outbox_row, row_id)
+                delay_ms = max(50, row["next_at_ms"] - ctx.clock_ms())
+                if max(waited_ms, ctx.clock_ms() - started) + delay_ms > budget_ms:
+                    break
+                await ctx.sleep(delay_ms / 1000)
+                waited_ms += delay_ms
+            tx = await j.call(j.sync.get, tx.id)
+            if status == "queued":
+                return await pend(ctx, tx, eff.id, reason)
     return tx
 
 

@@ -377,3 +377,27 @@ def test_recovery_of_every_open_state_is_local(tmp_path: Path) -> None:
             assert [row["op"] for row in rows] == ["paysera.revoke"]
 
     run(scenario)
+
+
+def test_the_background_loop_keeps_off_a_customer_who_waits(tmp_path: Path) -> None:
+    from kiosk.flows import paysera_ops
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            j, fw = r.ctx.journal, r.ctx.outbox()
+            tx = await j.call(j.sync.begin, "paysera_cashout", currency="AED")
+            tx = await j.call(j.sync.transition, tx.id, "creating", amount_due=5000)
+            tx = await j.call(j.sync.transition, tx.id, "reserving", provider_ref="abc")
+            now = r.ctx.clock_ms()
+            call = paysera_ops.confirm_call(
+                tx, "abc", now_ms=now, created_ms=now, reserve_for_s=120
+            )
+            with fw.serving(tx.id):
+                _, _, row_id = await j.call(j.sync.start_call, tx.id, "confirming", call)
+                row = await j.call(j.sync.outbox_row, row_id)
+                await fw._background(row)  # what the loop does with a due row
+                assert (await j.call(j.sync.outbox_row, row_id))["attempts"] == 0
+            await fw._background(row)
+            assert (await j.call(j.sync.outbox_row, row_id))["attempts"] >= 1
+
+    run(scenario)
