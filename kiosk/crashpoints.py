@@ -4,18 +4,36 @@ step of each journey, restart it, let recovery finish, and check the money invar
 Each journey runs once on a fresh simulated kiosk with ``KIOSK_CRASH_LOG`` to count its
 durable steps (``kiosk.crashhook``); then, for every step ``n`` and for ``before`` and
 ``after``, again on a fresh kiosk (own directory, own journal, the store re-registered with a
-fresh key and balance in the one PayBy sandbox of the run) with ``KIOSK_CRASH_AT=n:when``. When
+fresh key and balance in the one sandbox of the run, PayBy and Paysera, and a fresh Paysera
+wallet and reservation code for each customer) with ``KIOSK_CRASH_AT=n:when``. When
 the daemon dies it is started again without the crash variables; once it is ready, and every
 transaction has left the non-terminal states (at most ``--pending-s``), the journal (read only),
 the simulated devices and the sandbox are checked (:func:`check_invariants`). A point the
 journey never reached (it took another path) is counted as *not reached*, not as a failure.
 
-Journeys: ``cash-in`` (150.00 AED, notes 100 + 50, paid), ``cancel`` (500.00, notes 100 + 50,
-cancel pressed: owed), ``ambiguous-pay`` (the sandbox drops payOrder's reply: settled later),
-``pending-pay`` (the first payOrder is held by a slow network past the kiosk's timeout and
-re-sends fail: PENDING, then the outbox settles it in the background), ``test-payout`` (a
-technician's 70.00 test dispense from a SMART Payout, an eSSP simulator in
-its own process so that it outlives the daemon, as a real recycler does).
+Journeys: ``cash-in`` (PayBy, 150.00 AED, notes 100 + 50, paid), ``cancel`` (PayBy 500.00,
+notes 100 + 50, cancel pressed: owed), ``ambiguous-pay`` (the sandbox drops payOrder's reply:
+settled later), ``pending-pay`` (the first payOrder is held by a slow network past the kiosk's
+timeout and re-sends fail: PENDING, then the outbox settles it in the background),
+``test-payout`` (a technician's 70.00 test dispense from a SMART Payout, an eSSP simulator in
+its own process so that it outlives the daemon, as a real recycler does),
+``paysera-cashout`` (100.00 from a Paysera wallet of 500.00, the envelope with the amount and
+a fresh reservation code: create, reserve, confirm, paid out by the SMART Payout),
+``paysera-lost-confirm`` (the same, the confirm's reply dropped after Paysera confirmed: read
+back, paid out, never confirmed twice), ``paysera-cashin`` (the EVP code of a fresh wallet,
+notes 100 + 50, confirm pressed: the wallet credited through the allowance) and
+``paysera-cashin-lost`` (the same, the confirm's reply dropped after the wallet was credited:
+sent again, credited once).
+
+Invariants (:data:`INVARIANTS`), the provider's side judged by each transaction's journey
+(:data:`PROVIDER_CHECKS`): notes in the cashbox match the journal; open liabilities = ``owed``;
+a cash-in (PayBy's order paid by the store, or Paysera's transaction confirmed on the
+customer's wallet) is paid or owed, never both, never neither; every wallet (the store's at
+PayBy, each customer's at Paysera) moved at most once per transaction, by exactly what was
+paid or confirmed, and only by a transaction the journal knows; a Paysera cash-out confirmed
+is paid out in full or owes exactly the rest, one not confirmed pays out and owes nothing; no
+payout repeated and the recycler paid what the journal says; no effect left in ``intent``; the
+hash chain intact; no transaction left open; the daemon died only by the crash hook.
 
 Exit status: 0 when no invariant was violated, 1 otherwise (2: bad arguments).
 """
@@ -48,9 +66,12 @@ T = TypeVar("T")
 INVARIANTS: Final[dict[str, str]] = {
     "cashbox": "notes in the cashbox = credited + owed for unconfirmed notes",
     "liabilities": "per transaction, open liabilities = `owed` = what was taken, not delivered",
-    "paid+owed": "never both paid at the provider and owed",
-    "unpaid": "cash taken and neither paid at the provider nor owed",
-    "wallet": "the store wallet debited at most once per order",
+    "paid+owed": "cash in: never both paid or credited at the provider and owed",
+    "unpaid": "cash in: cash taken and neither paid or credited at the provider nor owed",
+    "wallet": "a customer's or store's wallet moved at most once per transaction, by exactly"
+    " what the provider paid or confirmed",
+    "cashout": "cash out: confirmed at the provider ⇒ paid out in full or the rest owed exactly;"
+    " not confirmed ⇒ nothing paid out, nothing owed",
     "payout": "no payout repeated; the recycler paid what the journal says",
     "intent": "no effect left in `intent`",
     "chain": "the events' hash chain intact",
@@ -81,7 +102,10 @@ class Observed:
 
     ``held_*``: value of every note the validator holds (cashbox, and a recycler's payout
     store); ``wallet_*``: the store's PayBy wallet; ``orders``: the sandbox's view of every
-    order the run created (orderNo → view), ``store``: the kiosk's partner id at PayBy."""
+    order the run created (orderNo → view), ``store``: the kiosk's partner id at PayBy.
+    ``paysera_wallets``: every Paysera wallet the run's customers brought (wallet id →
+    (balance before, balance after)); ``paysera``: the Paysera sandbox's view of every
+    transaction the journal names or that was reserved on one of those wallets (key → view)."""
 
     journal: Path
     held_before: int = 0
@@ -91,6 +115,8 @@ class Observed:
     orders: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     store: str = ""
     device_note: str = ""  # e.g. "the recycler is still paying out"
+    paysera_wallets: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    paysera: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def check_invariants(obs: Observed) -> list[tuple[str, str]]:
@@ -128,10 +154,13 @@ def _check(conn: sqlite3.Connection, obs: Observed) -> list[tuple[str, str]]:
                 ("liabilities", f"{tx['ref']}: open liabilities {total} != owed {tx['owed']}")
             )
         tx_effects = [e for e in effects if e["tx_id"] == tx["id"]]
-        out += _provider_checks(tx, tx_effects, mine, obs)
+        check = PROVIDER_CHECKS.get(tx["journey"])
+        if check is not None:
+            out += check(tx, tx_effects, mine, obs)
         out += _payout_checks(tx, tx_effects)
     out += _device_checks(txs, effects, obs)
     out += _wallet_checks(obs)
+    out += _paysera_wallet_checks(obs, {tx["provider_ref"] for tx in txs if tx["provider_ref"]})
     return out
 
 
@@ -146,37 +175,120 @@ def _paid_by_store(view: Mapping[str, Any] | None, store: str) -> bool:
     return isinstance(info, Mapping) and info.get("payerMid") == store
 
 
-def _provider_checks(
+def _payby_cashin_checks(
     tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], obs: Observed
 ) -> list[tuple[str, str]]:
     if tx["provider"] != "payby" or tx["provider_ref"] not in obs.orders:
         return []
     view = obs.orders[tx["provider_ref"]]
-    ref, out = tx["ref"], []
+    status = f"{view.get('status')} at PayBy"
     if _paid_by_store(view, obs.store):
-        owed = [r for r in open_liabilities if not r["reason"].startswith(KEPT_WHEN_PAID)]
-        for r in owed:
-            out.append(
-                ("paid+owed", f"{ref}: {view.get('status')} at PayBy and owed {r['amount']}"
-                 f" ({r['reason']})")
-            )  # fmt: skip
-        if tx["state"] in TERMINAL and tx["state"] != "completed":
-            out.append(("paid+owed", f"{ref}: {view.get('status')} at PayBy, ended {tx['state']}"))
-        return out
+        return _credited_checks(tx, open_liabilities, status)
+    why = f"order {view.get('status')}, not paid by the store"
+    return _not_credited_checks(tx, effects, open_liabilities, why)
+
+
+def _credited_checks(
+    tx: sqlite3.Row, open_liabilities: list[sqlite3.Row], status: str
+) -> list[tuple[str, str]]:
+    """A cash-in the provider paid or credited: nothing owed but what a paid one may keep,
+    and it ended completed."""
+    ref, out = tx["ref"], []
+    owed = [r for r in open_liabilities if not r["reason"].startswith(KEPT_WHEN_PAID)]
+    for r in owed:
+        out.append(("paid+owed", f"{ref}: {status} and owed {r['amount']} ({r['reason']})"))
+    if tx["state"] in TERMINAL and tx["state"] != "completed":
+        out.append(("paid+owed", f"{ref}: {status}, ended {tx['state']}"))
+    return out
+
+
+def _not_credited_checks(
+    tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], why: str
+) -> list[tuple[str, str]]:
+    """A cash-in the provider did not pay or credit: every note taken is owed, once."""
     if tx["state"] not in TERMINAL:
-        return out  # reported as open
+        return []  # reported as open
+    ref = tx["ref"]
     unknown = _amounts(effects, "stack", "unknown", "intent")
     taken = tx["credited"] + unknown
     stray = sum(r["amount"] for r in open_liabilities if r["reason"].startswith("stray_note"))
     owed = tx["owed"] - stray
     if owed < taken:
-        out.append(
-            ("unpaid", f"{ref}: order {view.get('status')}, not paid by the store; credited"
-             f" {tx['credited']} + unconfirmed {unknown}, owed {owed}, ended {tx['state']}")
-        )  # fmt: skip
-    elif owed > taken:
-        out.append(("liabilities", f"{ref}: owed {owed} for {taken} taken, ended {tx['state']}"))
-    return out
+        return [
+            ("unpaid", f"{ref}: {why}; credited {tx['credited']} + unconfirmed {unknown},"
+             f" owed {owed}, ended {tx['state']}")
+        ]  # fmt: skip
+    if owed > taken:
+        return [("liabilities", f"{ref}: owed {owed} for {taken} taken, ended {tx['state']}")]
+    return []
+
+
+def _paysera_total(view: Mapping[str, Any]) -> int:
+    return sum(int(p.get("price", 0)) for p in view.get("payments", ()))
+
+
+def _paysera_view(tx: sqlite3.Row, obs: Observed) -> Mapping[str, Any] | None:
+    key = tx["provider_ref"]
+    return obs.paysera.get(key) if key else None
+
+
+def _paysera_cashin_checks(
+    tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], obs: Observed
+) -> list[tuple[str, str]]:
+    """Cash taken ⇒ the customer's wallet credited exactly once (confirmed) or the cash owed,
+    never both, never neither."""
+    view = _paysera_view(tx, obs)
+    status = view.get("status") if view is not None else None
+    if view is not None and status == "confirmed" and view.get("wallet") in obs.paysera_wallets:
+        out = _credited_checks(tx, open_liabilities, "confirmed at Paysera")
+        total = _paysera_total(view)
+        if tx["state"] in TERMINAL and total != tx["credited"]:
+            out.append(
+                ("unpaid", f"{tx['ref']}: Paysera credited {total} for {tx['credited']} taken")
+            )
+        return out
+    if not tx["provider_ref"]:
+        why = "no Paysera transaction journalled"
+    else:
+        why = f"Paysera transaction {status or 'unknown to Paysera'}"
+    return _not_credited_checks(tx, effects, open_liabilities, why)
+
+
+def _paysera_cashout_checks(
+    tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], obs: Observed
+) -> list[tuple[str, str]]:
+    """Confirmed at Paysera ⇒ completed with everything paid out, or owed exactly the rest;
+    not confirmed ⇒ nothing paid out and nothing owed."""
+    if tx["state"] not in TERMINAL:
+        return []  # reported as open
+    ref, state, due, out_ = tx["ref"], tx["state"], tx["amount_due"], tx["dispensed"]
+    view = _paysera_view(tx, obs)
+    if view is not None and view.get("status") == "confirmed":
+        total, short = _paysera_total(view), due - out_
+        if total != due:
+            return [("cashout", f"{ref}: Paysera confirmed {total} for a cash-out of {due}")]
+        if state == "completed" and (out_ != due or tx["owed"]):
+            return [("cashout", f"{ref}: confirmed, completed with {out_} of {due} paid out")]
+        if state == "owed" and tx["owed"] != short:
+            return [("cashout", f"{ref}: confirmed, paid out {out_} of {due}, owed {tx['owed']}")]
+        if state not in ("completed", "owed"):
+            return [("cashout", f"{ref}: confirmed at Paysera, paid out {out_}, ended {state}")]
+        return []
+    status = view.get("status") if view is not None else "never reserved"
+    if out_ or tx["owed"] or _amounts(effects, "payout", "done", "unknown", "intent"):
+        return [
+            ("cashout", f"{ref}: not confirmed at Paysera ({status}); paid out {out_},"
+             f" owed {tx['owed']}, ended {state}")
+        ]  # fmt: skip
+    return []
+
+
+PROVIDER_CHECKS: Final[dict[str, Callable[..., list[tuple[str, str]]]]] = {
+    "payby_cashin": _payby_cashin_checks,
+    "paysera_cashin": _paysera_cashin_checks,
+    "paysera_cashout": _paysera_cashout_checks,
+}
+"""The provider-side checks of a transaction, by its journey (``transactions.journey``)."""
 
 
 def _payout_checks(tx: sqlite3.Row, effects: list[sqlite3.Row]) -> list[tuple[str, str]]:
@@ -241,6 +353,33 @@ def _wallet_checks(obs: Observed) -> list[tuple[str, str]]:
     return []
 
 
+def _paysera_wallet_checks(obs: Observed, journalled: set[str]) -> list[tuple[str, str]]:
+    """Each customer's Paysera wallet moved by exactly the one transaction confirmed on it (a
+    cash-out's reservation code debits it, a cash-in through the allowance credits it), and
+    only by a transaction the journal knows."""
+    out: list[tuple[str, str]] = []
+    for wallet, (before, after) in sorted(obs.paysera_wallets.items()):
+        confirmed = {
+            key: view
+            for key, view in obs.paysera.items()
+            if view.get("wallet") == wallet and view.get("status") == "confirmed"
+        }
+        moved = sum(
+            _paysera_total(v) * (1 if v.get("type") == "automatic" else -1)
+            for v in confirmed.values()
+        )
+        if len(confirmed) > 1:
+            out.append(("wallet", f"Paysera wallet {wallet}: {len(confirmed)} confirmed"))
+        if after - before != moved:
+            out.append(
+                ("wallet", f"Paysera wallet {wallet} moved by {after - before}; the"
+                 f" transactions confirmed on it: {moved}")
+            )  # fmt: skip
+        for key in sorted(set(confirmed) - journalled):
+            out.append(("wallet", f"Paysera wallet {wallet}: {key} confirmed, not in the journal"))
+    return out
+
+
 # --- one simulated kiosk ----------------------------------------------------------------------
 
 
@@ -256,6 +395,7 @@ class Kiosk:
     orders: list[str] = field(default_factory=list)
     held_before: int = 0
     wallet_before: int = 0
+    paysera_wallets: dict[int, int] = field(default_factory=dict)  # wallet id → balance before
 
     @property
     def crash_log(self) -> Path:
@@ -362,7 +502,42 @@ class Kiosk:
             orders={o: v for o, v in views.items() if v is not None},
             store=STORE_PARTNER_ID,
             device_note=note,
+            paysera_wallets={
+                w: (before, self.paysera_balance(w)) for w, before in self.paysera_wallets.items()
+            },
+            paysera=self.paysera_views(),
         )
+
+    def paysera_balance(self, wallet: int) -> int:
+        return int(self.paysera_hook(f"wallets/{wallet}")["balance"])
+
+    def paysera_views(self) -> dict[str, dict[str, Any]]:
+        """The Paysera sandbox's transactions the journal names or that were reserved on this
+        run's wallets (a snapshot)."""
+        keys = {str(r["provider_ref"]) for r in self.rows(
+            "SELECT provider_ref FROM transactions WHERE provider = 'paysera'"
+            " AND provider_ref IS NOT NULL")}  # fmt: skip
+        for _ in range(5):  # the sandbox's threads may add a transaction meanwhile
+            try:
+                txs = dict(self.sandbox.paysera.txs)
+                break
+            except RuntimeError:
+                time.sleep(0.01)
+        else:
+            txs = {}
+        keys |= {k for k, v in txs.items() if v.get("wallet") in self.paysera_wallets}
+        return {k: json.loads(json.dumps(txs[k])) for k in keys if k in txs}
+
+    def paysera_hook(self, path: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A Paysera sandbox hook (``/_sandbox/paysera/<path>``): GET, or POST ``doc``."""
+        import httpx
+
+        url = f"{self.sandbox.url}/_sandbox/paysera/{path}"
+        with httpx.Client(timeout=10.0) as http:
+            reply = http.get(url) if doc is None else http.post(url, json=doc)
+        reply.raise_for_status()
+        out: dict[str, Any] = reply.json()
+        return out
 
     # waiting, aware of the daemon's death
 
@@ -458,6 +633,46 @@ class Kiosk:
             lambda: self.control("state")["panel"]["state"] == "insert_notes",
         )
 
+    def show_code(self, text: str, name: str) -> None:
+        """A code on a phone's screen, shown to the kiosk's camera; returns once the kiosk
+        has begun a transaction for it."""
+        from kiosk.demo import make_qr_png
+
+        before = len(self.rows("SELECT id FROM transactions"))
+        self.control("show", path=str(make_qr_png(text, self.root / f"qr-{name}.png")))
+        self.until(
+            "the code is taken", lambda: len(self.rows("SELECT id FROM transactions")) > before
+        )
+
+    def paysera_wallet(self, balance: int) -> int:
+        """A fresh customer wallet at the Paysera sandbox (AED, ``balance`` minor units)."""
+        wallet = int(self.paysera_hook("wallets", {"currency": "AED", "balance": balance})[
+            "wallet_id"])  # fmt: skip
+        self.paysera_wallets[wallet] = balance
+        return wallet
+
+    def paysera_cashout(self, amount: str, balance: int) -> None:
+        """A customer with ``balance`` in a fresh wallet shows the app's envelope: a fresh
+        reservation code and ``amount`` (no preset to choose)."""
+        wallet = self.paysera_wallet(balance)
+        code = str(self.paysera_hook("codes", {"wallet_id": wallet})["code"])
+        envelope = f"kiosk:cashout?v=1&provider=paysera&code={code}&amount={amount}&currency=AED"
+        self.show_code(envelope, f"cashout-{wallet}")
+
+    def paysera_cashin(self) -> int:
+        """A customer shows the EVP code of a fresh, empty wallet; returns once the kiosk
+        asks for notes."""
+        wallet = self.paysera_wallet(0)
+        self.show_code(f"EVP{wallet:012d}", f"cashin-{wallet}")
+
+        def asking() -> bool:
+            if self.rows("SELECT id FROM transactions WHERE state = 'refused'"):
+                raise Stuck("the kiosk refused the cash-in")  # e.g. Paysera offline (chaos)
+            return bool(self.control("state")["panel"]["state"] == "insert_notes")
+
+        self.until("the kiosk asks for notes", asking)
+        return wallet
+
     def insert(self, value: int) -> None:
         """A note goes in; returns once the journal credits it."""
         before = self.credited()
@@ -496,6 +711,7 @@ class Journey:
     drive: Callable[[Kiosk], None]
     ends: str  # the state the transaction ends in when nothing crashes
     recycler: bool = False
+    provider: str = "payby"  # whose sandbox faults are armed at ("": no provider call)
 
 
 def _cash_in(k: Kiosk) -> None:
@@ -533,6 +749,35 @@ def _test_payout(k: Kiosk) -> None:
     k.payout(7000)
 
 
+def _paysera_cashout(k: Kiosk) -> None:
+    k.paysera_cashout("100.00", 50000)
+
+
+def _paysera_lost_confirm(k: Kiosk) -> None:
+    from kiosk.sandbox.server import FaultMode
+
+    # Paysera confirms (the wallet pays) and the reply never comes: the kiosk reads the
+    # transaction, finds it confirmed and pays out; the confirm is never sent again.
+    k.sandbox.paysera.faults.arm("confirm", FaultMode.DROP_RESPONSE)
+    _paysera_cashout(k)
+
+
+def _paysera_cashin(k: Kiosk) -> None:
+    k.paysera_cashin()
+    k.insert(10000)
+    k.insert(5000)
+    k.press("confirm")
+
+
+def _paysera_cashin_lost_confirm(k: Kiosk) -> None:
+    from kiosk.sandbox.server import FaultMode
+
+    # The allowance credits the wallet and the reply is lost: the confirm is sent again
+    # (refused, invalid_state) and Paysera's state settles it: credited once.
+    k.sandbox.paysera.faults.arm("confirm", FaultMode.DROP_RESPONSE)
+    _paysera_cashin(k)
+
+
 JOURNEYS: Final[dict[str, Journey]] = {
     j.name: j
     for j in (
@@ -551,7 +796,44 @@ JOURNEYS: Final[dict[str, Journey]] = {
             "completed",
         ),
         Journey(
-            "test-payout", "technician's test payout of 70.00", _test_payout, "completed", True
+            "test-payout",
+            "technician's test payout of 70.00",
+            _test_payout,
+            "completed",
+            True,
+            "",
+        ),
+        Journey(
+            "paysera-cashout",
+            "Paysera cash-out 100.00 from a wallet of 500.00 (envelope): paid out",
+            _paysera_cashout,
+            "completed",
+            True,
+            "paysera",
+        ),
+        Journey(
+            "paysera-lost-confirm",
+            "Paysera cash-out 100.00, the confirm's reply lost after Paysera confirmed: paid out",
+            _paysera_lost_confirm,
+            "completed",
+            True,
+            "paysera",
+        ),
+        Journey(
+            "paysera-cashin",
+            "Paysera cash-in to an EVP wallet, notes 100 + 50, confirm: credited",
+            _paysera_cashin,
+            "completed",
+            False,
+            "paysera",
+        ),
+        Journey(
+            "paysera-cashin-lost",
+            "Paysera cash-in 150.00, the confirm's reply lost after Paysera credited: credited",
+            _paysera_cashin_lost_confirm,
+            "completed",
+            False,
+            "paysera",
         ),
     )
 }
@@ -592,7 +874,7 @@ class JourneyReport:
 
 
 class Bench:
-    """One PayBy sandbox for the whole run; a fresh kiosk for every point."""
+    """One sandbox (PayBy and Paysera) for the whole run; a fresh kiosk for every point."""
 
     def __init__(self, root: Path, sandbox: Sandbox, pending_s: float = 60.0) -> None:
         self.root, self.sandbox, self.pending_s = root, sandbox, pending_s
@@ -607,7 +889,7 @@ class Bench:
         options: dict[str, Any] = {"kiosk_id": f"CP{self._seq:05d}"}  # own storePaymentNos
         if journey.recycler:
             options.update(validator="essp", validator_port=str(root / "validator"), payout=True)
-        self.sandbox.payby.faults.clear()
+        self._clear_faults()
         recycler = _spawn_recycler(root) if journey.recycler else None
         k: Kiosk | None = None
         try:
@@ -621,7 +903,11 @@ class Bench:
             elif recycler is not None:
                 recycler.kill()
                 recycler.wait(5)
-            self.sandbox.payby.faults.clear()
+            self._clear_faults()
+
+    def _clear_faults(self) -> None:
+        self.sandbox.payby.faults.clear()
+        self.sandbox.paysera.faults.clear()
 
     def count_steps(self, journey: Journey, report: JourneyReport) -> None:
         """The run without a crash: its steps, and the invariants after it."""
@@ -846,6 +1132,7 @@ SHORT: Final = {
     "paid+owed": "paid+owed",
     "unpaid": "unpaid",
     "wallet": "wallet",
+    "cashout": "cashout",
     "payout": "payout",
     "intent": "intent",
     "chain": "chain",
