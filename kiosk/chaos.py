@@ -1,15 +1,20 @@
 """``kiosk bench chaos [--iterations N] [--seed S] [--json]``: random crashes and faults, and
 the same money invariants as ``kiosk bench crashpoints``.
 
-Each iteration draws, from the seed, one journey of :data:`kiosk.crashpoints.JOURNEYS` and a
-plan for it, on a fresh simulated kiosk against the one PayBy sandbox of the run:
+Each iteration draws, from the seed, one journey of :data:`kiosk.crashpoints.JOURNEYS` (PayBy's
+cash-in, cancel, ambiguous and pending pay, the technician's test payout, and Paysera's
+cash-out, cash-in and their lost confirms) and a plan for it, on a fresh simulated kiosk (a
+fresh Paysera wallet and code for each customer) against the one sandbox of the run:
 
-- **provider faults** armed at the sandbox for payOrder, getOrder, resolveToken or getBalance:
-  a reply dropped after PayBy committed, a request held by a slow network past the kiosk's
-  timeout and delivered later, HTTP 500 (not applied), HTTP 429 and unsigned 402 / 404 error
-  heads (applied, then that reply), a late reply;
-- **a device fault**: a jam after the first note of a cash-in, or a power cut of the SMART
-  Payout in the middle of a test payout (its power comes back a moment later);
+- **provider faults** armed at the journey's provider's sandbox (:data:`OPS`): at PayBy for
+  payOrder, getOrder, resolveToken or getBalance; at Paysera for create, reserve (with the
+  code), reserve_wallet (the cash-in's allowance), confirm, get or revoke: a reply dropped
+  after the provider committed, a request held by a slow network past the kiosk's timeout and
+  delivered later, HTTP 500 (not applied), HTTP 429 and unsigned 402 / 404 error heads
+  (applied, then that reply), a late reply;
+- **a device fault**: a jam after the first note of a cash-in (PayBy's, or Paysera's, whose
+  customer then presses confirm), or a power cut of the SMART Payout in the middle of a
+  payout (the test payout, or a Paysera cash-out's; its power comes back a moment later);
 - **a SIGKILL** of the daemon right before or right after one of its first durable steps
   (``KIOSK_CRASH_AT``), after which it is started again.
 
@@ -29,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -55,7 +61,19 @@ MODES: Final = (
     "unsigned_402",
     "unsigned_404",
 )
-OPS: Final = ("payOrder", "payOrder", "getOrder", "resolveToken", "getBalance")
+OPS: Final[dict[str, tuple[str, ...]]] = {  # by provider; an op twice is drawn twice as often
+    "payby": ("payOrder", "payOrder", "getOrder", "resolveToken", "getBalance"),
+    "paysera": (
+        "create",
+        "reserve",
+        "reserve_wallet",
+        "confirm",
+        "confirm",
+        "get",
+        "get",
+        "revoke",
+    ),
+}
 MAX_STEP: Final = 24  # crash points are drawn among the first durable steps
 
 
@@ -82,14 +100,15 @@ def draw(rng: random.Random, steps: dict[str, int]) -> Plan:
     """A plan; the crash step is one of the journey's own durable steps (``steps``: how many
     its run without a fault has), or a few past them (faults add steps: retries, pending)."""
     journey = rng.choice(sorted(JOURNEYS))
+    j = JOURNEYS[journey]
     faults: list[tuple[str, str, int, float]] = []
-    if not JOURNEYS[journey].recycler:
+    if j.provider:
         for _ in range(rng.choice((0, 1, 1, 2))):
-            op, mode = rng.choice(OPS), rng.choice(MODES)
+            op, mode = rng.choice(OPS[j.provider]), rng.choice(MODES)
             faults.append((op, mode, rng.randint(1, 3), round(rng.uniform(0.5, 7.0), 1)))
     device = ""
     if rng.random() < 0.25:
-        device = "power_cut" if JOURNEYS[journey].recycler else "jam"
+        device = "power_cut" if j.recycler else "jam"
     crash = ""
     if rng.random() < 0.6:
         last = steps.get(journey, MAX_STEP) + 3
@@ -111,19 +130,30 @@ class Outcome:
 def _drive(k: Kiosk, journey: Journey, plan: Plan) -> None:
     """The journey, with the plan's device fault; a path the faults change is not an error."""
     if plan.device == "jam":
-        k.order("150.00")
+        paysera = journey.provider == "paysera"
+        if paysera:
+            k.paysera_cashin()
+        else:
+            k.order("150.00")
         k.insert(10000)
         k.control("fault", kind="jam")
         time.sleep(0.5)
         k.control("clear_fault")
+        if paysera:  # the customer ends it: what was credited goes to the wallet, or is owed
+            k.press("confirm")
         return
     if plan.device == "power_cut":
-        _payout_with_a_power_cut(k)
+        if journey.provider == "paysera":
+            _with_a_power_cut(k, lambda: journey.drive(k))
+        else:
+            _with_a_power_cut(k, lambda: k.payout(7000))
         return
     journey.drive(k)
 
 
-def _payout_with_a_power_cut(k: Kiosk) -> None:
+def _with_a_power_cut(k: Kiosk, start: Callable[[], None]) -> None:
+    """``start`` (a journey that pays out); the SMART Payout loses power once the first note
+    has left it, and gets it back a second later."""
     from drivers.sim.control import SimControl
 
     device = SimControl(k.recycler_socket)
@@ -131,7 +161,7 @@ def _payout_with_a_power_cut(k: Kiosk) -> None:
 
     def pay() -> None:
         try:
-            k.payout(7000)
+            start()
         except (Died, Stuck) as exc:
             errors.append(exc)
 
@@ -139,12 +169,18 @@ def _payout_with_a_power_cut(k: Kiosk) -> None:
     thread = threading.Thread(target=pay, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
-    while k.held() == before and thread.is_alive() and time.monotonic() < deadline:
+    while k.held() == before and time.monotonic() < deadline:
+        if not thread.is_alive() and (errors or not k.alive() or _ended(k)):
+            break  # the journey failed or ended (a fault, a crash): no payout to cut
         time.sleep(0.01)
     device.call("power", on=False)
     time.sleep(1.0)
     device.call("power", on=True)
     thread.join(30)
+
+
+def _ended(k: Kiosk) -> bool:
+    return bool(k.rows("SELECT id FROM transactions")) and not k.open_txs()
 
 
 def run_iteration(bench: Bench, plan: Plan, i: int, pending_s: float) -> Outcome:
@@ -154,8 +190,10 @@ def run_iteration(bench: Bench, plan: Plan, i: int, pending_s: float) -> Outcome
     journey = JOURNEYS[plan.journey]
     out = Outcome(i, plan.text(), len(plan.faults))
     with bench.kiosk(journey, f"chaos-{i:04d}") as k:
+        faults = bench.sandbox.paysera.faults if journey.provider == "paysera" else None
         for op, mode, count, delay_s in plan.faults:
-            bench.sandbox.payby.faults.arm(op, FaultMode(mode), count, int(delay_s * 1000))
+            plan_ = faults if faults is not None else bench.sandbox.payby.faults
+            plan_.arm(op, FaultMode(mode), count, int(delay_s * 1000))
         env = {"KIOSK_CRASH_LOG": str(k.crash_log)}
         if plan.crash:
             env["KIOSK_CRASH_AT"] = plan.crash
