@@ -34,6 +34,7 @@ GENERIC = (
     "flows/cashout.py",
     "flows/recovery.py",
     "flows/device_events.py",
+    "flows/amount.py",
 )
 NAMED = re.compile("|".join((*NAMES, "rapyd", "cashii")), re.IGNORECASE)
 
