@@ -52,6 +52,32 @@ async def sandbox_tx(r: Rig, tx: Tx) -> dict[str, Any]:
     return r.hook(f"paysera/transactions/{tx.provider_ref}")  # type: ignore[no-any-return]
 
 
+async def agree(r: Rig) -> None:
+    """The journal and the sandbox's ledger agree on every Paysera transaction: confirmed at
+    Paysera ⇔ the customer got it (paid out or credited) or is owed exactly what is missing;
+    not confirmed ⇔ nothing moved (a cash-out paid and owes nothing; a cash-in's cash is owed)."""
+    j = r.ctx.journal
+    for tx in await j.call(j.sync.transactions, limit=1000):
+        remote = r.hook(f"paysera/transactions/{tx.provider_ref}") if tx.provider_ref else None
+        confirmed = remote is not None and remote["status"] == "confirmed"
+        assert tx.closed, (tx.ref, tx.state)
+        if tx.journey == "paysera_cashout":
+            if confirmed:
+                assert (
+                    tx.dispensed + tx.owed
+                    == tx.amount_due
+                    == sum(p["price"] for p in remote["payments"])
+                ), tx
+            else:
+                assert (tx.dispensed, tx.owed) == (0, 0), tx
+        elif tx.journey == "paysera_cashin":
+            if confirmed:
+                assert (tx.state, tx.owed) == ("completed", 0), tx
+                assert sum(p["price"] for p in remote["payments"]) == tx.credited
+            else:
+                assert tx.owed == tx.credited, tx
+
+
 async def settle_outbox(r: Rig, *, rounds: int = 20, advance_s: int = 0) -> None:
     """Run the outbox's due rows (moving the sandbox clock on ``advance_s`` each round)."""
     j, fw = r.ctx.journal, r.ctx.outbox()
@@ -86,6 +112,8 @@ def test_successful_cash_out_pays_once_and_the_ledger_agrees(tmp_path: Path) -> 
             kinds = [e["kind"] for e in await j.call(j.sync.events, tx.id)]
             assert kinds.index("confirm.done") < kinds.index("payout.intent")
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -103,6 +131,8 @@ def test_invalid_code_is_declined_and_nothing_moves(tmp_path: Path) -> None:
             await settle_outbox(r)
             assert (await sandbox_tx(r, tx))["status"] == "revoked"
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -115,6 +145,8 @@ def test_insufficient_funds_is_declined(tmp_path: Path) -> None:
             assert (tx.state, tx.reason) == ("refused", "insufficient_funds")
             assert "Not enough funds" in receipt(r, tx, "declined")
             assert rec.payouts == [] and balance(r, w) == (5000, 0)
+
+            await agree(r)
 
     run(scenario)
 
@@ -131,6 +163,8 @@ def test_expired_code_is_declined_as_expired(tmp_path: Path) -> None:
             assert "expired" in receipt(r, tx, "declined")
             assert balance(r, w) == (50000, 0)
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -146,6 +180,8 @@ def test_cancelled_while_choosing_creates_nothing(tmp_path: Path) -> None:
             assert (tx.state, tx.reason, tx.provider_ref) == ("refused", "cancel", None)
             assert "2 presses: AED 100.00" in receipt(r, tx, "choose")
             assert balance(r, w) == (50000, 0)
+
+            await agree(r)
 
     run(scenario)
 
@@ -166,6 +202,8 @@ def test_preset_chosen_by_presses(tmp_path: Path, monkeypatch: Any) -> None:
             assert (tx.state, tx.amount_due, tx.dispensed) == ("completed", 10000, 10000)
             assert balance(r, w) == (40000, 0)
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -182,6 +220,8 @@ def test_timeout_before_paysera_committed_revokes_and_declines(tmp_path: Path) -
             assert (await sandbox_tx(r, tx))["status"] == "revoked"
             assert "NOT DONE" in receipt(r, tx, "declined")
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -194,6 +234,8 @@ def test_timeout_after_paysera_committed_still_pays_out(tmp_path: Path) -> None:
             tx = await cash_out(r, code_for(r, w))
             assert (tx.state, tx.dispensed) == ("completed", 10000)
             assert rec.payouts == [10000] and balance(r, w) == (40000, 0)
+
+            await agree(r)
 
     run(scenario)
 
@@ -217,6 +259,8 @@ def test_paysera_unreachable_after_confirm_sent_pends_then_owes(tmp_path: Path) 
             assert (tx.state, tx.owed, tx.dispensed) == ("owed", 10000, 0)
             assert balance(r, w) == (40000, 0) and rec.payouts == []
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -230,6 +274,8 @@ def test_a_short_payout_owes_exactly_the_rest(tmp_path: Path) -> None:
             assert balance(r, w) == (40000, 0)
             assert "NOT FULLY PAID" in receipt(r, tx, "owed")
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -240,6 +286,8 @@ def test_recycler_that_cannot_pay_refuses_before_anything_is_created(tmp_path: P
             w = wallet(r, 50000)
             tx = await cash_out(r, code_for(r, w))
             assert (tx.state, tx.reason, tx.provider_ref) == ("refused", "cannot_pay_amount", None)
+
+            await agree(r)
 
     run(scenario)
 
@@ -263,6 +311,8 @@ def test_limits_and_approval_threshold(tmp_path: Path) -> None:
             assert "approval" in receipt(r, tx, "declined")
             assert balance(r, w) == (500000, 0)
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -279,6 +329,8 @@ def test_refused_codes_cool_the_kiosk_down(tmp_path: Path) -> None:
             j = r.ctx.journal
             assert not await j.call(paysera_cashout.cooling_down, j.sync, 3, time.time() + 601)
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -293,6 +345,8 @@ def test_a_code_is_never_used_twice_nor_stored(tmp_path: Path) -> None:
             assert (again.state, again.reason) == ("refused", "code_already_used")
             db = r.ctx.config.journal_path.read_bytes()
             assert code.encode() not in db
+
+            await agree(r)
 
     run(scenario)
 
@@ -318,6 +372,8 @@ def test_cash_in_credits_the_wallet(tmp_path: Path) -> None:
             assert balance(r, w) == (15000, 0)
             assert "PAID IN" in receipt(r, tx, "cashin")
 
+            await agree(r)
+
     run(scenario)
 
 
@@ -327,6 +383,8 @@ def test_cash_in_refused_by_paysera_leaves_the_cash_owed(tmp_path: Path) -> None
             tx = await cash_in(r, 999999, [5000])  # no such wallet
             assert (tx.state, tx.owed) == ("owed", 5000)
             assert "NOT PAID" in receipt(r, tx, "owed")
+
+            await agree(r)
 
     run(scenario)
 
@@ -339,6 +397,8 @@ def test_cash_in_confirm_lost_is_sent_again_and_credits_once(tmp_path: Path) -> 
             tx = await cash_in(r, w["wallet_id"], [5000])
             assert (tx.state, tx.owed) == ("completed", 0)
             assert balance(r, w) == (5000, 0)
+
+            await agree(r)
 
     run(scenario)
 
@@ -355,6 +415,8 @@ def test_cash_in_lapsed_unconfirmed_is_owed(tmp_path: Path) -> None:
             tx = await j.call(j.sync.get, tx.id)
             assert (tx.state, tx.owed) == ("owed", 5000)
             assert balance(r, w) == (0, 0)
+
+            await agree(r)
 
     run(scenario)
 
