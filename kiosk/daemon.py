@@ -77,6 +77,7 @@ class Daemon:
                 clients=clients,
                 dispenser=hw.dispenser,
                 reachability=reach,
+                read_code=hw.reader.next_code,
             )
             if not self.validator_ok:
                 ctx.out_of_service.set()

@@ -7,9 +7,12 @@ shows as a QR to ask for cash out with the amount already chosen (README: "The k
 envelope")::
 
     kiosk:cashout?v=1&provider=<name>&amount=50.00&currency=EUR&<the provider's fields>
+    kiosk:cashin?v=1&provider=<name>&<the provider's fields>
 
-The envelope's generic part is checked here: version, provider, a positive amount in minor
-units of its currency (at most :data:`MAX_AMOUNT_DIGITS` digits; ASCII digits only).
+The envelope's generic part is checked here: version, action (:data:`ACTIONS`), provider and,
+when there is one, a positive amount in minor units of its currency (at most
+:data:`MAX_AMOUNT_DIGITS` digits; ASCII digits only). A cash-out without an amount is paid
+from ``[cashout] presets``; a cash-in carries none (the notes decide).
 
 Codes, OTPs and tokenUrls are bearer credentials: the request objects hide them from ``repr``,
 a refusal's message never contains them, and the journal keeps only a keyed hash.
@@ -28,6 +31,7 @@ from kiosk.money import Money
 MAX_PAYLOAD = 2048
 ENVELOPE_VERSION = "1"
 MAX_AMOUNT_DIGITS = 12
+ACTIONS = ("cashout", "cashin")
 _AMOUNT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,8})?")
 
 
@@ -103,12 +107,20 @@ def _envelope(text: str) -> Request:
         raise PayloadError("kiosk envelope: malformed query") from None
     if fields.get("v") != ENVELOPE_VERSION:
         raise PayloadError(f"kiosk envelope: version must be {ENVELOPE_VERSION}")
-    if verb != "cashout":
-        raise PayloadError("kiosk envelope: unknown request (cashout)")
+    if verb not in ACTIONS:
+        raise PayloadError(f"kiosk envelope: unknown request (one of {', '.join(ACTIONS)})")
     name = fields.get("provider", "").lower()
     takers = {n: p for n, p in providers().items() if p.envelope}
     if name not in takers:
         raise PayloadError(f"kiosk envelope: provider must be one of {tuple(takers)}")
+    amount = _amount(fields) if "amount" in fields or "currency" in fields else None
+    if verb == "cashin" and amount is not None:
+        raise PayloadError("kiosk envelope: a cash-in carries no amount (the notes decide)")
+    request: Request = takers[name].resolve("envelope")(Envelope(verb, amount, fields))
+    return request
+
+
+def _amount(fields: Mapping[str, str]) -> Money:
     text_amount = fields.get("amount", "")
     if not _AMOUNT.fullmatch(text_amount):
         raise PayloadError(
@@ -120,8 +132,7 @@ def _envelope(text: str) -> Request:
         raise PayloadError(f"kiosk envelope: amount: {exc}") from None
     if amount.minor <= 0:
         raise PayloadError("kiosk envelope: amount must be positive")
-    request: Request = takers[name].resolve("envelope")(Envelope(amount, fields))
-    return request
+    return amount
 
 
 def kind_of(text: str, *, configs: Mapping[str, Any] | None = None) -> str:

@@ -27,6 +27,22 @@ def test_every_kind() -> None:
     assert route("EVP000000014471") == PayseraCashIn(14471)
     env = route(f"kiosk:cashout?v=1&provider=paysera&code={RESERVATION}&amount=50.00&currency=EUR")
     assert env == PayseraCashOut(RESERVATION, Money.of(5000, "EUR"))
+    bare = route(f"kiosk:cashout?v=1&provider=paysera&code={RESERVATION}")
+    assert bare == PayseraCashOut(RESERVATION, None)  # the customer picks a preset
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (f"kiosk:cashin?v=1&provider=paysera&code={RESERVATION}", "cash-in: EVP code"),
+        ("kiosk:cashin?v=1&provider=paysera&amount=5.00&currency=EUR", "carries no amount"),
+        ("kiosk:refund?v=1&provider=paysera", "one of cashout, cashin"),
+        (f"kiosk:cashout?v=1&provider=paysera&code={RESERVATION}&currency=EUR", "amount"),
+    ],
+)
+def test_envelope_actions(text: str, why: str) -> None:
+    with pytest.raises(PayloadError, match=why):
+        route(text)
 
 
 def test_a_payby_link_is_known_without_a_payby_table_by_the_default_hosts() -> None:

@@ -45,6 +45,9 @@ class Context:
     """Epoch milliseconds (tests pass the sandbox's clock, so time passing there moves us)."""
     reachability: Reachability = field(default_factory=Reachability)
     """Which providers answer (fed by every call; see :mod:`kiosk.reachability`)."""
+    read_code: Callable[[], Awaitable[str]] | None = None
+    """The code reader's next text, for a journey that asks the customer for a second code
+    (an OTP shown only once the notes are in); ``None`` where there is no reader."""
 
     def client(self, provider: str) -> Any:
         """The provider's client; a journey only starts when it is configured."""

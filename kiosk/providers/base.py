@@ -62,9 +62,13 @@ class Connect(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """The generic part of a ``kiosk:cashout?...`` envelope (the router checked it)."""
+    """The generic part of a ``kiosk:<action>?...`` envelope (the router checked it)."""
 
-    amount: Money
+    action: str
+    """``cashout`` or ``cashin``: the provider refuses an action it has no journey for."""
+    amount: Money | None
+    """The amount the app chose (a positive amount of its currency); ``None``: the kiosk
+    asks (``[cashout] presets``), or the customer's notes decide (cash-in)."""
     fields: Mapping[str, str] = field(repr=False)
 
 
@@ -84,7 +88,7 @@ class Provider:
     codes: str = ""
     """``"module:attr"``: ``(text, cfg) -> request | None``: a code only this provider reads."""
     envelope: str = ""
-    """``"module:attr"``: ``(Envelope) -> request``: its ``kiosk:cashout`` envelope (raises
+    """``"module:attr"``: ``(Envelope) -> request``: its ``kiosk:`` envelopes (raises
     PayloadError for a field it refuses)."""
     probe: str = ""
     """``"module:attr"``: ``async (client, cfg) -> None``: a cheap read that tells an idle

@@ -61,7 +61,10 @@ def recognise(text: str, cfg: Any) -> PayseraCashOut | PayseraCashIn | None:
 
 
 def envelope(env: Envelope) -> PayseraCashOut:
-    """``kiosk:cashout?...&provider=paysera&code=<28 digits>``."""
+    """``kiosk:cashout?...&provider=paysera&code=<28 digits>`` (without an amount: the
+    customer picks a preset). Paysera's cash-in is the ``EVP`` code, not an envelope."""
+    if env.action != "cashout":
+        raise PayloadError("kiosk envelope: Paysera takes cashout envelopes (cash-in: EVP code)")
     code = env.fields.get("code", "")
     if not _RESERVATION.fullmatch(code):
         raise PayloadError("kiosk envelope: a Paysera code has 28 digits")
