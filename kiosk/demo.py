@@ -1,13 +1,21 @@
-"""``kiosk demo``: the PayBy Cash Top Up journeys on simulated hardware, end to end.
+"""``kiosk demo``: the PayBy and Paysera Wallet journeys on simulated hardware, end to end.
 
-Starts the PayBy sandbox (loopback) and the daemon (``kiosk run --simulate``, a real child
-process), then plays the customer: an online merchant creates a 150.00 AED order; its tokenUrl
-is rendered as a QR image that the simulated camera sees; notes of 100 (stacked), 200 (would
-overpay: returned from escrow) and 50 (stacked) are inserted; the store wallet pays the order
-(PAID_SUCCESS at the sandbox) and the receipt is printed (text and PNG). Then a customer who
-cancels with a note in (owed, with a receipt), and a pay request held by a slow network
-(PENDING receipt; the outbox settles it in the background, paid once). Prints what happened
-and exits 0 only if every step held.
+Starts the sandbox (PayBy and Paysera, loopback) and the daemon (``kiosk run --simulate``, a
+real child process), then plays the customer: an online merchant creates a 150.00 AED order;
+its tokenUrl is rendered as a QR image that the simulated camera sees; notes of 100 (stacked),
+200 (would overpay: returned from escrow) and 50 (stacked) are inserted; the store wallet pays
+the order (PAID_SUCCESS at the sandbox) and the receipt is printed (text and PNG). Then a
+customer who cancels with a note in (owed, with a receipt), and a pay request held by a slow
+network (PENDING receipt; the outbox settles it in the background, paid once).
+
+Then Paysera Wallet at a second simulated kiosk whose validator is a SMART Payout (eSSP, its
+simulator on a pseudo-terminal inside the daemon; the first kiosk's validator cannot pay out):
+a cash-out of 100.00 from the kiosk envelope (the recycler pays the notes, the wallet is debited
+once, the journal says completed, PAID OUT receipt), a cash-in to an ``EVP`` wallet code (notes
+of 50 and 100, the green CONFIRM button ends, the wallet is credited), a bare 28-digit code
+Paysera does not know (an amount picked from the printed presets by presses; refused, DECLINED
+receipt, nothing moved) and a code of a wallet that cannot pay 100.00 (refused, nothing moved).
+Prints what happened and exits 0 only if every step held.
 """
 
 from __future__ import annotations
@@ -153,6 +161,269 @@ def _pay_held_by_a_slow_network(
     rows.append(("outbox, in the background", f"{tx['ref']} completed: paid once, nothing owed"))
 
 
+PAYSERA_KIOSK = "KSK-DEMO-PSR"
+PAYSERA_WALLET = 50000  # AED 500.00 in the cash-out customer's wallet
+CASHOUT = "100.00"
+
+
+def _envelope(code: str, amount: str) -> str:
+    """What the Paysera app shows for a cash-out of ``amount``: the kiosk envelope."""
+    return f"kiosk:cashout?v=1&provider=paysera&code={code}&amount={amount}&currency=AED"
+
+
+def _aed(minor: int) -> str:
+    return f"AED {minor / 100:.2f}"
+
+
+class _Paysera:
+    """The Paysera customers at a kiosk with a SMART Payout (a recycler) that pays notes out."""
+
+    def __init__(
+        self, url: str, files: KioskFiles, control: Any, root: Path, rows: list[tuple[str, str]]
+    ) -> None:
+        self.url, self.files, self.control, self.root, self.rows = url, files, control, root, rows
+        self.shown = 0
+
+    def hook(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return _http(f"{self.url}/_sandbox/paysera/{path}", body)
+
+    def wallet(self, balance: int) -> dict[str, Any]:
+        w: dict[str, Any] = self.hook("wallets", {"currency": "AED", "balance": balance})
+        return w
+
+    def balance(self, w: dict[str, Any]) -> tuple[int, int]:
+        got = self.hook(f"wallets/{w['wallet_id']}")
+        return int(got["balance"]), int(got["held"])
+
+    def levels(self) -> dict[int, int]:
+        state = self.control.call("state")["validator"]
+        return {int(v): int(n) for v, n in state.get("levels", {}).items() if n}
+
+    def held(self) -> int:
+        return sum(v * n for v, n in self.levels().items())
+
+    def show(self, text: str) -> None:
+        """The customer holds the code up to the camera (its QR, as the app shows it)."""
+        self.shown += 1
+        self.control.call(
+            "show", path=str(make_qr_png(text, self.root / f"paysera-{self.shown}.png"))
+        )
+
+    def start(self, text: str, *states: str) -> int:
+        """Show ``text`` once the panel is ready again; the new transaction's id before."""
+        last = _tx(self.files)
+        before = last["id"] if last is not None else 0
+        wait_for(lambda: self.control.call("state")["panel"]["state"] == "ready", timeout=30)
+        self.show(text)
+        if states:
+            wait_for(
+                lambda: (
+                    (t := _tx(self.files)) is not None and t["id"] > before and t["state"] in states
+                ),
+                timeout=30,
+            )
+        return before
+
+    def receipt(self, ref: str, word: str) -> Path:
+        """The receipt of ``ref`` that says ``word`` (printed just after the journal's end)."""
+
+        def printed() -> Path | None:
+            found = receipts_of(self.files.receipts, ref)
+            return next((p for p in found if word in p.read_text(encoding="utf-8")), None)
+
+        try:
+            return wait_for(printed, timeout=10)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise RuntimeError(f"no receipt of {ref} says {word!r}") from None
+
+    def payouts(self, tx: sqlite3.Row) -> list[sqlite3.Row]:
+        return _query(
+            self.files,
+            "SELECT * FROM effects WHERE tx_id = ? AND kind = 'payout'",
+            (tx["id"],),
+        )
+
+    # --- the journeys ---------------------------------------------------------------------
+
+    def cash_out(self) -> None:
+        w = self.wallet(PAYSERA_WALLET)
+        code = str(self.hook("codes", {"wallet_id": w["wallet_id"]})["code"])
+        self.rows.append(
+            (
+                "Paysera wallet",
+                f"{w['evp']} holds {_aed(PAYSERA_WALLET)}; the app gives a 28-digit"
+                " reservation code",
+            )
+        )
+        levels, held = self.levels(), self.held()
+        before = self.start(_envelope(code, CASHOUT))
+        self.rows.append(
+            ("customer shows envelope", f"kiosk:cashout?...&provider=paysera&amount={CASHOUT}")
+        )
+        tx = _ended(self.files, before, "completed", "owed", "refused", "pending", "unknown")
+        if tx["state"] != "completed":
+            raise RuntimeError(f"Paysera cash-out ended {tx['state']} ({tx['reason']})")
+        paid = held - self.held()
+        if paid != 10000 or tx["dispensed"] != 10000:
+            raise RuntimeError(f"the recycler paid out {paid}, the journal says {tx['dispensed']}")
+        after = self.levels()
+        notes = " + ".join(
+            f"{levels[v] - after.get(v, 0)} x {v // 100}"
+            for v in sorted(levels, reverse=True)
+            if levels[v] > after.get(v, 0)
+        )
+        self.rows.append(
+            (
+                "Paysera cash-out",
+                f"{tx['ref']}: created, reserved with the code, confirmed;"
+                f" the recycler paid out {_aed(paid)} ({notes})",
+            )
+        )
+        remote = self.remote(tx)
+        bal = self.balance(w)
+        if bal != (PAYSERA_WALLET - 10000, 0) or remote.get("status") != "confirmed":
+            raise RuntimeError(f"wallet {bal} (balance, held), transaction {remote.get('status')}")
+        self.rows.append(
+            (
+                "Paysera wallet",
+                f"{_aed(PAYSERA_WALLET)} -> {_aed(bal[0])}: debited once,"
+                f" transaction {tx['provider_ref']} confirmed",
+            )
+        )
+        payouts = self.payouts(tx)
+        if len(payouts) != 1:
+            raise RuntimeError(f"{len(payouts)} payouts in the journal")
+        receipt = self.receipt(tx["ref"], "PAID OUT")
+        self.rows.append(("receipt (ESC/POS)", f"{receipt.with_suffix('.png')} (PAID OUT)"))
+        self.rows.append(
+            (
+                "journal",
+                f"{tx['ref']} completed, one payout of {_aed(tx['dispensed'])}, nothing owed",
+            )
+        )
+
+    def cash_in(self) -> None:
+        w = self.wallet(0)
+        before = self.start(w["evp"], "accepting")
+        self.rows.append(("customer shows EVP code", f"{w['evp']}: insert notes, then CONFIRM"))
+        for total, value in ((5000, 5000), (15000, 10000)):
+            _insert(self.control, value)
+            wait_for(lambda t=total: (x := _tx(self.files)) is not None and x["credited"] == t)
+        self.control.call("press", button="confirm")
+        tx = _ended(self.files, before, "completed", "owed", "pending", "cancelled")
+        bal = self.balance(w)
+        if tx["state"] != "completed" or bal != (15000, 0):
+            raise RuntimeError(f"cash-in ended {tx['state']} ({tx['reason']}), wallet {bal}")
+        self.receipt(tx["ref"], "PAID IN")
+        self.rows.append(
+            (
+                "Paysera cash-in",
+                f"{tx['ref']}: notes 50 + 100, CONFIRM pressed; wallet"
+                f" {_aed(0)} -> {_aed(bal[0])}, PAID IN receipt",
+            )
+        )
+
+    def declined(
+        self, name: str, text: str, reason: str, word: str, w: dict[str, Any], presses: int = 0
+    ) -> sqlite3.Row:
+        """``text`` refused for ``reason``: a DECLINED receipt saying ``word``; neither the
+        recycler nor wallet ``w`` moved. ``presses``: a bare code, the preset picked so."""
+        held, bal = self.held(), self.balance(w)
+        before = self.start(text)
+        if presses:
+            wait_for(lambda: self.control.call("state")["panel"]["state"] == "choose", timeout=30)
+            for _ in range(presses):
+                self.control.call("press", button="confirm")
+                time.sleep(0.3)
+        tx = _ended(self.files, before, "refused", "completed", "owed", "pending")
+        if (tx["state"], tx["reason"]) != ("refused", reason):
+            raise RuntimeError(f"{name}: ended {tx['state']} ({tx['reason']})")
+        receipt = self.receipt(tx["ref"], "NOT DONE")
+        if word not in receipt.read_text(encoding="utf-8"):
+            raise RuntimeError(f"{name}: the DECLINED receipt does not say {word!r}")
+        if self.held() != held or self.balance(w) != bal or self.payouts(tx):
+            raise RuntimeError(f"{name}: money moved")
+        if tx["provider_ref"]:  # the reservation Paysera may hold is revoked (the outbox)
+            try:
+                wait_for(lambda: self.remote(tx)["status"] == "revoked", timeout=15)
+            except TimeoutError:
+                raise RuntimeError(f"{name}: Paysera's transaction is not revoked") from None
+        return tx
+
+    def remote(self, tx: sqlite3.Row) -> dict[str, Any]:
+        found: dict[str, Any] = self.hook(f"transactions/{tx['provider_ref']}")
+        return found
+
+    def invalid_code(self) -> None:
+        w = self.wallet(PAYSERA_WALLET)
+        unknown = "4" * 28  # a bare code: the kiosk prints its presets, 2 presses: 100.00
+        tx = self.declined("invalid code", unknown, "invalid_code", "not accepted", w, presses=2)
+        self.rows.append(
+            (
+                "invalid code",
+                f"{tx['ref']}: a bare 28-digit code Paysera does not know, {_aed(tx['amount_due'])}"
+                " picked with 2 presses: refused (invalid_code), DECLINED receipt, transaction"
+                " revoked, nothing moved",
+            )
+        )
+
+    def insufficient_funds(self) -> None:
+        w = self.wallet(2000)
+        code = str(self.hook("codes", {"wallet_id": w["wallet_id"]})["code"])
+        tx = self.declined(
+            "insufficient funds",
+            _envelope(code, CASHOUT),
+            "insufficient_funds",
+            "Not enough funds",
+            w,
+        )
+        self.rows.append(
+            (
+                "insufficient funds",
+                f"{tx['ref']}: AED {CASHOUT} from a wallet of {_aed(2000)}: refused"
+                " (insufficient_funds), DECLINED receipt, transaction revoked, nothing moved",
+            )
+        )
+
+
+def _paysera_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> bool:
+    """Paysera Wallet's journeys at a kiosk whose validator is a SMART Payout (eSSP, its
+    simulator on a pseudo-terminal inside the daemon), which pays cash-outs in notes."""
+    from drivers.sim.control import SimControl
+
+    files = sandbox_kiosk(
+        root / "kiosk-paysera",
+        sandbox,
+        kiosk_id=PAYSERA_KIOSK,
+        receipts_dir=root / "receipts-paysera",
+        validator="essp",
+        validator_port="sim",
+        payout=True,
+    )
+    daemon = DaemonProcess(files)
+    try:
+        ready = daemon.start()
+        rows.append(
+            (
+                "Paysera kiosk started",
+                f"ready in {ready:.2f} s (kiosk run --simulate, SMART Payout over eSSP,"
+                f" pid {daemon.pid})",
+            )
+        )
+        paysera = _Paysera(sandbox.url, files, SimControl(files.control_socket), root, rows)
+        rows.append(("recycler", f"holds {_aed(paysera.held())} to pay out"))
+        paysera.cash_out()
+        paysera.cash_in()
+        paysera.invalid_code()
+        paysera.insufficient_funds()
+        return True
+    except Exception as exc:  # the table says which step failed
+        rows.append(("FAILED", f"{type(exc).__name__}: {exc} (log: {daemon.log_path})"))
+        return False
+    finally:
+        rows.append(("Paysera kiosk stopped", f"exit status {daemon.stop()}"))
+
+
 def run_demo(out: Path | None, validator: str = "sim") -> int:
     from drivers.sim.control import SimControl
     from kiosk.sandbox.server import start_sandbox
@@ -257,10 +528,15 @@ def run_demo(out: Path | None, validator: str = "sim") -> int:
         finally:
             code = daemon.stop()
             rows.append(("daemon stopped", f"exit status {code}"))
+        if ok:
+            ok = _paysera_journeys(sandbox, root, rows)
 
     width = max(len(name) for name, _ in rows)
     via = {"sim": "", "id003": " (JCM ID-003 on the wire)", "essp": " (ITL eSSP on the wire)"}
-    print(f"\nkiosk demo: PayBy Cash Top Up on simulated hardware{via.get(validator, '')}\n")
+    print(
+        "\nkiosk demo: PayBy Cash Top Up, then Paysera Wallet (cash-out, cash-in) on simulated"
+        f" hardware{via.get(validator, '')}\n"
+    )
     for name, result in rows:
         print(f"  {name:<{width}}  {result}")
     print(f"\n  files: {root}\n")

@@ -27,6 +27,12 @@ def test_demo_journey_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert decode_image(Image.open(txt.with_suffix(".png"))) == ["KSK-DEMO-000001"]
     text = txt.read_text()
     assert "AED 150.00" in text and "AED 100.00, AED 50.00" in text
+    # Paysera, at the kiosk with a SMART Payout
+    assert "recycler paid out AED 100.00" in out and "debited once" in out
+    assert "AED 0.00 -> AED 150.00" in out  # the cash-in credited the wallet
+    assert "(invalid_code)" in out and "(insufficient_funds)" in out
+    (paid,) = receipts_of(tmp_path / "receipts-paysera", "KSK-DEMO-PSR-000001")
+    assert "PAID OUT" in paid.read_text() and "AED 100.00" in paid.read_text()
 
 
 def test_running_daemon_refuses_bad_codes_and_reports_state(tmp_path: Path) -> None:

@@ -1,0 +1,39 @@
+"""``kiosk bench journey``: a short run of every journey (PayBy, Paysera cash-out and cash-in),
+the delay-free recycler, and an exit status that counts every journey."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kiosk.bench_journey import InstantRecycler, journey, report
+
+
+def test_instant_recycler_pays_exactly_what_its_levels_make() -> None:
+    async def scenario() -> None:
+        rec = InstantRecycler({5000: 2, 1000: 1})
+        assert await rec.can_pay(11000) and not await rec.can_pay(12000)
+        result = await rec.payout(11000)
+        assert (result.requested, result.dispensed, result.complete) == (11000, 11000, True)
+        assert await rec.levels() == {5000: 0, 1000: 0}
+
+    asyncio.run(scenario())
+
+
+def test_exit_status_counts_every_journey(capsys: pytest.CaptureFixture[str]) -> None:
+    fast = [(10.0, 20.0)] * 3
+    assert report({"payby": fast, "cashout": fast, "cashin": fast}) == 0
+    assert report({"payby": fast, "cashout": [(80.0, 90.0)] * 3, "cashin": fast}) == 1
+    assert report({"payby": fast, "cashout": fast}) == 1  # a journey that never ran
+    out = capsys.readouterr().out
+    assert "Paysera cash-out" in out and "MISSED" in out
+
+
+@pytest.mark.slow
+def test_a_short_run_of_every_journey(capsys: pytest.CaptureFixture[str]) -> None:
+    journey(journeys=2)  # the status depends on the machine's speed; the lines do not
+    out = capsys.readouterr().out
+    for title in ("PayBy Cash Top Up", "Paysera cash-out", "Paysera cash-in"):
+        assert title in out
+    assert out.count("kiosk time") == 3
