@@ -285,7 +285,7 @@ class _Paysera:
             raise RuntimeError(f"wallet {bal} (balance, held), transaction {remote.get('status')}")
         self.rows.append(
             (
-                "Paysera wallet",
+                "wallet after",
                 f"{_aed(PAYSERA_WALLET)} -> {_aed(bal[0])}: debited once,"
                 f" transaction {tx['provider_ref']} confirmed",
             )
