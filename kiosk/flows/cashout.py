@@ -52,8 +52,9 @@ async def local_cashout(ctx: Context, amount: int) -> Tx:
     return await dispense(ctx, tx, amount)
 
 
-async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
-    """Pay ``amount`` out for ``tx`` (in ``dispensing``). See the module docstring."""
+async def dispense(ctx: Context, tx: Tx, amount: int, *, short: str | None = None) -> Tx:
+    """Pay ``amount`` out for ``tx`` (in ``dispensing``). See the module docstring.
+    ``short``: see :func:`end_payout`."""
     assert ctx.dispenser is not None
     j = ctx.journal
     ctx.panel.show(PanelState.WAIT)
@@ -61,7 +62,7 @@ async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
         before = await ctx.dispenser.levels()
     except DriverError as exc:
         log.error("%s: cannot read the recycler before paying: %s", tx.ref, exc)
-        return await end_payout(ctx, tx, 0, "recycler_unavailable")
+        return await end_payout(ctx, tx, 0, "recycler_unavailable", short=short)
     eff = await j.call(
         j.sync.intent,
         tx.id,
@@ -74,7 +75,7 @@ async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
         result = await ctx.dispenser.payout(amount)
     except DriverError as exc:
         log.error("%s: payout ended without a report (%s): counting the recycler", tx.ref, exc)
-        return await settle_payout(ctx, tx, eff, live=True)
+        return await settle_payout(ctx, tx, eff, live=True, short=short)
     status = "done" if result.complete else "failed"
     outcome = Outcome(
         eff.id,
@@ -82,10 +83,12 @@ async def dispense(ctx: Context, tx: Tx, amount: int) -> Tx:
         dispensed=result.dispensed,
         outcome={"dispensed": result.dispensed, "detail": result.detail},
     )
-    return await end_payout(ctx, tx, result.dispensed, result.detail, outcome=outcome)
+    return await end_payout(ctx, tx, result.dispensed, result.detail, outcome=outcome, short=short)
 
 
-async def settle_payout(ctx: Context, tx: Tx, eff: Effect, *, live: bool = False) -> Tx:
+async def settle_payout(
+    ctx: Context, tx: Tx, eff: Effect, *, live: bool = False, short: str | None = None
+) -> Tx:
     """Settle a payout whose outcome is unknown from the recycler's levels (recovery too).
 
     ``live``: the payout command itself just failed. If the recycler cannot even be read
@@ -105,7 +108,7 @@ async def settle_payout(ctx: Context, tx: Tx, eff: Effect, *, live: bool = False
             outcome={"dispensed": report.dispensed, "settled_by": "device_incomplete_payout"},
         )
         return await end_payout(
-            ctx, tx, report.dispensed, "settled_by_device_report", outcome=outcome
+            ctx, tx, report.dispensed, "settled_by_device_report", outcome=outcome, short=short
         )
     before = {int(v): int(n) for v, n in eff.request.get("levels_before", {}).items()}
     try:
@@ -135,28 +138,44 @@ async def settle_payout(ctx: Context, tx: Tx, eff: Effect, *, live: bool = False
     outcome = Outcome(
         eff.id, status, dispensed=paid, outcome={"dispensed": paid, "settled_by": "levels"}
     )
-    return await end_payout(ctx, tx, paid, "settled_by_levels", outcome=outcome)
+    return await end_payout(ctx, tx, paid, "settled_by_levels", outcome=outcome, short=short)
 
 
 async def end_payout(
-    ctx: Context, tx: Tx, dispensed: int, detail: str, *, outcome: Outcome | None = None
+    ctx: Context,
+    tx: Tx,
+    dispensed: int,
+    detail: str,
+    *,
+    outcome: Outcome | None = None,
+    short: str | None = None,
 ) -> Tx:
     """``completed`` if all was paid, else the rest owed; the payout's outcome, the liability,
-    the state and the receipt in one commit; then the receipt is printed."""
+    the state and the receipt in one commit; then the receipt is printed.
+
+    ``short``: a journey that makes good what was not paid itself (its provider reverses it to the
+    customer's wallet) names the state a short payout moves to instead: the payout's outcome
+    and that state are committed, no liability and no receipt (the journey's next step
+    decides them)."""
     j = ctx.journal
-    short = tx.amount_due - dispensed
+    missing = tx.amount_due - dispensed
     done = dataclasses.replace(tx, dispensed=dispensed)
-    if short > 0:
+    if missing > 0 and short is not None:
+        reason = f"incomplete_payout:{detail or 'stopped'}"
+        tx, _ = await j.call(j.sync.decide, tx.id, short, outcome=outcome, reason=reason)
+        log.warning("%s: paid %s of %s", tx.ref, _m(tx, dispensed), _m(tx, tx.amount_due))
+        return tx
+    if missing > 0:
         reason = f"incomplete_payout:{detail or 'stopped'}"
         kind, status = "owed", "NOT FULLY PAID - keep this receipt; support will pay the rest"
-        projected = dataclasses.replace(done, state="owed", owed=tx.owed + short, reason=reason)
+        projected = dataclasses.replace(done, state="owed", owed=tx.owed + missing, reason=reason)
         doc = _receipt(ctx, projected, kind, status)
         tx, receipt_id = await j.call(
             j.sync.decide,
             tx.id,
             "owed",
             outcome=outcome,
-            owe=[(short, reason)],
+            owe=[(missing, reason)],
             receipt=(kind, receipts.to_json(doc)),
             reason="incomplete_payout",
         )
@@ -165,7 +184,7 @@ async def end_payout(
             tx.ref,
             _m(tx, dispensed),
             _m(tx, tx.amount_due),
-            _m(tx, short),
+            _m(tx, missing),
         )
         ctx.panel.show(PanelState.REFUSED)
     else:

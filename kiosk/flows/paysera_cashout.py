@@ -31,14 +31,12 @@ Paysera's guidance is the design: **confirm only what can be paid**.
 from __future__ import annotations
 
 import calendar
-import dataclasses
 import logging
 import time
 from typing import Any, Final
 
 from drivers.errors import DriverError
 from drivers.panel import PanelState
-from kiosk import receipts
 from kiosk.errors import ProviderError, ProviderRefused
 from kiosk.flows import amount as chooser
 from kiosk.flows import cashout, paysera_ops, steps
@@ -262,21 +260,8 @@ class PayseraCashOut:
 
 
 async def decline(ctx: Context, tx: Tx, outcome: Told, amount: int | None = None) -> Tx:
-    """``refused`` for ``outcome.reason``, with the DECLINED receipt, in one commit; printed."""
-    j = ctx.journal
-    fields: dict[str, Any] = {"reason": outcome.reason}
-    if amount is not None and tx.amount_due == 0:
-        fields["amount_due"] = amount
-        tx = dataclasses.replace(tx, amount_due=amount)
-    doc = await paysera_ops.declined(ctx, tx, outcome.reason, outcome.line)
-    tx, receipt_id = await j.call(
-        j.sync.decide, tx.id, "refused", receipt=("declined", receipts.to_json(doc)), **fields
-    )
-    log.info("%s: refused (%s)", tx.ref, outcome.reason)
-    if receipt_id is not None:
-        await receipts.print_queued(j, ctx.printer, receipt_id, doc)
-    ctx.panel.show(PanelState.REFUSED)
-    return tx
+    """``refused`` for ``outcome.reason``, with the DECLINED receipt saying why."""
+    return await steps.decline(ctx, tx, outcome.reason, outcome.line, amount)
 
 
 def cooling_down(journal: Any, attempts: int, now_s: float | None = None) -> bool:

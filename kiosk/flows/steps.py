@@ -18,6 +18,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
@@ -197,6 +198,27 @@ async def refuse(ctx: Context, tx: Tx, reason: str) -> Tx:
     return tx
 
 
+async def decline(ctx: Context, tx: Tx, reason: str, line: str, amount: int | None = None) -> Tx:
+    """Nothing moved, and the customer is told why: ``refused`` for ``reason`` with a DECLINED
+    receipt (``NOT DONE: <line>``), in one commit; then it is printed. ``amount``: the amount
+    asked for, recorded when the transaction has none yet."""
+    j = ctx.journal
+    fields: dict[str, Any] = {"reason": reason}
+    if amount is not None and tx.amount_due == 0:
+        fields["amount_due"] = amount
+        tx = dataclasses.replace(tx, amount_due=amount)
+    projected_tx = projected(tx, "refused", 0, reason)
+    doc = await receipt(ctx, projected_tx, "declined", f"NOT DONE: {line}")
+    tx, receipt_id = await j.call(
+        j.sync.decide, tx.id, "refused", receipt=("declined", receipts.to_json(doc)), **fields
+    )
+    log.info("%s: refused (%s)", tx.ref, reason)
+    if receipt_id is not None:
+        await receipts.print_queued(j, ctx.printer, receipt_id, doc)
+    ctx.panel.show(PanelState.REFUSED)
+    return tx
+
+
 async def end_without_payment(ctx: Context, tx: Tx, ending: str) -> Tx:
     """The notes phase ended before the provider was asked: no note ⇒ ``cancelled``, else
     every note is owed."""
@@ -258,7 +280,7 @@ async def pend(ctx: Context, tx: Tx, effect_id: int, reason: str) -> Tx:
 
 
 async def deliver(
-    ctx: Context, tx: Tx, to_state: str, call: Call, wait_s: float, reason: str
+    ctx: Context, tx: Tx, to_state: str | None, call: Call, wait_s: float, reason: str
 ) -> Tx:
     """Commit the outbox call ``call`` with ``tx``'s move to ``to_state`` (one commit, before
     the request exists), then the customer waits for it: deliveries and the backoff between
