@@ -43,6 +43,7 @@ from kiosk.crashpoints import (
     INVARIANTS,
     JOURNEYS,
     SETTLE_S,
+    VOID_CAP_S,
     Bench,
     Died,
     Journey,
@@ -200,7 +201,7 @@ def run_iteration(bench: Bench, plan: Plan, i: int, pending_s: float) -> Outcome
         k.start(env=env)
         try:
             _drive(k, journey, plan)
-            k.wait_settled(SETTLE_S + pending_s, journey=False)
+            k.wait_settled(SETTLE_S + pending_s, journey=False, void_cap_s=VOID_CAP_S)
         except (Died, Stuck):
             pass
         if k.dying(0.5):
@@ -211,7 +212,7 @@ def run_iteration(bench: Bench, plan: Plan, i: int, pending_s: float) -> Outcome
                 out.violations.append(("daemon", f"died with {code}, not by the crash hook"))
             try:
                 k.start(log_name="daemon-restarted.log")
-                k.wait_settled(pending_s, journey=False)
+                k.wait_settled(pending_s, journey=False, void_cap_s=VOID_CAP_S)
             except (Died, Stuck, RuntimeError, TimeoutError) as exc:
                 out.violations.append(("daemon", f"after the restart: {exc}"))
         k.stop()
