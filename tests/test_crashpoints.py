@@ -192,6 +192,143 @@ def test_a_repeated_payout_is_reported(journal: Journal) -> None:
     assert any("the recycler paid out 21000" in d for _, d in check_invariants(obs))
 
 
+# --- Paysera, judged by the transaction's journey ---------------------------------------------
+
+KEY, WALLET = "PsKey1", 14471
+
+
+def _paysera_view(
+    status: str, total: int = 10000, kind: str = "reservation_code"
+) -> dict[str, Any]:
+    payments = [{"id": 1, "status": status, "price": total, "currency": "AED"}]
+    return {"transaction_key": KEY, "status": status, "payments": payments, "type": kind,
+            "wallet": WALLET}  # fmt: skip
+
+
+def _paysera_obs(journal: Journal, **kw: Any) -> Observed:
+    fields: dict[str, Any] = {
+        "journal": Path(journal.db.conn.execute("PRAGMA database_list").fetchone()[2]),
+        "held_before": 80000,
+        "held_after": 70000,
+        "paysera_wallets": {WALLET: (50000, 40000)},
+        "paysera": {KEY: _paysera_view("confirmed")},
+    }
+    return Observed(**{**fields, **kw})
+
+
+def _paysera_cashout(journal: Journal, *, paid: int | None = 10000) -> int:
+    """A Paysera cash-out of 100.00 confirmed and paid out ``paid`` (None: no payout)."""
+    import kiosk.flows.paysera_cashout  # noqa: F401 - defines the journey
+
+    tx = journal.begin("paysera_cashout", currency="AED")
+    journal.transition(tx.id, "creating", amount_due=10000)
+    journal.transition(tx.id, "reserving", provider_ref=KEY)
+    journal.transition(tx.id, "confirming")
+    journal.transition(tx.id, "confirmed")
+    if paid is None:
+        return tx.id
+    journal.transition(tx.id, "dispensing")
+    eff = journal.intent(tx.id, "payout", f"{tx.ref}-payout", amount=10000)
+    journal.outcome(eff.id, "done" if paid == 10000 else "failed", dispensed=paid)
+    if paid == 10000:
+        journal.transition(tx.id, "completed")
+    else:
+        journal.owe(tx.id, 10000 - paid, "incomplete_payout")
+        journal.transition(tx.id, "owed")
+    return tx.id
+
+
+def test_a_paysera_cash_out_paid_or_owed_the_rest_holds_every_invariant(
+    journal: Journal,
+) -> None:
+    _paysera_cashout(journal)
+    assert check_invariants(_paysera_obs(journal)) == []
+    _paysera_cashout(journal, paid=5000)  # a short payout: the rest owed
+    obs = _paysera_obs(
+        journal,
+        held_after=65000,
+        paysera_wallets={WALLET: (50000, 40000), WALLET + 1: (50000, 40000)},
+        paysera={KEY: _paysera_view("confirmed")},
+    )
+    found = check_invariants(obs)
+    # both name the one key; the second wallet moved without a transaction confirmed on it
+    assert _kinds(found) == ["wallet"], found
+
+
+def test_a_paysera_cash_out_confirmed_but_not_paid_nor_owed_is_reported(
+    journal: Journal,
+) -> None:
+    tx_id = _paysera_cashout(journal, paid=None)
+    journal.transition(tx_id, "dispensing")
+    journal.transition(tx_id, "unknown")
+    found = check_invariants(_paysera_obs(journal, held_after=80000))
+    assert found == [("cashout", "KT1-000001: confirmed at Paysera, paid out 0, ended unknown")]
+
+
+def test_a_paysera_cash_out_not_confirmed_pays_out_and_owes_nothing(journal: Journal) -> None:
+    _paysera_cashout(journal)
+    obs = _paysera_obs(
+        journal, paysera_wallets={WALLET: (50000, 50000)}, paysera={KEY: _paysera_view("revoked")}
+    )
+    (found,) = check_invariants(obs)
+    assert (
+        found[0] == "cashout" and "not confirmed at Paysera (revoked); paid out 10000" in found[1]
+    )
+
+
+def test_a_paysera_wallet_debited_twice_or_by_an_unknown_transaction_is_reported(
+    journal: Journal,
+) -> None:
+    _paysera_cashout(journal)
+    views = {KEY: _paysera_view("confirmed"), "Other": _paysera_view("confirmed")}
+    obs = _paysera_obs(journal, paysera_wallets={WALLET: (50000, 30000)}, paysera=views)
+    assert check_invariants(obs) == [
+        ("wallet", f"Paysera wallet {WALLET}: 2 confirmed"),
+        ("wallet", f"Paysera wallet {WALLET}: Other confirmed, not in the journal"),
+    ]
+    obs = _paysera_obs(journal, paysera_wallets={WALLET: (50000, 30000)})
+    assert check_invariants(obs) == [
+        ("wallet", f"Paysera wallet {WALLET} moved by -20000; the transactions confirmed on it:"
+         " -10000")
+    ]  # fmt: skip
+
+
+def _paysera_cashin(journal: Journal) -> int:
+    """A Paysera cash-in that took 100 + 50 and sent its confirm."""
+    import kiosk.flows.paysera_cashin  # noqa: F401 - defines the journey
+
+    tx = journal.begin("paysera_cashin", currency="AED")
+    journal.transition(tx.id, "accepting")
+    for i, value in enumerate((10000, 5000), start=1):
+        eff = journal.intent(tx.id, "stack", f"{tx.ref}-note{i}", amount=value)
+        journal.outcome(eff.id, "done", credit=value)
+    journal.transition(tx.id, "creating", amount_due=15000)
+    journal.transition(tx.id, "reserving", provider_ref=KEY)
+    journal.transition(tx.id, "confirming")
+    return tx.id
+
+
+def test_a_paysera_cash_in_is_credited_or_owed_never_both_never_neither(
+    journal: Journal,
+) -> None:
+    tx_id = _paysera_cashin(journal)
+    credited = {KEY: _paysera_view("confirmed", 15000, "automatic")}
+    base = {"held_before": 0, "held_after": 15000}
+    journal.transition(tx_id, "confirmed")
+    journal.transition(tx_id, "completed")
+    obs = _paysera_obs(journal, paysera_wallets={WALLET: (0, 15000)}, paysera=credited, **base)
+    assert check_invariants(obs) == []
+    # not credited (revoked), and not owed either
+    revoked = {KEY: _paysera_view("revoked", 15000, "automatic")}
+    obs = _paysera_obs(journal, paysera_wallets={WALLET: (0, 0)}, paysera=revoked, **base)
+    assert _kinds(check_invariants(obs)) == ["unpaid"]
+    # credited and owed
+    journal.owe(tx_id, 15000, "confirm_refused")
+    journal.db.execute("UPDATE transactions SET state = 'owed' WHERE id = ?", [tx_id])
+    obs = _paysera_obs(journal, paysera_wallets={WALLET: (0, 15000)}, paysera=credited, **base)
+    assert _kinds(check_invariants(obs)) == ["paid+owed", "paid+owed"]
+
+
 def test_a_changed_event_breaks_the_chain(journal: Journal) -> None:
     _completed(journal)
     journal.db.execute("DROP TRIGGER events_no_update")
@@ -274,3 +411,25 @@ def test_a_pending_pay_is_settled_by_the_outbox_and_survives_a_crash_once_pendin
         pend = next(n for n, kinds in report.steps if "pay.unknown" in kinds)
         assert bench.run_point(journey, report, pend, "after")  # killed once pending
         assert [v.line() for v in report.violations] == []
+
+
+@pytest.mark.slow
+def test_paysera_crash_points_around_the_confirm_and_the_payout(short_dir: Path) -> None:
+    """A handful of Paysera points (the whole sweep is `kiosk bench crashpoints`): the confirm
+    committed and sent but its outcome not, the payout's intent, the cash-in's confirm."""
+    from kiosk.sandbox.server import start_sandbox
+
+    with start_sandbox(short_dir / "sandbox") as sandbox:
+        bench = Bench(short_dir, sandbox)
+        for name, points in (
+            ("paysera-cashout", (("confirm.done", "before"), ("payout.intent", "before"),
+                                 ("payout.intent", "after"))),
+            ("paysera-cashin", (("confirm.done", "before"), ("confirm.done", "after"))),
+        ):  # fmt: skip
+            journey = JOURNEYS[name]
+            report = run_journey(bench, journey, only=set())  # the count run only
+            assert not report.error, report.error
+            for kinds, when in points:
+                step = next(n for n, k in report.steps if kinds in k)
+                assert bench.run_point(journey, report, step, when), (name, step, when)
+            assert [v.line() for v in report.violations] == []
