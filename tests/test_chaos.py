@@ -16,9 +16,27 @@ pytestmark = pytest.mark.slow
 
 def test_plans_are_reproducible_from_the_seed() -> None:
     steps = {"cash-in": 12, "cancel": 9, "ambiguous-pay": 13, "test-payout": 6}
+    steps |= {"paysera-cashout": 10, "paysera-cashin": 14}
     a = [draw(random.Random(5), steps) for _ in range(3)]
     b = [draw(random.Random(5), steps) for _ in range(3)]
     assert a == b
+
+
+def test_paysera_journeys_are_drawn_with_faults_at_paysera() -> None:
+    from kiosk.chaos import OPS
+    from kiosk.crashpoints import JOURNEYS
+
+    rng = random.Random(3)
+    plans = [draw(rng, {}) for _ in range(300)]
+    paysera = [p for p in plans if JOURNEYS[p.journey].provider == "paysera"]
+    assert {p.journey for p in paysera} >= {"paysera-cashout", "paysera-cashin"}
+    ops = {op for p in plans for op, *_ in p.faults if JOURNEYS[p.journey].provider == "paysera"}
+    assert ops == set(OPS["paysera"])
+    for p in plans:  # a provider's faults only at its own journeys; none at the test payout
+        allowed = set(OPS.get(JOURNEYS[p.journey].provider, ()))
+        assert {op for op, *_ in p.faults} <= allowed, p
+    assert {p.device for p in paysera if JOURNEYS[p.journey].recycler} >= {"power_cut"}
+    assert {p.device for p in paysera if not JOURNEYS[p.journey].recycler} >= {"jam"}
 
 
 def test_a_short_chaos_run_breaks_no_invariant(capsys: pytest.CaptureFixture[str]) -> None:
