@@ -7,6 +7,7 @@ systemd would. Never used by the daemon itself.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -25,6 +26,8 @@ STORE_BALANCE = "1000.00"  # AED in the simulated store's PayBy wallet
 TOKEN_HOST = "checkout.sandbox.payby.test"  # noqa: S105 - a host name
 PAYSERA_CLIENT_ID = "kiosk-sim"
 PAYSERA_ALLOWANCE_ID = 7001  # the sandbox takes any allowance id
+RAPYD_ACCESS_KEY = "KIOSKSIM0ACCESS1"
+RAPYD_POS_ID = "kiosk-sim-pos-0001"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class KioskFiles:
     frames: Path
     store_public_pem: bytes
     paysera_mac_key: str = ""
+    rapyd_secret_key: str = ""
 
     @property
     def journal(self) -> Path:
@@ -60,7 +64,21 @@ def sandbox_kiosk(
         STORE_PARTNER_ID, files.store_public_pem, Money.from_decimal(balance, "AED")
     )
     sandbox.paysera.clients[PAYSERA_CLIENT_ID] = files.paysera_mac_key
+    from kiosk.sandbox.kit import Request
+
+    sandbox.app.providers["rapyd"].handle_hook(
+        Request("POST", "/pos", json.dumps(rapyd_pos(files)).encode())
+    )
     return files
+
+
+def rapyd_pos(files: KioskFiles) -> dict[str, str]:
+    """The simulated kiosk's point of sale, as the Rapyd sandbox's hook takes it."""
+    return {
+        "pos_id": RAPYD_POS_ID,
+        "access_key": RAPYD_ACCESS_KEY,
+        "secret_key": files.rapyd_secret_key,
+    }
 
 
 def write_kiosk(
@@ -91,6 +109,7 @@ def write_kiosk(
         d.mkdir(parents=True, exist_ok=True)
     private_pem, public_pem = generate_key_pair()
     mac_key = secrets.token_urlsafe(24)
+    rapyd_key = secrets.token_hex(24)
     (etc / "payby_public.pem").write_bytes(payby_public_pem)
     secrets_file = etc / "secrets.toml"
     fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -99,6 +118,7 @@ def write_kiosk(
             f'journal_key = "{secrets.token_hex(32)}"\n\n[payby]\n'
             f'private_key = """\n{private_pem.decode()}"""\n'
             f'\n[paysera]\nmac_key = "{mac_key}"\n'
+            f'\n[rapyd]\nsecret_key = "{rapyd_key}"\n'
         )
     config = etc / "kiosk.toml"
     config.write_text(
@@ -154,10 +174,21 @@ cashin_max = "5000.00"
 approval_above = "0"
 code_attempts = 3
 timeout_s = 5
+
+[rapyd]
+base_url = "{payby_url}"
+access_key = "{RAPYD_ACCESS_KEY}"
+pos_id = "{RAPYD_POS_ID}"
+cashout_max = "1000.00"
+cashin_max = "5000.00"
+otp_wait_s = 60
+otp_attempts = 3
+call_wait_s = 8
+timeout_s = 5
 """,
         encoding="utf-8",
     )
-    return KioskFiles(root, config, state, receipts, frames, public_pem, mac_key)
+    return KioskFiles(root, config, state, receipts, frames, public_pem, mac_key, rapyd_key)
 
 
 class DaemonProcess:
@@ -338,6 +369,8 @@ def _register_at(root: Path, url: str, options: dict[str, Any]) -> KioskFiles:
                 f"{url}/_sandbox/paysera/clients",
                 json={"client_id": PAYSERA_CLIENT_ID, "mac_key": files.paysera_mac_key},
             )
+            reply.raise_for_status()
+            reply = http.post(f"{url}/_sandbox/rapyd/pos", json=rapyd_pos(files))
             reply.raise_for_status()
     except httpx.HTTPError as exc:
         raise KioskError(

@@ -69,8 +69,10 @@ def test_a_generic_module_names_no_provider(module: str) -> None:
 def test_every_provider_declares_what_the_seam_needs() -> None:
     for name, p in providers().items():
         assert p.name == name
-        for what in ("section", "connect", "check", "codes", "reconcile", "sandbox"):
+        for what in ("section", "connect", "check", "codes", "sandbox"):
             assert p.resolve(what) is not None, (name, what)
+        # a provider whose API can read a transaction back declares it (Rapyd's POS cannot)
+        assert (p.resolve("reconcile") is None) == (name == "rapyd"), name
     for module in journey_modules():
         for attr in ("JOURNEY", "STARTS", "LOOK", "run", "recover", "operations"):
             assert hasattr(module, attr), (module.__name__, attr)

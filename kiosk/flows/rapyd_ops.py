@@ -133,7 +133,8 @@ async def session_of(ctx: Context, tx: Tx) -> dict[str, Any] | None:
     j = ctx.journal
     for row in await j.call(j.sync.outbox_rows, tx.id, queued_only=True):
         if row["op"] == RapydLogout.name:
-            request = await j.call(j.sync.unseal, row)
+            full = await j.call(j.sync.outbox_row, row["id"])  # outbox_rows leaves it out
+            request = await j.call(j.sync.unseal, full)
             return None if request is None else dict(request["session"])
     return None
 

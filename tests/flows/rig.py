@@ -25,6 +25,8 @@ from kiosk.providers.payby.client import PayByClient, Signer, Verifier
 from kiosk.providers.payby.config import read_public_key
 from kiosk.providers.paysera.client import PayseraClient
 from kiosk.providers.paysera.mac import MacSigner
+from kiosk.providers.rapyd.client import RapydClient
+from kiosk.providers.rapyd.signing import Signer as RapydSigner
 from kiosk.reachability import Reachability
 from kiosk.sandbox.server import Sandbox, start_sandbox
 from kiosk.simkiosk import KioskFiles, sandbox_kiosk
@@ -40,6 +42,8 @@ class Rig:
     factory: MockFactory
     files: KioskFiles
     sleeps: list[float]
+    codes: asyncio.Queue[str]
+    """What the camera reads next (a journey's second code)."""
 
     def hook(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -159,19 +163,33 @@ async def rig(
                 timeout=timeout,
                 on_reply=reach.recorder("paysera"),
             )
+            rp = cfg.providers["rapyd"]
+            rapyd = RapydClient(
+                http,
+                base_url=rp.base_url,
+                signer=RapydSigner(
+                    rp.access_key,
+                    secrets.providers["rapyd"].secret_key,
+                    clock=lambda: sandbox.clock.now_ms() / 1000,
+                ),
+                timeout=timeout,
+                on_reply=reach.recorder("rapyd"),
+            )
+            codes: asyncio.Queue[str] = asyncio.Queue()
             ctx = Context(
                 config=cfg,
                 journal=journal,
                 validator=validator,
                 printer=printer,
                 panel=panel,
-                clients={"payby": client, "paysera": paysera},
+                clients={"payby": client, "paysera": paysera, "rapyd": rapyd},
+                read_code=codes.get,
                 sleep=fast_sleep,
                 clock_ms=sandbox.clock.now_ms,
                 reachability=reach,
             )
             try:
-                yield Rig(ctx, sandbox, validator, printer, panel, factory, files, sleeps)
+                yield Rig(ctx, sandbox, validator, printer, panel, factory, files, sleeps, codes)
             finally:
                 await validator.close()
                 panel.close()

@@ -22,5 +22,6 @@ PROVIDER = Provider(
     journeys=("kiosk.flows.rapyd_cashout", "kiosk.flows.rapyd_cashin"),
     codes="kiosk.providers.rapyd.codes:recognise",
     envelope="kiosk.providers.rapyd.codes:envelope",
+    probe="kiosk.providers.rapyd.check:probe",
     sandbox="kiosk.sandbox.rapyd:RapydSandbox",
 )

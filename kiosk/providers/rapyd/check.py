@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kiosk.config import Config, Secrets
 from kiosk.errors import ProviderError, ProviderRefused, ProviderUnavailable
@@ -37,3 +38,8 @@ async def check(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
             return False, f"rapyd: no clean answer ({exc}); try again"
     ms = int((time.monotonic() - started) * 1000)
     return True, f"rapyd: credentials work (POS {p.pos_id}, {ms} ms)"
+
+
+async def probe(client: Any, cfg: Any) -> None:
+    """A cheap call that tells an idle kiosk whether Rapyd answers again."""
+    await client.echo()

@@ -211,7 +211,7 @@ class RapydClient:
         raw = "" if body is None else json.dumps(body, separators=(",", ":"))
         url_path = PREFIX + path
         sent = {**self._signer.headers(method, url_path, raw), **(headers or {})}
-        if raw:
+        if method == "POST":  # the documented headers name it on every POST, body or not
             sent["Content-Type"] = "application/json"
         if idempotency is not None:
             sent["idempotency"] = idempotency
