@@ -1,6 +1,7 @@
-"""``kiosk demo``: the PayBy and Paysera Wallet journeys on simulated hardware, end to end.
+"""``kiosk demo``: the PayBy, Paysera Wallet and Rapyd POS journeys on simulated hardware, end to
+end.
 
-Starts the sandbox (PayBy and Paysera, loopback) and the daemon (``kiosk run --simulate``, a
+Starts the sandbox (PayBy, Paysera and Rapyd, loopback) and the daemon (``kiosk run --simulate``, a
 real child process), then plays the customer: an online merchant creates a 150.00 AED order;
 its tokenUrl is rendered as a QR image that the simulated camera sees; notes of 100 (stacked),
 200 (would overpay: returned from escrow) and 50 (stacked) are inserted; the store wallet pays
@@ -15,6 +16,14 @@ once, the journal says completed, PAID OUT receipt), a cash-in to an ``EVP`` wal
 of 50 and 100, the green CONFIRM button ends, the wallet is credited), a bare 28-digit code
 Paysera does not know (an amount picked from the printed presets by presses; refused, DECLINED
 receipt, nothing moved) and a code of a wallet that cannot pay 100.00 (refused, nothing moved).
+
+Then Rapyd POS at the same kiosk: a cash-out of 100.00 from a wallet of 500.00 by the envelope
+with an OTP from the sandbox (session, withdraw, the recycler pays, the wallet debited once, the
+session closed, the journal completed), a cash-in (the start code, notes of 50 and 100,
+CONFIRM, then the envelope with a fresh OTP: the wallet credited 150.00, the session closed,
+PAID IN receipt) and an OTP older than its 30 s (the sandbox clock moved by 31 s, once and
+last: the daemon signs with the real clock and Rapyd takes a timestamp within 60 s; refused as
+``otp_expired``, DECLINED receipt, no session, nothing moved).
 Prints what happened and exits 0 only if every step held.
 """
 
@@ -25,6 +34,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -175,8 +185,11 @@ def _aed(minor: int) -> str:
     return f"AED {minor / 100:.2f}"
 
 
-class _Paysera:
-    """The Paysera customers at a kiosk with a SMART Payout (a recycler) that pays notes out."""
+class _Customers:
+    """Customers at a kiosk with a SMART Payout (a recycler) that pays notes out: what they
+    show the camera, what the recycler holds, the receipts and the journal's payouts."""
+
+    provider = ""
 
     def __init__(
         self, url: str, files: KioskFiles, control: Any, root: Path, rows: list[tuple[str, str]]
@@ -185,15 +198,7 @@ class _Paysera:
         self.shown = 0
 
     def hook(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return _http(f"{self.url}/_sandbox/paysera/{path}", body)
-
-    def wallet(self, balance: int) -> dict[str, Any]:
-        w: dict[str, Any] = self.hook("wallets", {"currency": "AED", "balance": balance})
-        return w
-
-    def balance(self, w: dict[str, Any]) -> tuple[int, int]:
-        got = self.hook(f"wallets/{w['wallet_id']}")
-        return int(got["balance"]), int(got["held"])
+        return _http(f"{self.url}/_sandbox/{self.provider}/{path}", body)
 
     def levels(self) -> dict[int, int]:
         state = self.control.call("state")["validator"]
@@ -205,9 +210,8 @@ class _Paysera:
     def show(self, text: str) -> None:
         """The customer holds the code up to the camera (its QR, as the app shows it)."""
         self.shown += 1
-        self.control.call(
-            "show", path=str(make_qr_png(text, self.root / f"paysera-{self.shown}.png"))
-        )
+        name = f"{self.provider}-{self.shown}.png"
+        self.control.call("show", path=str(make_qr_png(text, self.root / name)))
 
     def start(self, text: str, *states: str) -> int:
         """Show ``text`` once the panel is ready again; the new transaction's id before."""
@@ -243,6 +247,29 @@ class _Paysera:
             (tx["id"],),
         )
 
+    def paid_notes(self, levels: dict[int, int]) -> str:
+        """The notes the recycler paid since it held ``levels`` ("2 x 50")."""
+        after = self.levels()
+        return " + ".join(
+            f"{levels[v] - after.get(v, 0)} x {v // 100}"
+            for v in sorted(levels, reverse=True)
+            if levels[v] > after.get(v, 0)
+        )
+
+
+class _Paysera(_Customers):
+    """The Paysera Wallet customers."""
+
+    provider = "paysera"
+
+    def wallet(self, balance: int) -> dict[str, Any]:
+        w: dict[str, Any] = self.hook("wallets", {"currency": "AED", "balance": balance})
+        return w
+
+    def balance(self, w: dict[str, Any]) -> tuple[int, int]:
+        got = self.hook(f"wallets/{w['wallet_id']}")
+        return int(got["balance"]), int(got["held"])
+
     # --- the journeys ---------------------------------------------------------------------
 
     def cash_out(self) -> None:
@@ -266,12 +293,7 @@ class _Paysera:
         paid = held - self.held()
         if paid != 10000 or tx["dispensed"] != 10000:
             raise RuntimeError(f"the recycler paid out {paid}, the journal says {tx['dispensed']}")
-        after = self.levels()
-        notes = " + ".join(
-            f"{levels[v] - after.get(v, 0)} x {v // 100}"
-            for v in sorted(levels, reverse=True)
-            if levels[v] > after.get(v, 0)
-        )
+        notes = self.paid_notes(levels)
         self.rows.append(
             (
                 "Paysera cash-out",
@@ -386,9 +408,163 @@ class _Paysera:
         )
 
 
-def _paysera_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> bool:
-    """Paysera Wallet's journeys at a kiosk whose validator is a SMART Payout (eSSP, its
-    simulator on a pseudo-terminal inside the daemon), which pays cash-outs in notes."""
+RAPYD_PHONE = "+971501234567"  # the cash-out customer (and the expired OTP)
+RAPYD_CASHIN_PHONE = "+971502345678"  # the cash-in customer
+RAPYD_WALLET = 50000  # AED 500.00
+RAPYD_START = "kiosk:cashin?v=1&provider=rapyd"
+
+
+def _rapyd_code(action: str, otp: str, phone: str, amount: str | None = None) -> str:
+    """What the Rapyd app shows: the kiosk envelope with the OTP and the phone number."""
+    code = f"kiosk:{action}?v=1&provider=rapyd&otp={otp}&phone={urllib.parse.quote(phone)}"
+    return code if amount is None else f"{code}&amount={amount}&currency=AED"
+
+
+class _Rapyd(_Customers):
+    """The Rapyd POS customers: each shows an envelope with an OTP from the app (30 s)."""
+
+    provider = "rapyd"
+
+    def wallet(self, phone: str, balance: int) -> None:
+        accounts = [{"currency": "AED", "balance": balance}]
+        self.hook("wallets", {"phone_number": phone, "accounts": accounts})
+
+    def otp(self, phone: str) -> str:
+        return str(self.hook("otps", {"phone_number": phone})["otp"])
+
+    def balance(self, phone: str) -> int:
+        got = self.hook(f"wallets/{urllib.parse.quote(phone, safe='')}")
+        return sum(int(a["balance"]) for a in got["accounts"] if a["currency"] == "AED")
+
+    def sessions(self) -> tuple[int, int]:
+        """(unclosed, closed) POS sessions at Rapyd."""
+        got = self.hook("sessions")
+        return len(got["unclosed"]), int(got["closed"])
+
+    def closed(self, name: str, closed_before: int, opened: int = 1) -> int:
+        """Every session closed again, ``opened`` more than before (the close may go through
+        the outbox just after the journey's end)."""
+        try:
+            wait_for(lambda: self.sessions() == (0, closed_before + opened), timeout=15)
+        except TimeoutError:
+            raise RuntimeError(f"{name}: sessions at Rapyd {self.sessions()}") from None
+        return closed_before + opened
+
+    def cash_out(self) -> None:
+        self.wallet(RAPYD_PHONE, RAPYD_WALLET)
+        _, closed = self.sessions()
+        levels, held = self.levels(), self.held()
+        otp = self.otp(RAPYD_PHONE)
+        self.rows.append(
+            (
+                "Rapyd wallet",
+                f"{RAPYD_PHONE} holds {_aed(RAPYD_WALLET)}; the app gives a 6-digit OTP (30 s)",
+            )
+        )
+        before = self.start(_rapyd_code("cashout", otp, RAPYD_PHONE, CASHOUT))
+        self.rows.append(
+            ("customer shows envelope", f"kiosk:cashout?...&provider=rapyd&amount={CASHOUT}")
+        )
+        tx = _ended(self.files, before, "completed", "owed", "refused", "pending", "unknown")
+        if tx["state"] != "completed":
+            raise RuntimeError(f"Rapyd cash-out ended {tx['state']} ({tx['reason']})")
+        paid = held - self.held()
+        if paid != 10000 or tx["dispensed"] != 10000:
+            raise RuntimeError(f"the recycler paid out {paid}, the journal says {tx['dispensed']}")
+        self.rows.append(
+            (
+                "Rapyd cash-out",
+                f"{tx['ref']}: session opened with the OTP, withdrawn;"
+                f" the recycler paid out {_aed(paid)} ({self.paid_notes(levels)})",
+            )
+        )
+        remote: dict[str, Any] = self.hook(f"transactions/{tx['provider_ref']}")
+        bal = self.balance(RAPYD_PHONE)
+        if bal != RAPYD_WALLET - 10000 or (remote["kind"], remote["amount"]) != ("withdraw", 10000):
+            raise RuntimeError(f"wallet {bal}, transaction {remote}")
+        if remote.get("reversed"):
+            raise RuntimeError(f"Rapyd's withdrawal was reversed by {remote['reversed']}")
+        self.closed("Rapyd cash-out", closed)
+        self.rows.append(
+            (
+                "wallet after",
+                f"{_aed(RAPYD_WALLET)} -> {_aed(bal)}: debited once (withdrawal"
+                f" {tx['provider_ref']}), session closed",
+            )
+        )
+        if len(self.payouts(tx)) != 1:
+            raise RuntimeError(f"{len(self.payouts(tx))} payouts in the journal")
+        receipt = self.receipt(tx["ref"], "PAID OUT")
+        self.rows.append(("receipt (ESC/POS)", f"{receipt.with_suffix('.png')} (PAID OUT)"))
+        self.rows.append(
+            (
+                "journal",
+                f"{tx['ref']} completed, one payout of {_aed(tx['dispensed'])}, nothing owed",
+            )
+        )
+
+    def cash_in(self) -> None:
+        self.wallet(RAPYD_CASHIN_PHONE, 0)
+        _, closed = self.sessions()
+        before = self.start(RAPYD_START, "accepting")
+        for total, value in ((5000, 5000), (15000, 10000)):
+            _insert(self.control, value)
+            wait_for(lambda t=total: (x := _tx(self.files)) is not None and x["credited"] == t)
+        self.control.call("press", button="confirm")
+        # The notes are in: the panel asks for the code again (green, READY) and the
+        # customer makes a fresh OTP in the app only now (it lives 30 s).
+        wait_for(
+            lambda: (
+                (t := _tx(self.files)) is not None
+                and t["state"] == "awaiting_otp"
+                and self.control.call("state")["panel"]["state"] == "ready"
+            ),
+            timeout=15,
+        )
+        self.show(_rapyd_code("cashin", self.otp(RAPYD_CASHIN_PHONE), RAPYD_CASHIN_PHONE))
+        tx = _ended(self.files, before, "completed", "owed", "pending", "cancelled")
+        bal = self.balance(RAPYD_CASHIN_PHONE)
+        if tx["state"] != "completed" or bal != 15000:
+            raise RuntimeError(f"Rapyd cash-in ended {tx['state']} ({tx['reason']}), wallet {bal}")
+        self.closed("Rapyd cash-in", closed)
+        self.receipt(tx["ref"], "PAID IN")
+        self.rows.append(
+            (
+                "Rapyd cash-in",
+                f"{tx['ref']}: {RAPYD_START}, notes 50 + 100, CONFIRM, then the OTP code;"
+                f" wallet {_aed(0)} -> {_aed(bal)}, session closed, PAID IN receipt",
+            )
+        )
+
+    def expired_otp(self) -> None:
+        """An OTP older than its 30 seconds (the sandbox clock moved by 31 s: once, as the
+        daemon signs with the real clock and Rapyd takes a timestamp within 60 s)."""
+        held, bal, sessions = self.held(), self.balance(RAPYD_PHONE), self.sessions()
+        otp = self.otp(RAPYD_PHONE)
+        _http(f"{self.url}/_sandbox/clock", {"advance_s": 31})
+        before = self.start(_rapyd_code("cashout", otp, RAPYD_PHONE, CASHOUT))
+        tx = _ended(self.files, before, "refused", "completed", "owed", "pending")
+        if (tx["state"], tx["reason"]) != ("refused", "otp_expired"):
+            raise RuntimeError(f"expired OTP: ended {tx['state']} ({tx['reason']})")
+        receipt = self.receipt(tx["ref"], "NOT DONE")
+        if "expired" not in receipt.read_text(encoding="utf-8"):
+            raise RuntimeError("expired OTP: the DECLINED receipt does not say so")
+        moved = (self.held(), self.balance(RAPYD_PHONE), self.sessions()) != (held, bal, sessions)
+        if moved or self.payouts(tx):
+            raise RuntimeError("expired OTP: money moved or a session opened")
+        self.rows.append(
+            (
+                "expired OTP",
+                f"{tx['ref']}: an OTP 31 s old (sandbox clock), AED {CASHOUT}: refused"
+                " (otp_expired), DECLINED receipt, no session, nothing moved",
+            )
+        )
+
+
+def _payout_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> bool:
+    """Paysera Wallet's and Rapyd POS's journeys at a kiosk whose validator is a SMART Payout
+    (eSSP, its simulator on a pseudo-terminal inside the daemon), which pays cash-outs in
+    notes."""
     from drivers.sim.control import SimControl
 
     files = sandbox_kiosk(
@@ -405,7 +581,7 @@ def _paysera_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> 
         ready = daemon.start()
         rows.append(
             (
-                "Paysera kiosk started",
+                "payout kiosk started",
                 f"ready in {ready:.2f} s (kiosk run --simulate, SMART Payout over eSSP,"
                 f" pid {daemon.pid})",
             )
@@ -416,12 +592,17 @@ def _paysera_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> 
         paysera.cash_in()
         paysera.invalid_code()
         paysera.insufficient_funds()
+        rapyd = _Rapyd(sandbox.url, files, paysera.control, root, rows)
+        rows.append(("recycler", f"holds {_aed(rapyd.held())} to pay out"))
+        rapyd.cash_out()
+        rapyd.cash_in()
+        rapyd.expired_otp()  # last: it moves the sandbox clock
         return True
     except Exception as exc:  # the table says which step failed
         rows.append(("FAILED", f"{type(exc).__name__}: {exc} (log: {daemon.log_path})"))
         return False
     finally:
-        rows.append(("Paysera kiosk stopped", f"exit status {daemon.stop()}"))
+        rows.append(("payout kiosk stopped", f"exit status {daemon.stop()}"))
 
 
 def run_demo(out: Path | None, validator: str = "sim") -> int:
@@ -439,6 +620,10 @@ def run_demo(out: Path | None, validator: str = "sim") -> int:
             rows.append((name, f"FAILED: {exc}"))
             raise
 
+    # The expired OTP moves the sandbox clock 31 s ahead, and the sandbox keeps it (clock.json):
+    # a second run in the same DIR would move it 62 s ahead, past the 60 s Rapyd allows the
+    # daemon's timestamps (signed with the real clock). Each run starts on the real clock.
+    (root / "sandbox" / "clock.json").unlink(missing_ok=True)
     with start_sandbox(root / "sandbox") as sandbox:
         files = sandbox_kiosk(
             root / "kiosk", sandbox, receipts_dir=root / "receipts", validator=validator
@@ -529,13 +714,13 @@ def run_demo(out: Path | None, validator: str = "sim") -> int:
             code = daemon.stop()
             rows.append(("daemon stopped", f"exit status {code}"))
         if ok:
-            ok = _paysera_journeys(sandbox, root, rows)
+            ok = _payout_journeys(sandbox, root, rows)
 
     width = max(len(name) for name, _ in rows)
     via = {"sim": "", "id003": " (JCM ID-003 on the wire)", "essp": " (ITL eSSP on the wire)"}
     print(
-        "\nkiosk demo: PayBy Cash Top Up, then Paysera Wallet (cash-out, cash-in) on simulated"
-        f" hardware{via.get(validator, '')}\n"
+        "\nkiosk demo: PayBy Cash Top Up, then Paysera Wallet and Rapyd POS (cash-out, cash-in)"
+        f" on simulated hardware{via.get(validator, '')}\n"
     )
     for name, result in rows:
         print(f"  {name:<{width}}  {result}")

@@ -33,6 +33,13 @@ def test_demo_journey_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "(invalid_code)" in out and "(insufficient_funds)" in out
     (paid,) = receipts_of(tmp_path / "receipts-paysera", "KSK-DEMO-PSR-000001")
     assert "PAID OUT" in paid.read_text() and "AED 100.00" in paid.read_text()
+    # Rapyd POS, at the same kiosk (its transactions follow Paysera's four)
+    assert "Rapyd cash-out" in out and "debited once (withdrawal" in out
+    assert "session closed, PAID IN receipt" in out and "(otp_expired)" in out
+    (rapyd,) = receipts_of(tmp_path / "receipts-paysera", "KSK-DEMO-PSR-000005")
+    assert "PAID OUT" in rapyd.read_text() and "501234567" not in rapyd.read_text()
+    (expired,) = receipts_of(tmp_path / "receipts-paysera", "KSK-DEMO-PSR-000007")
+    assert "NOT DONE" in expired.read_text() and "expired" in expired.read_text()
 
 
 def test_running_daemon_refuses_bad_codes_and_reports_state(tmp_path: Path) -> None:
