@@ -1,16 +1,25 @@
 """``kiosk bench journey [--journeys N]``: the kiosk's own time per journey.
 
-Three journeys run ``N`` times each in this process with the real flows, journal (on disk,
-fsync'd), provider clients (PayBy signing and verifying, Paysera's MAC), receipts and panel,
-against simulated devices with no delay and ``kiosk sandbox`` in its own process (the
-providers are other machines):
+Five journeys run ``N`` times each in this process with the real flows, journal (on disk,
+fsync'd), provider clients (PayBy signing and verifying, Paysera's MAC, Rapyd's signature),
+receipts and panel, against simulated devices with no delay and ``kiosk sandbox`` in its own
+process (the providers are other machines):
 
 - PayBy Cash Top Up: 150.00 AED, notes of 100 and 50, paid, receipt;
 - Paysera cash-out: 100.00 AED from the kiosk envelope's amount (limits, cool-down and code
   checks, create, reserve with a fresh reservation code, confirm through the outbox), paid out
   by a delay-free stand-in recycler (:class:`InstantRecycler`), receipt;
 - Paysera cash-in: notes of 100 and 50 to an ``EVP`` wallet, the green CONFIRM button ends,
-  create with the allowance, reserve to the wallet, confirm, receipt.
+  create with the allowance, reserve to the wallet, confirm, receipt;
+- Rapyd cash-out: 100.00 AED from the envelope with an OTP and the phone number (limits and
+  recycler checks, open session, withdraw through the outbox, close), paid out by the same
+  recycler, receipt;
+- Rapyd cash-in: the start code, notes of 100 and 50, CONFIRM, then the envelope with the OTP
+  read from the camera (``Context.read_code``), open session, deposit through the outbox,
+  close, receipt.
+
+Each Rapyd OTP is made at the sandbox (the customer's app) just before its journey's clock
+starts: it lives 30 s, too short to make them all beforehand.
 
 "The kiosk's own time" is the CPU time this process used during the journey: every thread
 (the journal's writer too), but neither the simulated devices' delays nor the network and the
@@ -36,6 +45,7 @@ from drivers.validator.base import PayoutResult
 TARGET_MS = 50.0
 CASHOUT_MINOR = 10000  # AED 100.00 a Paysera cash-out pays
 NOTES = (10000, 5000)  # what each cash-in journey inserts
+RAPYD_PHONES = ("+971501110001", "+971501110002")  # the cash-out and the cash-in customers
 
 
 class InstantRecycler:
@@ -82,6 +92,8 @@ class Work:
     payby: list[str] = field(default_factory=list)  # tokenUrls
     cashout: list[str] = field(default_factory=list)  # reservation codes
     cashin: list[int] = field(default_factory=list)  # wallet ids
+    rapyd_cashout: list[str] = field(default_factory=list)  # phone numbers (OTP made per run)
+    rapyd_cashin: list[str] = field(default_factory=list)  # phone numbers (OTP made per run)
 
 
 @dataclass(frozen=True)
@@ -94,10 +106,17 @@ JOURNEYS = (
     Journey("payby", "PayBy Cash Top Up (150.00, notes 100 + 50)"),
     Journey("cashout", "Paysera cash-out (100.00 from the envelope, recycler pays out)"),
     Journey("cashin", "Paysera cash-in (EVP wallet, notes 100 + 50, CONFIRM)"),
+    Journey("rapyd_cashout", "Rapyd cash-out (100.00 by OTP from the envelope, recycler pays out)"),
+    Journey("rapyd_cashin", "Rapyd cash-in (notes 100 + 50, CONFIRM, then the OTP code)"),
 )
 
 
-async def _run(files: Any, work: Work, root: Path) -> dict[str, list[tuple[float, float]]]:
+async def _run(
+    url: str, files: Any, work: Work, root: Path
+) -> dict[str, list[tuple[float, float]]]:
+    import urllib.parse
+
+    import httpx
     from gpiozero.pins.mock import MockFactory
 
     from drivers.panel import Panel, PanelState
@@ -108,8 +127,11 @@ async def _run(files: Any, work: Work, root: Path) -> dict[str, list[tuple[float
     from kiosk.flows.payby_cashin import PayByCashIn
     from kiosk.flows.paysera_cashin import PayseraCashIn
     from kiosk.flows.paysera_cashout import PayseraCashOut
+    from kiosk.flows.rapyd_cashin import RapydCashIn
+    from kiosk.flows.rapyd_cashout import RapydCashOut
     from kiosk.journal import AsyncJournal, Tx
     from kiosk.money import Money
+    from kiosk.providers.rapyd.codes import RapydCashIn as RapydStart
     from kiosk.providers.registry import connect_all
 
     cfg = config.load(files.config)
@@ -125,9 +147,26 @@ async def _run(files: Any, work: Work, root: Path) -> dict[str, list[tuple[float
     panel = Panel(cfg.panel, pin_factory=factory)
     await panel.open()
     clients, connections = connect_all(cfg, secrets)
-    recycler = InstantRecycler({5000: 10 * (len(work.cashout) + 1)})
-    ctx = Context(cfg, journal, validator, printer, panel, clients=clients, dispenser=recycler)
+    recycler = InstantRecycler({5000: 10 * (len(work.cashout) + len(work.rapyd_cashout) + 1)})
+    codes: asyncio.Queue[str] = asyncio.Queue()  # what the camera reads (a second code)
+    ctx = Context(
+        cfg,
+        journal,
+        validator,
+        printer,
+        panel,
+        clients=clients,
+        dispenser=recycler,
+        read_code=codes.get,
+    )
     confirm = factory.pin(cfg.panel.confirm)
+    hooks = httpx.AsyncClient(timeout=10.0)
+
+    async def otp(phone: str) -> tuple[str, str]:
+        """The customer's app makes an OTP (before the journey's clock starts)."""
+        reply = await hooks.post(f"{url}/_sandbox/rapyd/otps", json={"phone_number": phone})
+        reply.raise_for_status()
+        return str(reply.json()["otp"]), phone
 
     async def until(check: Callable[[], bool]) -> None:
         while not check():  # noqa: ASYNC110 - the customer looks, as a person would
@@ -150,8 +189,7 @@ async def _run(files: Any, work: Work, root: Path) -> dict[str, list[tuple[float
     async def cashout(code: str) -> Tx:
         return await PayseraCashOut(ctx, code, Money.of(CASHOUT_MINOR, "AED")).run()
 
-    async def cashin(wallet_id: int) -> Tx:
-        task = asyncio.create_task(PayseraCashIn(ctx, wallet_id).run())
+    async def notes_then_confirm(task: asyncio.Task[Tx]) -> None:
         await until(lambda: panel.state == PanelState.INSERT_NOTES or task.done())
         held = notes_held()
         for value in NOTES:
@@ -164,26 +202,54 @@ async def _run(files: Any, work: Work, root: Path) -> dict[str, list[tuple[float
         )
         confirm.drive_low()
         confirm.drive_high()
+
+    async def cashin(wallet_id: int) -> Tx:
+        task = asyncio.create_task(PayseraCashIn(ctx, wallet_id).run())
+        await notes_then_confirm(task)
         return await task
 
-    plays: dict[str, tuple[Callable[[Any], Awaitable[Tx]], list[Any]]] = {
-        "payby": (payby, work.payby),
-        "cashout": (cashout, work.cashout),
-        "cashin": (cashin, work.cashin),
+    async def rapyd_cashout(creds: tuple[str, str]) -> Tx:
+        code, phone = creds
+        return await RapydCashOut(ctx, code, phone, Money.of(CASHOUT_MINOR, "AED")).run()
+
+    async def rapyd_cashin(creds: tuple[str, str]) -> Tx:
+        code, phone = creds
+        task = asyncio.create_task(RapydCashIn(ctx, RapydStart()).run())
+        await notes_then_confirm(task)
+        # The notes are in: the panel asks for the code again (READY); the customer shows
+        # the envelope with the OTP and the phone number.
+        await until(lambda: panel.state == PanelState.READY or task.done())
+        phone_q = urllib.parse.quote(phone)
+        codes.put_nowait(f"kiosk:cashin?v=1&provider=rapyd&otp={code}&phone={phone_q}")
+        return await task
+
+    async def as_is(item: Any) -> Any:
+        return item
+
+    # key: (the journey, what each run brings, made into its argument before the clock runs)
+    Play = Callable[[Any], Awaitable[Any]]
+    plays: dict[str, tuple[Play, list[Any], Play]] = {
+        "payby": (payby, work.payby, as_is),
+        "cashout": (cashout, work.cashout, as_is),
+        "cashin": (cashin, work.cashin, as_is),
+        "rapyd_cashout": (rapyd_cashout, work.rapyd_cashout, otp),
+        "rapyd_cashin": (rapyd_cashin, work.rapyd_cashin, otp),
     }
     out: dict[str, list[tuple[float, float]]] = {}
     try:
-        for key, (play, items) in plays.items():
+        for key, (play, items, bring) in plays.items():
             times = out.setdefault(key, [])
             for item in items:
+                arg = await bring(item)
                 cpu, wall = time.process_time(), time.perf_counter()
-                tx = await play(item)
+                tx = await play(arg)
                 if tx.state != "completed":
                     raise RuntimeError(f"{key}: {tx.ref} ended {tx.state} ({tx.reason})")
                 times.append(
                     ((time.process_time() - cpu) * 1000, (time.perf_counter() - wall) * 1000)
                 )
     finally:
+        await hooks.aclose()
         for conn in connections:
             await conn.aclose()
         await validator.close()
@@ -194,7 +260,9 @@ async def _run(files: Any, work: Work, root: Path) -> dict[str, list[tuple[float
 
 def _prepare(url: str, files: Any, runs: int) -> Work:
     """A store wallet that pays every PayBy order; a Paysera wallet that pays every cash-out,
-    with a reservation code per run; an empty Paysera wallet per cash-in."""
+    with a reservation code per run; an empty Paysera wallet per cash-in; a Rapyd wallet that
+    pays every Rapyd cash-out and an empty one that takes every Rapyd cash-in (their OTPs are
+    made per run, see :func:`_run`)."""
     import httpx
 
     from kiosk.simkiosk import STORE_PARTNER_ID
@@ -228,6 +296,11 @@ def _prepare(url: str, files: Any, runs: int) -> Work:
             int(hook("paysera/wallets", {"currency": "AED", "balance": 0})["wallet_id"])
             for _ in range(runs)
         ]
+        for phone, balance in zip(RAPYD_PHONES, (CASHOUT_MINOR * runs, 0), strict=True):
+            accounts = [{"currency": "AED", "balance": balance}]
+            hook("rapyd/wallets", {"phone_number": phone, "accounts": accounts})
+        work.rapyd_cashout = [RAPYD_PHONES[0]] * runs
+        work.rapyd_cashin = [RAPYD_PHONES[1]] * runs
     return work
 
 
@@ -241,7 +314,7 @@ def journey(*, journeys: int = 50) -> int:
     try:
         files = _register_at(root / "kiosk", url, {})
         work = _prepare(url, files, journeys + 1)
-        results = asyncio.run(_run(files, work, root))
+        results = asyncio.run(_run(url, files, work, root))
     finally:
         sandbox.terminate()
         sandbox.wait(10)

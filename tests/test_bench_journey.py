@@ -1,5 +1,5 @@
-"""``kiosk bench journey``: a short run of every journey (PayBy, Paysera cash-out and cash-in),
-the delay-free recycler, and an exit status that counts every journey."""
+"""``kiosk bench journey``: a short run of every journey (PayBy, Paysera and Rapyd cash-out and
+cash-in), the delay-free recycler, and an exit status that counts every journey."""
 
 from __future__ import annotations
 
@@ -23,17 +23,27 @@ def test_instant_recycler_pays_exactly_what_its_levels_make() -> None:
 
 def test_exit_status_counts_every_journey(capsys: pytest.CaptureFixture[str]) -> None:
     fast = [(10.0, 20.0)] * 3
-    assert report({"payby": fast, "cashout": fast, "cashin": fast}) == 0
-    assert report({"payby": fast, "cashout": [(80.0, 90.0)] * 3, "cashin": fast}) == 1
-    assert report({"payby": fast, "cashout": fast}) == 1  # a journey that never ran
+    keys = ("payby", "cashout", "cashin", "rapyd_cashout", "rapyd_cashin")
+    every = dict.fromkeys(keys, fast)
+    assert report(every) == 0
+    assert report({**every, "cashout": [(80.0, 90.0)] * 3}) == 1
+    assert report({**every, "rapyd_cashin": [(80.0, 90.0)] * 3}) == 1
+    assert report({k: v for k, v in every.items() if k != "rapyd_cashout"}) == 1  # never ran
     out = capsys.readouterr().out
-    assert "Paysera cash-out" in out and "MISSED" in out
+    assert "Paysera cash-out" in out and "Rapyd cash-in" in out and "MISSED" in out
+    assert "Rapyd cash-out (100.00 by OTP from the envelope, recycler pays out): no runs" in out
 
 
 @pytest.mark.slow
 def test_a_short_run_of_every_journey(capsys: pytest.CaptureFixture[str]) -> None:
     journey(journeys=2)  # the status depends on the machine's speed; the lines do not
     out = capsys.readouterr().out
-    for title in ("PayBy Cash Top Up", "Paysera cash-out", "Paysera cash-in"):
+    for title in (
+        "PayBy Cash Top Up",
+        "Paysera cash-out",
+        "Paysera cash-in",
+        "Rapyd cash-out",
+        "Rapyd cash-in",
+    ):
         assert title in out
-    assert out.count("kiosk time") == 3
+    assert out.count("kiosk time") == 5
