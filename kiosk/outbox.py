@@ -22,9 +22,12 @@ How a delivery counts (:func:`classify`), whatever the provider:
   It never decides an outcome.
 
 A call is settled as **not applied** only on a signed state query that says so *and* when no
-delivery is in doubt or ``void_after`` has passed. Until then the transaction is ``pending``
-and the forwarder retries with bounded exponential backoff and jitter, in the background, across
-restarts (the rows are in the journal), while the kiosk serves the next customer. Rows of one
+delivery is in doubt, ``void_after`` has passed, or the query says its answer is **final**
+(``detail["final"] is True``: the provider's state can no longer change, e.g. a transaction
+revoked or a session closed, so no request in flight can land any more). Until then the
+transaction is ``pending`` and the forwarder retries with bounded exponential backoff and
+jitter, in the background, across restarts (the rows are in the journal), while the kiosk
+serves the next customer. Rows of one
 transaction go in order; different transactions in parallel.
 """
 
@@ -195,7 +198,9 @@ class Forwarder:
         void = now >= row["void_after_ms"]
         if verdict is Verdict.APPLIED:
             await op.settle(row, True, detail, inline=inline)
-        elif verdict is Verdict.NOT_APPLIED and (void or not row["result"].get("in_doubt")):
+        elif verdict is Verdict.NOT_APPLIED and (
+            void or detail.get("final") is True or not row["result"].get("in_doubt")
+        ):
             await op.settle(row, False, {**detail, "void": void}, inline=inline)
         else:
             # Not applied *yet*, and a delivery that may still land is in doubt: wait (until

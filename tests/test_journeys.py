@@ -30,7 +30,14 @@ def test_state_machine_is_well_formed(journey: Journey) -> None:
 
 
 def test_every_journey_module_of_the_registry_is_drawn() -> None:
-    assert set(JOURNEYS) == {"payby_cashin", "paysera_cashin", "paysera_cashout", "local_cashout"}
+    assert set(JOURNEYS) == {
+        "payby_cashin",
+        "paysera_cashin",
+        "paysera_cashout",
+        "rapyd_cashin",
+        "rapyd_cashout",
+        "local_cashout",
+    }
 
 
 def test_money_in_journeys_can_end_owed() -> None:

@@ -55,6 +55,9 @@ CLOCK_MARGIN_MS: Final = 120_000
 """Our clock against Paysera's, on top of ``reserve_for_s``, before a confirm counts as void."""
 NOT_CONFIRMED: Final = frozenset({"revoked", "failed", "rejected", "deleted"})
 """Final states in which the transaction was not confirmed and never will be."""
+FINAL: Final = {"final": True}
+"""A "not confirmed" that can never change (:mod:`kiosk.outbox`): the transaction is in a final
+state, so a confirm still in flight is refused when it lands."""
 REVOCABLE: Final = frozenset(
     {"new", "waiting", "waiting_funds", "waiting_registration", "waiting_password", "reserved"}
 )
@@ -149,9 +152,13 @@ async def resolve(client: Any, key: str) -> tuple[Verdict, dict[str, Any], str]:
             return Verdict.UNKNOWN, {}, f"revoke: {type(exc).__name__}"
         else:
             if found.status == "revoked":
-                return Verdict.NOT_APPLIED, {"status": "revoked", "settled_by": "revoke"}, ""
+                return (
+                    Verdict.NOT_APPLIED,
+                    {**FINAL, "status": "revoked", "settled_by": "revoke"},
+                    "",
+                )
     if found.status in NOT_CONFIRMED:
-        return Verdict.NOT_APPLIED, {"status": found.status, "settled_by": "get"}, ""
+        return Verdict.NOT_APPLIED, {**FINAL, "status": found.status, "settled_by": "get"}, ""
     return Verdict.UNKNOWN, {"status": found.status}, f"status {found.status}"
 
 
@@ -290,7 +297,7 @@ class PayseraCashInConfirm:
         if found.status == "confirmed":
             return Verdict.APPLIED, {"status": "confirmed", "settled_by": "get"}
         if found.status in NOT_CONFIRMED:
-            return Verdict.NOT_APPLIED, {"status": found.status, "settled_by": "get"}
+            return Verdict.NOT_APPLIED, {**FINAL, "status": found.status, "settled_by": "get"}
         return Verdict.UNKNOWN, {"error": f"status {found.status}"}
 
     async def settle(

@@ -200,7 +200,9 @@ class _Replayed:
             detail = await self.act(request, row["idem_key"])
         except ProviderRefused as exc:
             if exc.signed:
-                return Verdict.NOT_APPLIED, {"code": exc.code, "settled_by": "replay"}
+                # a dead session takes no request any more: the answer is final
+                final = {"final": True} if exc.code in SESSION_DEAD else {}
+                return Verdict.NOT_APPLIED, {**final, "code": exc.code, "settled_by": "replay"}
             return Verdict.UNKNOWN, {"error": f"unsigned refusal {exc.code}"}
         except ProviderError as exc:
             return Verdict.UNKNOWN, {"error": f"replay: {type(exc).__name__}"}

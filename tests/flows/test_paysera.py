@@ -463,3 +463,37 @@ def test_the_background_loop_keeps_off_a_customer_who_waits(tmp_path: Path) -> N
             assert (await j.call(j.sync.outbox_row, row_id))["attempts"] >= 1
 
     run(scenario)
+
+
+def test_a_confirm_cut_short_by_a_crash_is_void_once_revoked_without_waiting(
+    tmp_path: Path,
+) -> None:
+    """Killed after the confirm's row was committed, before it was sent: recovery never sends
+    it; the outbox revokes, and a revoked transaction is final, so the customer's PENDING
+    receipt is settled as void at once (not after the reservation's lifetime)."""
+    from drivers.validator.base import PowerUpReport
+    from kiosk.flows import paysera_ops
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            w = wallet(r, 50000)
+            client, j = r.ctx.client("paysera"), r.ctx.journal
+            created = await client.create(Money.of(10000, "AED"), "t", reserve_for_s=120)
+            await client.reserve_with_code(created.key, code_for(r, w))
+            tx = await j.call(j.sync.begin, "paysera_cashout", currency="AED")
+            tx = await j.call(j.sync.transition, tx.id, "creating", amount_due=10000)
+            tx = await j.call(j.sync.transition, tx.id, "reserving", provider_ref=created.key)
+            now = r.ctx.clock_ms()
+            call = paysera_ops.confirm_call(
+                tx, created.key, now_ms=now, created_ms=now, reserve_for_s=120
+            )
+            await j.call(j.sync.start_call, tx.id, "confirming", call)
+            (tx,) = await recover(r.ctx, PowerUpReport())
+            assert tx.state == "pending"
+            await settle_outbox(r)  # the sandbox clock does not move
+            tx = await j.call(j.sync.get, tx.id)
+            assert (tx.state, tx.owed) == ("void", 0)
+            assert balance(r, w) == (50000, 0)
+            assert (await sandbox_tx(r, tx))["status"] == "revoked"
+
+    run(scenario)
