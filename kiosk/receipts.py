@@ -43,6 +43,7 @@ KINDS = (
     "owed",
     "declined",
     "choose",
+    "slip",
     "refund",
     "test",
     "collection",
@@ -54,6 +55,7 @@ TITLES = {
     "owed": "NOT COMPLETED - MONEY OWED",
     "declined": "NOT DONE - NOTHING TAKEN",
     "choose": "CHOOSE AN AMOUNT",
+    "slip": "PAY IN YOUR APP",
     "refund": "REFUND",
     "test": "PRINTER TEST",
     "collection": "CASH COLLECTION",
@@ -84,6 +86,8 @@ FIELDS: dict[str, str] = {
     "since": "2026-11-20 09:00",
     "counts": "AED 100.00 x 3",
     "total": "AED 300.00",
+    "pay_url": "https://pay.example/payment?code=1234567890123456",
+    "pay_code": "1234 5678 9012 3456",
 }
 _STYLES = ("@center", "@right", "@bold", "@double")
 

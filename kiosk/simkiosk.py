@@ -28,6 +28,7 @@ PAYSERA_CLIENT_ID = "kiosk-sim"
 PAYSERA_ALLOWANCE_ID = 7001  # the sandbox takes any allowance id
 RAPYD_ACCESS_KEY = "KIOSKSIM0ACCESS1"
 RAPYD_POS_ID = "kiosk-sim-pos-0001"
+CASHII_ACCOUNT = "7700000000000001"  # the simulated kiosk operator's Cashii account
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class KioskFiles:
     store_public_pem: bytes
     paysera_mac_key: str = ""
     rapyd_secret_key: str = ""
+    cashii_api_key: str = ""
 
     @property
     def journal(self) -> Path:
@@ -69,7 +71,15 @@ def sandbox_kiosk(
     sandbox.app.providers["rapyd"].handle_hook(
         Request("POST", "/pos", json.dumps(rapyd_pos(files)).encode())
     )
+    sandbox.app.providers["cashii"].handle_hook(
+        Request("POST", "/merchants", json.dumps(cashii_merchant(files)).encode())
+    )
     return files
+
+
+def cashii_merchant(files: KioskFiles) -> dict[str, str]:
+    """The simulated kiosk's Cashii merchant, as the Cashii sandbox's hook takes it."""
+    return {"api_key": files.cashii_api_key, "account": CASHII_ACCOUNT}
 
 
 def rapyd_pos(files: KioskFiles) -> dict[str, str]:
@@ -110,6 +120,7 @@ def write_kiosk(
     private_pem, public_pem = generate_key_pair()
     mac_key = secrets.token_urlsafe(24)
     rapyd_key = secrets.token_hex(24)
+    cashii_key = "ck_sim_" + secrets.token_hex(20)
     (etc / "payby_public.pem").write_bytes(payby_public_pem)
     secrets_file = etc / "secrets.toml"
     fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -119,6 +130,7 @@ def write_kiosk(
             f'private_key = """\n{private_pem.decode()}"""\n'
             f'\n[paysera]\nmac_key = "{mac_key}"\n'
             f'\n[rapyd]\nsecret_key = "{rapyd_key}"\n'
+            f'\n[cashii]\napi_key = "{cashii_key}"\n'
         )
     config = etc / "kiosk.toml"
     config.write_text(
@@ -185,10 +197,21 @@ otp_wait_s = 60
 otp_attempts = 3
 call_wait_s = 8
 timeout_s = 5
+
+[cashii]
+base_url = "{payby_url}"
+payment_page_url = "https://cashii.app/payment"
+cashout_max = "1000.00"
+poll_interval_s = 0.5
+pay_timeout_s = 60
+watch_days = 30
+timeout_s = 5
 """,
         encoding="utf-8",
     )
-    return KioskFiles(root, config, state, receipts, frames, public_pem, mac_key, rapyd_key)
+    return KioskFiles(
+        root, config, state, receipts, frames, public_pem, mac_key, rapyd_key, cashii_key
+    )
 
 
 class DaemonProcess:
@@ -371,6 +394,8 @@ def _register_at(root: Path, url: str, options: dict[str, Any]) -> KioskFiles:
             )
             reply.raise_for_status()
             reply = http.post(f"{url}/_sandbox/rapyd/pos", json=rapyd_pos(files))
+            reply.raise_for_status()
+            reply = http.post(f"{url}/_sandbox/cashii/merchants", json=cashii_merchant(files))
             reply.raise_for_status()
     except httpx.HTTPError as exc:
         raise KioskError(

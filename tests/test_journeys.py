@@ -36,6 +36,7 @@ def test_every_journey_module_of_the_registry_is_drawn() -> None:
         "paysera_cashout",
         "rapyd_cashin",
         "rapyd_cashout",
+        "cashii_cashout",
         "local_cashout",
     }
 

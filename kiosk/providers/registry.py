@@ -18,6 +18,7 @@ NAMES: tuple[str, ...] = (
     "payby",
     "paysera",
     "rapyd",
+    "cashii",
 )
 
 

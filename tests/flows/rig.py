@@ -23,6 +23,7 @@ from kiosk.flows.context import Context
 from kiosk.journal import AsyncJournal, Tx
 from kiosk.providers.payby.client import PayByClient, Signer, Verifier
 from kiosk.providers.payby.config import read_public_key
+from kiosk.providers.cashii.client import CashiiClient
 from kiosk.providers.paysera.client import PayseraClient
 from kiosk.providers.paysera.mac import MacSigner
 from kiosk.providers.rapyd.client import RapydClient
@@ -175,6 +176,13 @@ async def rig(
                 timeout=timeout,
                 on_reply=reach.recorder("rapyd"),
             )
+            cashii = CashiiClient(
+                http,
+                base_url=cfg.providers["cashii"].base_url,
+                api_key=secrets.providers["cashii"].api_key,
+                timeout=timeout,
+                on_reply=reach.recorder("cashii"),
+            )
             codes: asyncio.Queue[str] = asyncio.Queue()
             ctx = Context(
                 config=cfg,
@@ -182,7 +190,7 @@ async def rig(
                 validator=validator,
                 printer=printer,
                 panel=panel,
-                clients={"payby": client, "paysera": paysera, "rapyd": rapyd},
+                clients={"payby": client, "paysera": paysera, "rapyd": rapyd, "cashii": cashii},
                 read_code=codes.get,
                 sleep=fast_sleep,
                 clock_ms=sandbox.clock.now_ms,
