@@ -21,9 +21,9 @@ from drivers.validator.sim import SimValidator
 from kiosk import config
 from kiosk.flows.context import Context
 from kiosk.journal import AsyncJournal, Tx
+from kiosk.providers.cashii.client import CashiiClient
 from kiosk.providers.payby.client import PayByClient, Signer, Verifier
 from kiosk.providers.payby.config import read_public_key
-from kiosk.providers.cashii.client import CashiiClient
 from kiosk.providers.paysera.client import PayseraClient
 from kiosk.providers.paysera.mac import MacSigner
 from kiosk.providers.rapyd.client import RapydClient
