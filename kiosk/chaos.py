@@ -99,6 +99,17 @@ class Plan:
         return f"{self.journey}: " + (", ".join(parts) or "no fault")
 
 
+CASHOUT_ONLY: Final = frozenset({"withdraw", "reversal"})  # Rapyd ops only a cash-out calls
+CASHIN_ONLY: Final = frozenset({"deposit"})
+
+
+def journey_ops(j: Journey) -> tuple[str, ...]:
+    """The ops of :data:`OPS` a journey calls: at Rapyd a cash-out (it pays out) never
+    deposits and a cash-in never withdraws nor reverses."""
+    skip = CASHIN_ONLY if j.recycler else CASHOUT_ONLY
+    return tuple(op for op in OPS[j.provider] if j.provider != "rapyd" or op not in skip)
+
+
 def draw(rng: random.Random, steps: dict[str, int]) -> Plan:
     """A plan; the crash step is one of the journey's own durable steps (``steps``: how many
     its run without a fault has), or a few past them (faults add steps: retries, pending)."""
@@ -106,8 +117,9 @@ def draw(rng: random.Random, steps: dict[str, int]) -> Plan:
     j = JOURNEYS[journey]
     faults: list[tuple[str, str, int, float]] = []
     if j.provider:
+        ops = journey_ops(j)
         for _ in range(rng.choice((0, 1, 1, 2))):
-            op, mode = rng.choice(OPS[j.provider]), rng.choice(MODES)
+            op, mode = rng.choice(ops), rng.choice(MODES)
             faults.append((op, mode, rng.randint(1, 3), round(rng.uniform(0.5, 7.0), 1)))
     device = ""
     if rng.random() < 0.25:

@@ -57,6 +57,8 @@ from kiosk.journeys import TERMINAL
 if TYPE_CHECKING:  # the module is imported by every `kiosk` command: keep it light
     import subprocess
 
+    from kiosk.sandbox.kit import FaultPlan
+    from kiosk.sandbox.rapyd.api import RapydSandbox
     from kiosk.sandbox.server import Sandbox
     from kiosk.simkiosk import DaemonProcess, KioskFiles
 
@@ -76,6 +78,7 @@ INVARIANTS: Final[dict[str, str]] = {
     "intent": "no effect left in `intent`",
     "chain": "the events' hash chain intact",
     "open": "no transaction left non-terminal after recovery",
+    "session": "every Rapyd session the kiosk knew of closed once it settled",
     "daemon": "the daemon died only by the crash hook and came back ready",
 }
 PAID: Final = frozenset({"PAID_SUCCESS", "SETTLED"})
@@ -85,6 +88,8 @@ SETTLE_S: Final = 30.0  # how long a journey may take without a crash
 QUIET_S: Final = 0.5  # no new durable step for this long: the journey (and its receipt) ended
 VOID_CAP_S: Final = 400.0  # the longest wait for a row that settles only at its void_after
 VOID_SLACK_S: Final = 80.0  # past void_after: the outbox's longest backoff (60 s + jitter)
+SHORT_REVERSED: Final = frozenset({"rapyd_cashout"})  # a short payout goes back, is not owed
+RAPYD_LOGOUT: Final = "rapyd.logout"
 
 
 class Died(Exception):
@@ -107,7 +112,11 @@ class Observed:
     order the run created (orderNo → view), ``store``: the kiosk's partner id at PayBy.
     ``paysera_wallets``: every Paysera wallet the run's customers brought (wallet id →
     (balance before, balance after)); ``paysera``: the Paysera sandbox's view of every
-    transaction the journal names or that was reserved on one of those wallets (key → view)."""
+    transaction the journal names or that was reserved on one of those wallets (key → view).
+    ``rapyd_wallets``: every Rapyd wallet the run's customers brought (phone number → (AED
+    balance before, after)); ``rapyd``: the Rapyd sandbox's transactions on those wallets
+    (transaction id → view: kind withdraw, deposit or reversal, amount, reversed, account_id);
+    ``rapyd_sessions``: the POS sessions opened for those phone numbers (token → session)."""
 
     journal: Path
     held_before: int = 0
@@ -119,6 +128,9 @@ class Observed:
     device_note: str = ""  # e.g. "the recycler is still paying out"
     paysera_wallets: Mapping[int, tuple[int, int]] = field(default_factory=dict)
     paysera: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    rapyd_wallets: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    rapyd: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    rapyd_sessions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def check_invariants(obs: Observed) -> list[tuple[str, str]]:
@@ -163,6 +175,8 @@ def _check(conn: sqlite3.Connection, obs: Observed) -> list[tuple[str, str]]:
     out += _device_checks(txs, effects, obs)
     out += _wallet_checks(obs)
     out += _paysera_wallet_checks(obs, {tx["provider_ref"] for tx in txs if tx["provider_ref"]})
+    out += _rapyd_wallet_checks(obs, txs, effects)
+    out += _rapyd_session_checks(obs, effects)
     return out
 
 
@@ -285,10 +299,137 @@ def _paysera_cashout_checks(
     return []
 
 
+def _withdraw_accounts(effects: list[sqlite3.Row]) -> set[str]:
+    """The Rapyd accounts a transaction's withdraw effects name (their public request)."""
+    out = set()
+    for e in effects:
+        if e["kind"] == "withdraw":
+            account = json.loads(e["request"] or "{}").get("account_id")
+            if account:
+                out.add(str(account))
+    return out
+
+
+def _rapyd_cashout_checks(
+    tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], obs: Observed
+) -> list[tuple[str, str]]:
+    """The wallet's net debit (withdrawn - reversed) = what the customer got (dispensed) + what
+    the journal owes; never paid out more than debited; refused or void: nothing moved."""
+    if tx["provider"] != "rapyd" or tx["state"] not in TERMINAL:
+        return []  # an open one is reported as open
+    ref, state, out_, owed = tx["ref"], tx["state"], tx["dispensed"], tx["owed"]
+    accounts = _withdraw_accounts(effects)
+    mine = [
+        v
+        for v in obs.rapyd.values()
+        if v.get("kind") == "withdraw"
+        and (v.get("account_id") in accounts or v.get("transaction_id") == tx["provider_ref"])
+    ]
+    net = sum(int(v["amount"]) - int(v.get("reversed", 0)) for v in mine)
+    out: list[tuple[str, str]] = []
+    if len(mine) > 1:
+        out.append(("wallet", f"{ref}: {len(mine)} withdrawals at Rapyd for one cash-out"))
+    if any(int(v["amount"]) != tx["amount_due"] for v in mine):
+        amounts = ", ".join(str(v["amount"]) for v in mine)
+        out.append(("cashout", f"{ref}: Rapyd withdrew {amounts} for a cash-out of"
+                    f" {tx['amount_due']}"))  # fmt: skip
+    said = f"Rapyd debited {net} net (withdrawn - reversed), paid out {out_}, owed {owed}"
+    if out_ > net:
+        out.append(("cashout", f"{ref}: {said}: paid out more than debited, ended {state}"))
+    else:
+        wrong = state != "unknown" and owed != net - out_  # unknown: levels unread (technician)
+        if wrong or (state in ("refused", "void") and (net or out_)):
+            out.append(("cashout", f"{ref}: {said}, ended {state}"))
+    return out
+
+
+def _rapyd_cashin_checks(
+    tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], obs: Observed
+) -> list[tuple[str, str]]:
+    """Cash taken ⇒ deposited exactly once (the wallet credited by exactly what was credited)
+    or the cash owed, never both, never neither. A deposit the journal does not name is
+    reported by :func:`_rapyd_wallet_checks`."""
+    if tx["provider"] != "rapyd":
+        return []
+    key = tx["provider_ref"]
+    view = obs.rapyd.get(key) if key else None
+    if view is not None and view.get("kind") == "deposit":
+        out = _credited_checks(tx, open_liabilities, "deposited at Rapyd")
+        if tx["state"] in TERMINAL and int(view["amount"]) != tx["credited"]:
+            out.append(
+                ("unpaid", f"{tx['ref']}: Rapyd credited {view['amount']} for {tx['credited']}"
+                 " taken")
+            )  # fmt: skip
+        return out
+    why = "no Rapyd deposit journalled" if not key else f"Rapyd transaction {key} not a deposit"
+    return _not_credited_checks(tx, effects, open_liabilities, why)
+
+
+def _rapyd_wallet_checks(
+    obs: Observed, txs: list[sqlite3.Row], effects: list[sqlite3.Row]
+) -> list[tuple[str, str]]:
+    """Each customer's Rapyd wallet moved by exactly its transactions at Rapyd (deposits -
+    withdrawals + reversals), each of them one the journal knows (a deposit by its id, a
+    withdrawal by its id or its account in a withdraw effect)."""
+    refs = {str(tx["provider_ref"]) for tx in txs if tx["provider_ref"]}
+    accounts = _withdraw_accounts(effects)
+    sign = {"deposit": 1, "withdraw": -1, "reversal": 1}
+    out: list[tuple[str, str]] = []
+    for phone, (before, after) in sorted(obs.rapyd_wallets.items()):
+        views = [v for v in obs.rapyd.values() if v.get("phone_number") == phone]
+        moved = sum(sign.get(str(v.get("kind")), 0) * int(v["amount"]) for v in views)
+        if after - before != moved:
+            out.append(
+                ("wallet", f"Rapyd wallet {phone} moved by {after - before}; its transactions:"
+                 f" {moved}")
+            )  # fmt: skip
+        for v in views:
+            tid, kind = str(v.get("transaction_id")), v.get("kind")
+            known = tid in refs or (kind == "withdraw" and v.get("account_id") in accounts)
+            if kind in ("deposit", "withdraw") and not known:
+                out.append(
+                    ("wallet", f"Rapyd wallet {phone}: {kind} {tid} of {v['amount']}, not in"
+                     " the journal")
+                )  # fmt: skip
+    return out
+
+
+def rapyd_orphans(obs: Observed, effects: list[sqlite3.Row] | None = None) -> int:
+    """Rapyd sessions opened for the run's customers that the kiosk never knew of: opened
+    (login answered at Rapyd) but no close row committed — the daemon killed between the
+    login's answer and the commit of ``open``, or the login's answer lost. The kiosk holds no
+    token to close them with; they carry no money call. Not a money violation."""
+    if effects is None:
+        conn = sqlite3.connect(f"file:{obs.journal}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            effects = list(conn.execute("SELECT * FROM effects ORDER BY id"))
+        finally:
+            conn.close()
+    known = sum(1 for e in effects if e["kind"] == "logout")
+    return max(0, len(obs.rapyd_sessions) - known)
+
+
+def _rapyd_session_checks(obs: Observed, effects: list[sqlite3.Row]) -> list[tuple[str, str]]:
+    """Every session the kiosk knew (a close row committed) closed once it settled; a session
+    it never knew of (:func:`rapyd_orphans`) is counted apart."""
+    unclosed = [s for s in obs.rapyd_sessions.values() if s.get("closed_at_ms") is None]
+    orphans = rapyd_orphans(obs, effects)
+    if len(unclosed) > orphans:
+        left = len(unclosed) - orphans
+        return [
+            ("session", f"{left} Rapyd sessions the kiosk knew of left open"
+             f" ({len(unclosed)} unclosed, {orphans} never known to the kiosk)")
+        ]  # fmt: skip
+    return []
+
+
 PROVIDER_CHECKS: Final[dict[str, Callable[..., list[tuple[str, str]]]]] = {
     "payby_cashin": _payby_cashin_checks,
     "paysera_cashin": _paysera_cashin_checks,
     "paysera_cashout": _paysera_cashout_checks,
+    "rapyd_cashin": _rapyd_cashin_checks,
+    "rapyd_cashout": _rapyd_cashout_checks,
 }
 """The provider-side checks of a transaction, by its journey (``transactions.journey``)."""
 
@@ -303,6 +444,7 @@ def _payout_checks(tx: sqlite3.Row, effects: list[sqlite3.Row]) -> list[tuple[st
         out.append(("payout", f"{tx['ref']}: dispensed {tx['dispensed']} > {tx['amount_due']}"))
     short = tx["amount_due"] - tx["dispensed"]
     ended = tx["journey"].endswith("_cashout") and tx["state"] in ("completed", "owed")
+    ended = ended and tx["journey"] not in SHORT_REVERSED  # judged by _rapyd_cashout_checks
     if ended and tx["owed"] != max(short, 0):
         out.append(
             ("liabilities", f"{tx['ref']}: owed {tx['owed']}, not paid out {short},"
@@ -398,6 +540,8 @@ class Kiosk:
     held_before: int = 0
     wallet_before: int = 0
     paysera_wallets: dict[int, int] = field(default_factory=dict)  # wallet id → balance before
+    seq: int = 0  # the bench's number of this kiosk: its Rapyd customers' phone numbers
+    rapyd_wallets: dict[str, int] = field(default_factory=dict)  # phone → AED balance before
 
     @property
     def crash_log(self) -> Path:
@@ -508,6 +652,11 @@ class Kiosk:
                 w: (before, self.paysera_balance(w)) for w, before in self.paysera_wallets.items()
             },
             paysera=self.paysera_views(),
+            rapyd_wallets={
+                p: (before, self.rapyd_balance(p)) for p, before in self.rapyd_wallets.items()
+            },
+            rapyd=self.rapyd_views(),
+            rapyd_sessions=self.rapyd_sessions(),
         )
 
     def paysera_balance(self, wallet: int) -> int:
@@ -532,9 +681,46 @@ class Kiosk:
 
     def paysera_hook(self, path: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
         """A Paysera sandbox hook (``/_sandbox/paysera/<path>``): GET, or POST ``doc``."""
+        return self.hook("paysera", path, doc)
+
+    def rapyd_hook(self, path: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A Rapyd sandbox hook (``/_sandbox/rapyd/<path>``): GET, or POST ``doc``."""
+        return self.hook("rapyd", path, doc)
+
+    def rapyd_balance(self, phone: str) -> int:
+        from urllib.parse import quote
+
+        got = self.rapyd_hook(f"wallets/{quote(phone, safe='')}")
+        return sum(int(a["balance"]) for a in got["accounts"] if a["currency"] == "AED")
+
+    def rapyd_views(self) -> dict[str, dict[str, Any]]:
+        """Every transaction at the Rapyd sandbox on this run's customers' wallets, as its
+        ``transactions/<id>`` hook shows it."""
+        if not self.rapyd_wallets:
+            return {}
+        ids = [
+            tid
+            for tid, v in _snapshot(rapyd_sandbox(self.sandbox).ledger.txs).items()
+            if v.get("phone_number") in self.rapyd_wallets
+        ]
+        return {tid: self.rapyd_hook(f"transactions/{tid}") for tid in ids}
+
+    def rapyd_sessions(self) -> dict[str, dict[str, Any]]:
+        """The POS sessions opened at Rapyd for this run's customers (token → session)."""
+        if not self.rapyd_wallets:
+            return {}
+        sessions = _snapshot(rapyd_sandbox(self.sandbox).ledger.sessions)
+        return {
+            t: json.loads(json.dumps(s))
+            for t, s in sessions.items()
+            if s.get("phone_number") in self.rapyd_wallets
+        }
+
+    def hook(self, provider: str, path: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A sandbox hook (``/_sandbox/<provider>/<path>``): GET, or POST ``doc``."""
         import httpx
 
-        url = f"{self.sandbox.url}/_sandbox/paysera/{path}"
+        url = f"{self.sandbox.url}/_sandbox/{provider}/{path}"
         with httpx.Client(timeout=10.0) as http:
             reply = http.get(url) if doc is None else http.post(url, json=doc)
         reply.raise_for_status()
@@ -579,6 +765,8 @@ class Kiosk:
         and printed its receipts (after a crash a receipt may stay queued for reprint)."""
         if self.open_txs():
             return False
+        if self.rows("SELECT id FROM outbox WHERE op = ? AND status = 'queued'", (RAPYD_LOGOUT,)):
+            return False  # a Rapyd session still to close
         if not journey:
             return True
         if not self.rows("SELECT id FROM transactions"):
@@ -674,6 +862,68 @@ class Kiosk:
             "the code is taken", lambda: len(self.rows("SELECT id FROM transactions")) > before
         )
 
+    def rapyd_wallet(self, balance: int) -> str:
+        """A fresh Rapyd customer: a new phone number and its wallet (AED ``balance``)."""
+        phone = f"+9715{self.seq:05d}{len(self.rapyd_wallets):03d}"
+        accounts = [{"currency": "AED", "balance": balance}]
+        self.rapyd_hook("wallets", {"phone_number": phone, "accounts": accounts})
+        self.rapyd_wallets[phone] = balance
+        return phone
+
+    def rapyd_otp(self, phone: str) -> str:
+        """A fresh OTP from the customer's app (it lives 30 s: fetch it just before use)."""
+        return str(self.rapyd_hook("otps", {"phone_number": phone})["otp"])
+
+    def rapyd_cashout(self, amount: str, balance: int) -> str:
+        """A customer with ``balance`` in a fresh wallet shows the app's envelope: a fresh OTP,
+        the phone number and ``amount``."""
+        from urllib.parse import quote
+
+        phone = self.rapyd_wallet(balance)
+        otp = self.rapyd_otp(phone)
+        envelope = (
+            f"kiosk:cashout?v=1&provider=rapyd&otp={otp}&phone={quote(phone, safe='')}"
+            f"&amount={amount}&currency=AED"
+        )
+        self.show_code(envelope, f"rapyd-cashout-{phone[1:]}")
+        return phone
+
+    def rapyd_cashin(self) -> str:
+        """A customer with a fresh, empty wallet shows the start code (no OTP); returns once
+        the kiosk asks for notes."""
+        phone = self.rapyd_wallet(0)
+        self.show_code("kiosk:cashin?v=1&provider=rapyd", f"rapyd-start-{phone[1:]}")
+
+        def asking() -> bool:
+            if self.rows("SELECT id FROM transactions WHERE state = 'refused'"):
+                raise Stuck("the kiosk refused the cash-in")  # e.g. Rapyd offline (chaos)
+            return bool(self.control("state")["panel"]["state"] == "insert_notes")
+
+        self.until("the kiosk asks for notes", asking)
+        return phone
+
+    def rapyd_cashin_otp(self, phone: str) -> None:
+        """Once the kiosk asks for the code again (``awaiting_otp``, the panel READY), the
+        customer makes a fresh OTP in the app and shows the envelope; returns once the kiosk
+        took it (the transaction left ``awaiting_otp``)."""
+        from urllib.parse import quote
+
+        def state() -> str:
+            rows = self.rows("SELECT state FROM transactions ORDER BY id DESC LIMIT 1")
+            return str(rows[0]["state"]) if rows else ""
+
+        def ready() -> bool:
+            now = state()
+            if now in TERMINAL:
+                raise Stuck(f"the cash-in ended {now} before the OTP")  # e.g. a fault (chaos)
+            return now == "awaiting_otp" and self.control("state")["panel"]["state"] == "ready"
+
+        self.until("the kiosk asks for the OTP code", ready)
+        otp = self.rapyd_otp(phone)
+        envelope = f"kiosk:cashin?v=1&provider=rapyd&otp={otp}&phone={quote(phone, safe='')}"
+        self.control("show", path=str(_qr(envelope, self.root / f"qr-rapyd-otp-{otp}.png")))
+        self.until("the OTP code is taken", lambda: state() != "awaiting_otp")
+
     def paysera_wallet(self, balance: int) -> int:
         """A fresh customer wallet at the Paysera sandbox (AED, ``balance`` minor units)."""
         wallet = int(self.paysera_hook("wallets", {"currency": "AED", "balance": balance})[
@@ -729,6 +979,30 @@ class Kiosk:
             raise Stuck(f"payout: {exc}") from exc
         if not reply.get("ok"):
             raise Stuck(f"payout refused: {reply.get('error')}")
+
+
+def _qr(text: str, path: Path) -> Path:
+    from kiosk.demo import make_qr_png
+
+    return make_qr_png(text, path)
+
+
+def _snapshot(d: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a sandbox's dict that its threads may change meanwhile."""
+    for _ in range(20):
+        try:
+            return dict(d)
+        except RuntimeError:
+            time.sleep(0.01)
+    return {}
+
+
+def rapyd_sandbox(sandbox: Sandbox) -> RapydSandbox:
+    from kiosk.sandbox.rapyd.api import RapydSandbox
+
+    provider = sandbox.app.providers["rapyd"]
+    assert isinstance(provider, RapydSandbox)
+    return provider
 
 
 # --- the journeys ----------------------------------------------------------------------------
@@ -808,6 +1082,45 @@ def _paysera_cashin_lost_confirm(k: Kiosk) -> None:
     _paysera_cashin(k)
 
 
+def _rapyd_cashout(k: Kiosk) -> None:
+    k.rapyd_cashout("100.00", 50000)
+
+
+def _rapyd_short_payout(k: Kiosk) -> None:
+    from drivers.sim.control import SimControl
+
+    # The SMART Payout pays 100.00 as 50 + 50 and stops after the first note: 50.00 paid, the
+    # other 50.00 reversed to the wallet (the receipt says so), nothing owed.
+    SimControl(k.recycler_socket).call("payout_stop_after", notes=1)
+    _rapyd_cashout(k)
+
+
+def _rapyd_lost_withdraw(k: Kiosk) -> None:
+    from kiosk.sandbox.server import FaultMode
+
+    # Rapyd debits the wallet and the reply never comes: the same request under the same
+    # idempotency key gets the first answer back; paid out once, debited once.
+    rapyd_sandbox(k.sandbox).faults.arm("withdraw", FaultMode.DROP_RESPONSE)
+    _rapyd_cashout(k)
+
+
+def _rapyd_cashin(k: Kiosk) -> None:
+    phone = k.rapyd_cashin()
+    k.insert(10000)
+    k.insert(5000)
+    k.press("confirm")
+    k.rapyd_cashin_otp(phone)
+
+
+def _rapyd_cashin_lost(k: Kiosk) -> None:
+    from kiosk.sandbox.server import FaultMode
+
+    # Rapyd credits the wallet and the reply is lost: the deposit is replayed under its key
+    # and answered as the first time: credited once.
+    rapyd_sandbox(k.sandbox).faults.arm("deposit", FaultMode.DROP_RESPONSE)
+    _rapyd_cashin(k)
+
+
 JOURNEYS: Final[dict[str, Journey]] = {
     j.name: j
     for j in (
@@ -865,6 +1178,46 @@ JOURNEYS: Final[dict[str, Journey]] = {
             False,
             "paysera",
         ),
+        Journey(
+            "rapyd-cashout",
+            "Rapyd cash-out 100.00 by OTP from a wallet of 500.00 (envelope): paid out",
+            _rapyd_cashout,
+            "completed",
+            True,
+            "rapyd",
+        ),
+        Journey(
+            "rapyd-short-payout",
+            "Rapyd cash-out 100.00, the SMART Payout stops after 50.00: the rest reversed",
+            _rapyd_short_payout,
+            "completed",
+            True,
+            "rapyd",
+        ),
+        Journey(
+            "rapyd-lost-withdraw",
+            "Rapyd cash-out 100.00, the withdraw's reply lost after Rapyd debited: paid out",
+            _rapyd_lost_withdraw,
+            "completed",
+            True,
+            "rapyd",
+        ),
+        Journey(
+            "rapyd-cashin",
+            "Rapyd cash-in, notes 100 + 50, confirm, then the OTP envelope: deposited",
+            _rapyd_cashin,
+            "completed",
+            False,
+            "rapyd",
+        ),
+        Journey(
+            "rapyd-cashin-lost",
+            "Rapyd cash-in 150.00, the deposit's reply lost after Rapyd credited: deposited",
+            _rapyd_cashin_lost,
+            "completed",
+            False,
+            "rapyd",
+        ),
     )
 }
 
@@ -895,6 +1248,7 @@ class JourneyReport:
     violations: list[Violation] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""  # the run without a crash failed: no points were run
+    orphans: list[str] = field(default_factory=list)  # points that left a session unknown
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(INVARIANTS, 0)
@@ -904,7 +1258,8 @@ class JourneyReport:
 
 
 class Bench:
-    """One sandbox (PayBy and Paysera) for the whole run; a fresh kiosk for every point."""
+    """One sandbox (PayBy, Paysera and Rapyd) for the whole run; a fresh kiosk for every
+    point."""
 
     def __init__(self, root: Path, sandbox: Sandbox, pending_s: float = 60.0) -> None:
         self.root, self.sandbox, self.pending_s = root, sandbox, pending_s
@@ -924,7 +1279,7 @@ class Bench:
         k: Kiosk | None = None
         try:
             files = sandbox_kiosk(root / "kiosk", self.sandbox, balance=STORE_BALANCE, **options)
-            k = Kiosk(root, files, self.sandbox, recycler)
+            k = Kiosk(root, files, self.sandbox, recycler, seq=self._seq)
             k.held_before, k.wallet_before = k.held(), k.wallet()
             yield k
         finally:
@@ -938,6 +1293,15 @@ class Bench:
     def _clear_faults(self) -> None:
         self.sandbox.payby.faults.clear()
         self.sandbox.paysera.faults.clear()
+        rapyd_sandbox(self.sandbox).faults.clear()
+
+    def faults(self, provider: str) -> FaultPlan:
+        """The fault plan of ``provider``'s sandbox."""
+        from kiosk.sandbox.kit import FaultPlan
+
+        plan = self.sandbox.app.providers[provider].faults  # type: ignore[attr-defined]
+        assert isinstance(plan, FaultPlan)
+        return plan
 
     def count_steps(self, journey: Journey, report: JourneyReport) -> None:
         """The run without a crash: its steps, and the invariants after it."""
@@ -1000,8 +1364,13 @@ class Bench:
         self._record(report, k, step, when, kinds)
 
     def _record(self, report: JourneyReport, k: Kiosk, step: int, when: str, kinds: str) -> None:
-        for invariant, detail in check_invariants(k.observe()):
+        obs = k.observe()
+        for invariant, detail in check_invariants(obs):
             report.violations.append(Violation(report.name, step, when, kinds, invariant, detail))
+        orphans = rapyd_orphans(obs)
+        if orphans:
+            at = f"{step}:{when}" if step else "no crash"
+            report.orphans.append(at if orphans == 1 else f"{at} ({orphans})")
 
 
 def _spawn_recycler(root: Path) -> subprocess.Popen[bytes]:
@@ -1167,6 +1536,7 @@ SHORT: Final = {
     "intent": "intent",
     "chain": "chain",
     "open": "open",
+    "session": "session",
     "daemon": "daemon",
 }
 
@@ -1195,6 +1565,12 @@ def render_text(reports: list[JourneyReport]) -> str:
     for r in reports:
         if r.not_reached:
             lines.append(f"{r.name}: not reached: {', '.join(r.not_reached)}")
+    for r in reports:
+        if r.orphans:
+            lines.append(
+                f"{r.name}: a Rapyd session the kiosk never knew of (opened at Rapyd, no close"
+                f" row committed; no money on it) at {', '.join(r.orphans)}"
+            )
     violations = [v for r in reports for v in r.violations]
     if violations:
         lines.append("")
@@ -1218,6 +1594,7 @@ def render_json(reports: list[JourneyReport]) -> str:
                 "violations": r.counts(),
                 "seconds": round(r.seconds, 1),
                 "error": r.error,
+                "orphan_sessions": r.orphans,
             }
             for r in reports
         ],

@@ -45,3 +45,20 @@ def test_a_short_chaos_run_breaks_no_invariant(capsys: pytest.CaptureFixture[str
     assert summary["failing"] == [] and code == 0
     assert summary["iterations"] == 5
     assert sum(summary["violations"].values()) == 0
+
+
+def test_rapyd_journeys_are_drawn_with_faults_at_rapyd() -> None:
+    from kiosk.chaos import OPS
+    from kiosk.crashpoints import JOURNEYS
+
+    rng = random.Random(4)
+    plans = [draw(rng, {}) for _ in range(400)]
+    rapyd = [p for p in plans if JOURNEYS[p.journey].provider == "rapyd"]
+    assert {p.journey for p in rapyd} == {n for n, j in JOURNEYS.items() if j.provider == "rapyd"}
+    assert {op for p in rapyd for op, *_ in p.faults} == set(OPS["rapyd"])
+    assert {"login", "withdraw", "deposit", "reversal", "logout"} <= set(OPS["rapyd"])
+    for p in rapyd:  # a cash-out never deposits, a cash-in never withdraws nor reverses
+        ops = {op for op, *_ in p.faults}
+        assert not ops & ({"deposit"} if JOURNEYS[p.journey].recycler else {"withdraw", "reversal"})
+    assert {p.device for p in rapyd if JOURNEYS[p.journey].recycler} >= {"power_cut"}
+    assert {p.device for p in rapyd if not JOURNEYS[p.journey].recycler} >= {"jam"}
