@@ -2,25 +2,31 @@
 the same money invariants as ``kiosk bench crashpoints``.
 
 Each iteration draws, from the seed, one journey of :data:`kiosk.crashpoints.JOURNEYS` (PayBy's
-cash-in, cancel, ambiguous and pending pay, the technician's test payout, and Paysera's
-cash-out, cash-in and their lost confirms) and a plan for it, on a fresh simulated kiosk (a
-fresh Paysera wallet and code for each customer) against the one sandbox of the run:
+cash-in, cancel, ambiguous and pending pay, the technician's test payout, Paysera's cash-out,
+cash-in and their lost confirms, and Rapyd's cash-out, short payout, lost withdraw, cash-in and
+lost deposit) and a plan for it, on a fresh simulated kiosk (a fresh Paysera wallet and code,
+or a fresh Rapyd phone number and wallet, for each customer) against the one sandbox of the
+run:
 
 - **provider faults** armed at the journey's provider's sandbox (:data:`OPS`): at PayBy for
   payOrder, getOrder, resolveToken or getBalance; at Paysera for create, reserve (with the
-  code), reserve_wallet (the cash-in's allowance), confirm, get or revoke: a reply dropped
+  code), reserve_wallet (the cash-in's allowance), confirm, get or revoke; at Rapyd for login,
+  withdraw and reversal (cash-outs), deposit (cash-ins) or logout: a reply dropped
   after the provider committed, a request held by a slow network past the kiosk's timeout and
   delivered later, HTTP 500 (not applied), HTTP 429 and unsigned 402 / 404 error heads
   (applied, then that reply), a late reply;
-- **a device fault**: a jam after the first note of a cash-in (PayBy's, or Paysera's, whose
-  customer then presses confirm), or a power cut of the SMART Payout in the middle of a
-  payout (the test payout, or a Paysera cash-out's; its power comes back a moment later);
+- **a device fault**: a jam after the first note of a cash-in (PayBy's, or Paysera's or
+  Rapyd's, whose customer then presses confirm, and at Rapyd shows the OTP envelope if the
+  kiosk still asks), or a power cut of the SMART Payout in the middle of a payout (the test
+  payout, or a Paysera or Rapyd cash-out's; its power comes back a moment later);
 - **a SIGKILL** of the daemon right before or right after one of its first durable steps
   (``KIOSK_CRASH_AT``), after which it is started again.
 
 Then the kiosk is left to settle (recovery, the outbox) and :func:`kiosk.crashpoints.
 check_invariants` judges what it left behind. A journey that takes another path because of its
-faults (refused, owed) is fine; only a broken invariant counts. Prints a summary (JSON with
+faults (refused, owed) is fine; only a broken invariant counts. Rapyd sessions the kiosk never
+knew of (the login's answer lost, or the daemon killed before the close row was committed;
+:func:`kiosk.crashpoints.rapyd_orphans`) are counted apart. Prints a summary (JSON with
 ``--json``) and exits 1 on any violation.
 """
 

@@ -4,8 +4,9 @@ step of each journey, restart it, let recovery finish, and check the money invar
 Each journey runs once on a fresh simulated kiosk with ``KIOSK_CRASH_LOG`` to count its
 durable steps (``kiosk.crashhook``); then, for every step ``n`` and for ``before`` and
 ``after``, again on a fresh kiosk (own directory, own journal, the store re-registered with a
-fresh key and balance in the one sandbox of the run, PayBy and Paysera, and a fresh Paysera
-wallet and reservation code for each customer) with ``KIOSK_CRASH_AT=n:when``. When
+fresh key and balance in the one sandbox of the run, PayBy, Paysera and Rapyd, a fresh Paysera
+wallet and reservation code and a fresh Rapyd phone number and wallet for each customer) with
+``KIOSK_CRASH_AT=n:when``. When
 the daemon dies it is started again without the crash variables; once it is ready, and every
 transaction has left the non-terminal states (at most ``--pending-s``), the journal (read only),
 the simulated devices and the sandbox are checked (:func:`check_invariants`). A point the
@@ -23,17 +24,33 @@ a fresh reservation code: create, reserve, confirm, paid out by the SMART Payout
 back, paid out, never confirmed twice), ``paysera-cashin`` (the EVP code of a fresh wallet,
 notes 100 + 50, confirm pressed: the wallet credited through the allowance) and
 ``paysera-cashin-lost`` (the same, the confirm's reply dropped after the wallet was credited:
-sent again, credited once).
+sent again, credited once); Rapyd POS: ``rapyd-cashout`` (100.00 from a wallet of 500.00, the
+envelope with a fresh OTP and the phone number: session, withdraw, paid out by the SMART
+Payout, session closed), ``rapyd-short-payout`` (the same, the SMART Payout stops after the
+first of its two 50.00 notes, ``payout_stop_after``: the other 50.00 reversed),
+``rapyd-lost-withdraw`` (the withdraw's reply dropped after Rapyd debited: replayed under the
+same idempotency key, paid out once), ``rapyd-cashin`` (the start code, notes 100 + 50,
+confirm, then, once the panel asks again, the envelope with an OTP made just then: deposited)
+and ``rapyd-cashin-lost`` (the deposit's reply dropped after Rapyd credited: replayed,
+credited once). An OTP lives 30 s and a restart takes longer: a journey killed before its OTP
+was used is not driven again (recovery decides; the second code of a cash-in has no journey
+left to read it).
 
 Invariants (:data:`INVARIANTS`), the provider's side judged by each transaction's journey
 (:data:`PROVIDER_CHECKS`): notes in the cashbox match the journal; open liabilities = ``owed``;
-a cash-in (PayBy's order paid by the store, or Paysera's transaction confirmed on the
-customer's wallet) is paid or owed, never both, never neither; every wallet (the store's at
-PayBy, each customer's at Paysera) moved at most once per transaction, by exactly what was
-paid or confirmed, and only by a transaction the journal knows; a Paysera cash-out confirmed
-is paid out in full or owes exactly the rest, one not confirmed pays out and owes nothing; no
-payout repeated and the recycler paid what the journal says; no effect left in ``intent``; the
-hash chain intact; no transaction left open; the daemon died only by the crash hook.
+a cash-in (PayBy's order paid by the store, Paysera's transaction confirmed on the customer's
+wallet, Rapyd's deposit) is paid or owed, never both, never neither, and Rapyd credited exactly
+what was taken; every wallet (the store's at PayBy, each customer's at Paysera and at Rapyd)
+moved at most once per transaction, by exactly what was paid or confirmed, and only by a
+transaction the journal knows; a Paysera cash-out confirmed is paid out in full or owes exactly
+the rest, one not confirmed pays out and owes nothing; a Rapyd cash-out's net debit (withdrawn
+- reversed) = dispensed + owed, never less than dispensed (reversed or void: net debit =
+dispensed, nothing owed); no payout repeated and the recycler paid what the journal says; no
+effect left in ``intent``; the hash chain intact; no transaction left open; every Rapyd session
+the kiosk knew of (its close row committed) closed once it settled; the daemon died only by the
+crash hook. A Rapyd session the kiosk never knew of — opened at Rapyd, the daemon killed before
+the ``open`` commit that holds its close row — cannot be closed (no token was kept) and carries
+no money: it is counted apart (``orphan sessions``), not as a violation.
 
 Exit status: 0 when no invariant was violated, 1 otherwise (2: bad arguments).
 """
