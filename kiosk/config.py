@@ -240,6 +240,33 @@ def path_in(t: _Table, name: str, default: Path, expected: str = "a path string"
     return Path(t.get(name, str, str(default), expected))
 
 
+def url_in(t: _Table, name: str, default: str) -> str:
+    """An https:// URL; plain http only on loopback (a sandbox)."""
+    return t.check(
+        name,
+        t.get(name, str, default, "a URL"),
+        lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
+        "an https:// URL (http only on loopback)",
+    )
+
+
+def seconds_in(t: _Table, name: str, default: float, low: float, high: float) -> float:
+    """Seconds in ``(low, high]`` when ``low`` is 0, else ``[low, high]``."""
+    if low == 0:
+        ok, expected = (lambda v: 0 < v <= high), f"seconds, more than 0 and at most {high:g}"
+    else:
+        ok, expected = (lambda v: low <= v <= high), f"seconds, {low:g} to {high:g}"
+    return t.check(name, t.get(name, float, default, "seconds"), ok, expected)
+
+
+def int_in(t: _Table, name: str, default: int, low: int, high: int, unit: str = "") -> int:
+    """An integer in ``[low, high]``."""
+    expected = f"{unit + ', ' if unit else ''}{low} to {high}"
+    return t.check(
+        name, t.get(name, int, default, unit or "an integer"), lambda v: low <= v <= high, expected
+    )
+
+
 _LINE_RE = re.compile(r"(\d{3,6}) ([5-8])([NEO])([12])")
 
 

@@ -30,11 +30,9 @@ import asyncio
 import logging
 from typing import Any, Final
 
-from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
 from kiosk import receipts
 from kiosk.errors import ProviderError, ProviderRefused
-from kiosk.flows import amount as chooser
 from kiosk.flows import cashout, steps
 from kiosk.flows.context import Context, Sources
 from kiosk.journal import Call, Outcome, Tx
@@ -116,40 +114,11 @@ class CashiiCashOut:
             return await steps.refuse(ctx, tx, "no_recycler")
         if ctx.reachability.is_down("cashii"):
             return await steps.decline(ctx, tx, "provider_offline", "Cashii cannot be reached.")
-        amount = await self._amount(tx)
-        if isinstance(amount, str):
-            if amount in ("cancel", "timeout"):
-                tx = await j.call(j.sync.transition, tx.id, "refused", reason=amount)
-                ctx.panel.show(PanelState.READY if amount == "cancel" else PanelState.REFUSED)
-                return tx
-            return await steps.decline(ctx, tx, amount, "This kiosk needs the amount in the code.")
-        if amount > cfg.cashout_max:
-            top = Money.of(cfg.cashout_max, tx.currency)
-            line = f"This kiosk pays at most {top} at a time."
-            return await steps.decline(ctx, tx, "over_limit", line, amount)
-        if not await self._can_pay(amount):
-            line = "The kiosk cannot pay this exact amount in notes now."
-            return await steps.decline(ctx, tx, "cannot_pay_amount", line, amount)
+        amount = await cashout.prepare(ctx, tx, self.amount, cfg.cashout_max)
+        if isinstance(amount, Tx):
+            return amount
         tx = await j.call(j.sync.transition, tx.id, "creating", amount_due=amount)
         return await self._create(tx)
-
-    async def _amount(self, tx: Tx) -> int | str:
-        if self.amount is not None:
-            if self.amount.currency != self.ctx.config.currency:
-                return "amount_currency"
-            return self.amount.minor
-        presets = self.ctx.config.cashout.presets
-        if not presets:
-            return "amount_needed"
-        return await chooser.choose(self.ctx, tx, presets)
-
-    async def _can_pay(self, amount: int) -> bool:
-        assert self.ctx.dispenser is not None
-        try:
-            return await self.ctx.dispenser.can_pay(amount)
-        except DriverError as exc:
-            log.error("recycler check failed: %s", exc)
-            return False
 
     async def _create(self, tx: Tx) -> Tx:
         ctx, j = self.ctx, self.j
@@ -411,10 +380,5 @@ async def recover(ctx: Context, tx: Tx) -> Tx:
         )
         return tx
     if tx.state == "dispensing":
-        in_flight = await j.call(j.sync.effects, tx.id, kind="payout", status="intent")
-        if in_flight:
-            return await cashout.settle_payout(ctx, tx, in_flight[0])
-        done = await j.call(j.sync.effects, tx.id, kind="payout")
-        detail = "interrupted" if done else "interrupted_before_payout"
-        return await cashout.end_payout(ctx, tx, tx.dispensed, detail)
+        return await cashout.recover_payout(ctx, tx)
     return tx

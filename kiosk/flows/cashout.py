@@ -32,6 +32,72 @@ from kiosk.money import Money
 
 log = logging.getLogger("kiosk.flows.cashout")
 
+CANNOT_PAY = "The kiosk cannot pay this exact amount in notes now."
+
+
+async def can_pay(ctx: Context, amount: int) -> bool:
+    """The recycler can pay ``amount`` exactly now (False if there is none, or it cannot say)."""
+    if ctx.dispenser is None:
+        return False
+    try:
+        return amount > 0 and await ctx.dispenser.can_pay(amount)
+    except DriverError as exc:
+        log.error("recycler check failed: %s", exc)
+        return False
+
+
+async def prepare(
+    ctx: Context, tx: Tx, requested: Money | None, maximum: int, *, approval_above: int = 0
+) -> int | Tx:
+    """Before a provider's cash-out creates anything: the amount (``requested``, or chosen
+    from ``[cashout] presets`` on the panel), at most ``maximum``, not above
+    ``approval_above`` (refused until technician approval exists, and said so), and the
+    recycler able to pay it exactly. Returns the amount, or ``tx`` ended (refused, with a
+    DECLINED receipt saying why; a customer who cancelled the choice gets none)."""
+    from kiosk.flows import amount as chooser
+    from kiosk.flows import steps
+
+    j = ctx.journal
+    if requested is not None:
+        if requested.currency != ctx.config.currency:
+            return await steps.decline(
+                ctx, tx, "amount_currency", "This kiosk pays another currency."
+            )
+        amount: int | str = requested.minor
+    elif ctx.config.cashout.presets:
+        amount = await chooser.choose(ctx, tx, ctx.config.cashout.presets)
+    else:
+        return await steps.decline(
+            ctx, tx, "amount_needed", "This kiosk needs the amount in the code."
+        )
+    if isinstance(amount, str):  # cancel | timeout: nothing asked of anyone
+        tx = await j.call(j.sync.transition, tx.id, "refused", reason=amount)
+        ctx.panel.show(PanelState.READY if amount == "cancel" else PanelState.REFUSED)
+        return tx
+    if amount <= 0 or amount > maximum:
+        top = Money.of(maximum, tx.currency)
+        line = f"This kiosk pays at most {top} at a time."
+        return await steps.decline(ctx, tx, "over_limit", line, amount)
+    if approval_above and amount > approval_above:
+        line = "This amount needs a technician's approval, which this kiosk cannot ask yet."
+        return await steps.decline(ctx, tx, "approval_required", line, amount)
+    if not await can_pay(ctx, amount):
+        return await steps.decline(ctx, tx, "cannot_pay_amount", CANNOT_PAY, amount)
+    return amount
+
+
+async def recover_payout(ctx: Context, tx: Tx, *, short: str | None = None) -> Tx:
+    """Recovery of a transaction in ``dispensing``: a payout in flight is settled by the
+    recycler's report or levels; one whose outcome was committed only needs its ending; none
+    begun: nothing was paid. ``short``: see :func:`end_payout`."""
+    j = ctx.journal
+    in_flight = await j.call(j.sync.effects, tx.id, kind="payout", status="intent")
+    if in_flight:
+        return await settle_payout(ctx, tx, in_flight[0], short=short)
+    done = await j.call(j.sync.effects, tx.id, kind="payout")
+    detail = "interrupted" if done else "interrupted_before_payout"
+    return await end_payout(ctx, tx, tx.dispensed, detail, short=short)
+
 
 async def local_cashout(ctx: Context, amount: int) -> Tx:
     """Pay ``amount`` (minor units of the kiosk's currency) out, with no provider."""

@@ -35,10 +35,8 @@ import logging
 import time
 from typing import Any, Final
 
-from drivers.errors import DriverError
 from drivers.panel import PanelState
 from kiosk.errors import ProviderError, ProviderRefused
-from kiosk.flows import amount as chooser
 from kiosk.flows import cashout, paysera_ops, steps
 from kiosk.flows.context import Context
 from kiosk.journal import Tx
@@ -126,49 +124,17 @@ class PayseraCashOut:
             )
         if ctx.reachability.is_down("paysera"):
             return await self._decline(tx, Told("provider_offline", "Paysera cannot be reached."))
-        amount = await self._amount(tx)
-        if isinstance(amount, str):
-            return await self._no_amount(tx, amount)
-        return await self._check_and_create(tx, amount)
+        amount = await cashout.prepare(
+            ctx, tx, self.amount, self.cfg.cashout_max, approval_above=self.cfg.approval_above
+        )
+        if isinstance(amount, Tx):
+            return amount
+        return await self._create(tx, amount)
 
-    # --- before anything is created ---------------------------------------------------------
+    # --- the transaction, its reservation and the confirm ------------------------------------
 
-    async def _amount(self, tx: Tx) -> int | str:
-        cur = self.ctx.config.currency
-        if self.amount is not None:
-            if self.amount.currency != cur:
-                return "amount_currency"
-            return self.amount.minor
-        presets = self.ctx.config.cashout.presets
-        if not presets:
-            return "amount_needed"
-        return await chooser.choose(self.ctx, tx, presets)
-
-    async def _no_amount(self, tx: Tx, why: str) -> Tx:
-        if why in ("cancel", "timeout"):
-            tx = await self.j.call(self.j.sync.transition, tx.id, "refused", reason=why)
-            self.ctx.panel.show(PanelState.READY if why == "cancel" else PanelState.REFUSED)
-            return tx
-        line = {
-            "amount_needed": "This kiosk needs the amount in the code.",
-            "amount_currency": "This kiosk pays another currency.",
-        }[why]
-        return await self._decline(tx, Told(why, line))
-
-    async def _check_and_create(self, tx: Tx, amount: int) -> Tx:
+    async def _create(self, tx: Tx, amount: int) -> Tx:
         ctx, j, cfg = self.ctx, self.j, self.cfg
-        if amount <= 0 or amount > cfg.cashout_max:
-            top = Money.of(cfg.cashout_max, tx.currency)
-            return await self._decline(
-                tx, Told("over_limit", f"This kiosk pays at most {top} at a time."), amount
-            )
-        if cfg.approval_above and amount > cfg.approval_above:
-            line = "This amount needs a technician's approval, which this kiosk cannot ask yet."
-            return await self._decline(tx, Told("approval_required", line), amount)
-        if not await self._can_pay(amount):
-            line = "The kiosk cannot pay this exact amount in notes now."
-            return await self._decline(tx, Told("cannot_pay_amount", line), amount)
-
         tx = await j.call(j.sync.transition, tx.id, "creating", amount_due=amount)
         created_ms = ctx.clock_ms()
         try:
@@ -192,16 +158,6 @@ class PayseraCashOut:
         )
         return await self._reserve(tx, created_ms)
 
-    async def _can_pay(self, amount: int) -> bool:
-        assert self.ctx.dispenser is not None
-        try:
-            return await self.ctx.dispenser.can_pay(amount)
-        except DriverError as exc:
-            log.error("recycler check failed: %s", exc)
-            return False
-
-    # --- the reservation and the confirm -----------------------------------------------------
-
     async def _reserve(self, tx: Tx, created_ms: int) -> Tx:
         key, j = tx.provider_ref or "", self.j
         await j.call(j.sync.use_code, self.code, tx.id)  # sent once: never again here
@@ -221,9 +177,9 @@ class PayseraCashOut:
             why = f"reservation_mismatch:{found.status}"
             mismatch = Told(why, "Paysera's reservation did not match.")
             return await self._decline(tx, mismatch, revoke=True)
-        if not await self._can_pay(tx.amount_due):  # confirm only what can be paid
-            line = "The kiosk cannot pay this exact amount in notes now."
-            return await self._decline(tx, Told("cannot_pay_amount", line), revoke=True)
+        if not await cashout.can_pay(self.ctx, tx.amount_due):  # confirm only what can be paid
+            cannot = Told("cannot_pay_amount", cashout.CANNOT_PAY)
+            return await self._decline(tx, cannot, revoke=True)
         return await self._confirm(tx, created_ms)
 
     async def _confirm(self, tx: Tx, created_ms: int) -> Tx:
@@ -329,11 +285,5 @@ async def recover(ctx: Context, tx: Tx) -> Tx:
     if tx.state == "confirmed":
         return await paysera_ops.owe_all(ctx, tx, "confirmed_payout_not_started")
     if tx.state == "dispensing":
-        in_flight = await j.call(j.sync.effects, tx.id, kind="payout", status="intent")
-        if in_flight:
-            return await cashout.settle_payout(ctx, tx, in_flight[0])
-        done = await j.call(j.sync.effects, tx.id, kind="payout")
-        if done:
-            return await cashout.end_payout(ctx, tx, tx.dispensed, "interrupted")
-        return await cashout.end_payout(ctx, tx, 0, "interrupted_before_payout")
+        return await cashout.recover_payout(ctx, tx)
     return tx  # pending: the outbox goes on

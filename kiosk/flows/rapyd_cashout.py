@@ -28,10 +28,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from drivers.errors import DriverError
 from drivers.panel import PanelState
 from kiosk.errors import ProviderError, ProviderRefused
-from kiosk.flows import amount as chooser
 from kiosk.flows import cashout, rapyd_ops, steps
 from kiosk.flows.context import Context
 from kiosk.journal import Tx
@@ -110,40 +108,11 @@ class RapydCashOut:
             return await steps.refuse(ctx, tx, "no_recycler")
         if ctx.reachability.is_down("rapyd"):
             return await decline(ctx, tx, Told("provider_offline", "Rapyd cannot be reached."))
-        amount = await self._amount(tx)
-        if isinstance(amount, str):
-            if amount in ("cancel", "timeout"):
-                tx = await j.call(j.sync.transition, tx.id, "refused", reason=amount)
-                ctx.panel.show(PanelState.READY if amount == "cancel" else PanelState.REFUSED)
-                return tx
-            return await decline(ctx, tx, Told(amount, "This kiosk needs the amount in the code."))
-        if amount > cfg.cashout_max:
-            top = Money.of(cfg.cashout_max, tx.currency)
-            line = f"This kiosk pays at most {top} at a time."
-            return await decline(ctx, tx, Told("over_limit", line), amount)
-        if not await self._can_pay(amount):
-            line = "The kiosk cannot pay this exact amount in notes now."
-            return await decline(ctx, tx, Told("cannot_pay_amount", line), amount)
+        amount = await cashout.prepare(ctx, tx, self.amount, cfg.cashout_max)
+        if isinstance(amount, Tx):
+            return amount
         tx = await j.call(j.sync.transition, tx.id, "opening", amount_due=amount)
         return await self._open(tx)
-
-    async def _amount(self, tx: Tx) -> int | str:
-        if self.amount is not None:
-            if self.amount.currency != self.ctx.config.currency:
-                return "amount_currency"
-            return self.amount.minor
-        presets = self.ctx.config.cashout.presets
-        if not presets:
-            return "amount_needed"
-        return await chooser.choose(self.ctx, tx, presets)
-
-    async def _can_pay(self, amount: int) -> bool:
-        assert self.ctx.dispenser is not None
-        try:
-            return await self.ctx.dispenser.can_pay(amount)
-        except DriverError as exc:
-            log.error("recycler check failed: %s", exc)
-            return False
 
     async def _open(self, tx: Tx) -> Tx:
         ctx, j = self.ctx, self.j
@@ -244,13 +213,7 @@ async def recover(ctx: Context, tx: Tx) -> Tx:
         tx = await j.call(j.sync.transition, tx.id, "reversing", reason="interrupted_before_payout")
         return await _reversal_queued(ctx, tx)
     if tx.state == "dispensing":
-        in_flight = await j.call(j.sync.effects, tx.id, kind="payout", status="intent")
-        if in_flight:
-            tx = await cashout.settle_payout(ctx, tx, in_flight[0], short="reversing")
-        else:
-            done = await j.call(j.sync.effects, tx.id, kind="payout")
-            detail = "interrupted" if done else "interrupted_before_payout"
-            tx = await cashout.end_payout(ctx, tx, tx.dispensed, detail, short="reversing")
+        tx = await cashout.recover_payout(ctx, tx, short="reversing")
         return await _reversal_queued(ctx, tx) if tx.state == "reversing" else tx
     if tx.state == "reversing":
         return await _reversal_queued(ctx, tx)

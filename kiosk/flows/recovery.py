@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from drivers.validator.base import Note, PowerUpReport
-from kiosk.flows.cashout import end_payout, settle_payout
+from kiosk.flows.cashout import recover_payout
 from kiosk.flows.context import Context
 from kiosk.journal import Tx
 
@@ -98,13 +98,7 @@ async def _local_cashout(ctx: Context, tx: Tx) -> Tx:
     j = ctx.journal
     if tx.state == "checking":
         return await j.call(j.sync.transition, tx.id, "refused", reason="interrupted")
-    in_flight = await j.call(j.sync.effects, tx.id, kind="payout", status="intent")
-    if in_flight:  # the recycler's levels say what was paid
-        return await settle_payout(ctx, tx, in_flight[0])
-    done = await j.call(j.sync.effects, tx.id, kind="payout")
-    if done:  # the outcome was committed; only the ending was interrupted
-        return await end_payout(ctx, tx, tx.dispensed, "interrupted")
-    return await end_payout(ctx, tx, 0, "interrupted_before_payout")
+    return await recover_payout(ctx, tx)
 
 
 __all__ = ["recover"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kiosk.config import Config, Secrets, Table, amount_in
+from kiosk.config import Config, Secrets, Table, amount_in, int_in, seconds_in, url_in
 from kiosk.errors import ConfigError
 from kiosk.money import Currency
 from kiosk.providers.base import Connection, Section
@@ -35,45 +35,16 @@ class CashiiSecrets:
     api_key: str = field(repr=False)
 
 
-def _url(t: Table, name: str, default: str) -> str:
-    return t.check(
-        name,
-        t.get(name, str, default, "a URL"),
-        lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
-        "an https:// URL (http only on loopback)",
-    )
-
-
 def read(t: Table, cur: Currency) -> CashiiConfig:
     d = CashiiConfig()
     c = CashiiConfig(
-        base_url=_url(t, "base_url", d.base_url),
-        payment_page_url=_url(t, "payment_page_url", d.payment_page_url),
+        base_url=url_in(t, "base_url", d.base_url),
+        payment_page_url=url_in(t, "payment_page_url", d.payment_page_url),
         cashout_max=amount_in(t, "cashout_max", cur),
-        poll_interval_s=t.check(
-            "poll_interval_s",
-            t.get("poll_interval_s", float, d.poll_interval_s, "seconds"),
-            lambda v: 0.2 <= v <= 30,
-            "seconds, 0.2 to 30",
-        ),
-        pay_timeout_s=t.check(
-            "pay_timeout_s",
-            t.get("pay_timeout_s", float, d.pay_timeout_s, "seconds"),
-            lambda v: 10 <= v <= 900,
-            "seconds, 10 to 900",
-        ),
-        watch_days=t.check(
-            "watch_days",
-            t.get("watch_days", int, d.watch_days, "days"),
-            lambda v: 1 <= v <= 365,
-            "days, 1 to 365",
-        ),
-        timeout_s=t.check(
-            "timeout_s",
-            t.get("timeout_s", float, d.timeout_s, "seconds"),
-            lambda v: 0 < v <= 60,
-            "seconds, more than 0 and at most 60",
-        ),
+        poll_interval_s=seconds_in(t, "poll_interval_s", d.poll_interval_s, 0.2, 30),
+        pay_timeout_s=seconds_in(t, "pay_timeout_s", d.pay_timeout_s, 10, 900),
+        watch_days=int_in(t, "watch_days", d.watch_days, 1, 365, "days"),
+        timeout_s=seconds_in(t, "timeout_s", d.timeout_s, 0, 60),
     )
     t.done()
     return c

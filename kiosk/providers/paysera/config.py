@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kiosk.config import Config, Secrets, Table, amount_in
+from kiosk.config import Config, Secrets, Table, amount_in, int_in, seconds_in, url_in
 from kiosk.money import Currency
 from kiosk.providers.base import Connection, Section
 
@@ -52,12 +52,7 @@ class PayseraSecrets:
 def read(t: Table, cur: Currency) -> PayseraConfig:
     d = PayseraConfig()
     c = PayseraConfig(
-        base_url=t.check(
-            "base_url",
-            t.get("base_url", str, d.base_url, "a URL"),
-            lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
-            "an https:// URL (http only on loopback)",
-        ),
+        base_url=url_in(t, "base_url", d.base_url),
         client_id=t.check(
             "client_id",
             t.get("client_id", str, d.client_id, "a string"),
@@ -83,24 +78,9 @@ def read(t: Table, cur: Currency) -> PayseraConfig:
         cashout_max=amount_in(t, "cashout_max", cur),
         cashin_max=amount_in(t, "cashin_max", cur),
         approval_above=amount_in(t, "approval_above", cur),
-        code_attempts=t.check(
-            "code_attempts",
-            t.get("code_attempts", int, d.code_attempts, "an integer"),
-            lambda v: 1 <= v <= 10,
-            "1 to 10",
-        ),
-        timeout_s=t.check(
-            "timeout_s",
-            t.get("timeout_s", float, d.timeout_s, "seconds"),
-            lambda v: 0 < v <= 60,
-            "seconds, more than 0 and at most 60",
-        ),
-        confirm_wait_s=t.check(
-            "confirm_wait_s",
-            t.get("confirm_wait_s", float, d.confirm_wait_s, "seconds"),
-            lambda v: 0 < v <= 120,
-            "seconds, more than 0 and at most 120",
-        ),
+        code_attempts=int_in(t, "code_attempts", d.code_attempts, 1, 10),
+        timeout_s=seconds_in(t, "timeout_s", d.timeout_s, 0, 60),
+        confirm_wait_s=seconds_in(t, "confirm_wait_s", d.confirm_wait_s, 0, 120),
         server_time_path=t.get("server_time_path", str, d.server_time_path, "a path"),
     )
     t.done()

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kiosk.config import Config, Secrets, Table, amount_in
+from kiosk.config import Config, Secrets, Table, amount_in, int_in, seconds_in, url_in
 from kiosk.errors import ConfigError
 from kiosk.money import Currency
 from kiosk.providers.base import Connection, Section
@@ -49,12 +49,7 @@ class RapydSecrets:
 def read(t: Table, cur: Currency) -> RapydConfig:
     d = RapydConfig()
     c = RapydConfig(
-        base_url=t.check(
-            "base_url",
-            t.get("base_url", str, d.base_url, "a URL"),
-            lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
-            "an https:// URL (http only on loopback)",
-        ),
+        base_url=url_in(t, "base_url", d.base_url),
         access_key=t.check(
             "access_key",
             t.get("access_key", str, d.access_key, "a string"),
@@ -69,30 +64,10 @@ def read(t: Table, cur: Currency) -> RapydConfig:
         ),
         cashout_max=amount_in(t, "cashout_max", cur),
         cashin_max=amount_in(t, "cashin_max", cur),
-        otp_wait_s=t.check(
-            "otp_wait_s",
-            t.get("otp_wait_s", float, d.otp_wait_s, "seconds"),
-            lambda v: 10 <= v <= 300,
-            "seconds, 10 to 300",
-        ),
-        otp_attempts=t.check(
-            "otp_attempts",
-            t.get("otp_attempts", int, d.otp_attempts, "an integer"),
-            lambda v: 1 <= v <= 5,
-            "1 to 5",
-        ),
-        call_wait_s=t.check(
-            "call_wait_s",
-            t.get("call_wait_s", float, d.call_wait_s, "seconds"),
-            lambda v: 0 < v <= 120,
-            "seconds, more than 0 and at most 120",
-        ),
-        timeout_s=t.check(
-            "timeout_s",
-            t.get("timeout_s", float, d.timeout_s, "seconds"),
-            lambda v: 0 < v <= 60,
-            "seconds, more than 0 and at most 60",
-        ),
+        otp_wait_s=seconds_in(t, "otp_wait_s", d.otp_wait_s, 10, 300),
+        otp_attempts=int_in(t, "otp_attempts", d.otp_attempts, 1, 5),
+        call_wait_s=seconds_in(t, "call_wait_s", d.call_wait_s, 0, 120),
+        timeout_s=seconds_in(t, "timeout_s", d.timeout_s, 0, 60),
     )
     t.done()
     return c
