@@ -27,7 +27,6 @@ import time
 from typing import Any
 
 from drivers.panel import PanelState
-from kiosk import receipts
 from kiosk.config import Config, OfflineConfig
 from kiosk.errors import ProviderError, ProviderRefused
 from kiosk.flows import steps
@@ -271,23 +270,7 @@ class PayByPay:
             return
         code = detail.get("code")
         reason = f"pay_refused:{code}" if code else f"pay_not_done:{detail.get('status', '?')}"
-        receipt = None
-        if inline:
-            projected = steps.projected(tx, "owed", tx.credited, reason)
-            doc = await steps.receipt(ctx, projected, "owed", steps.OWED)
-            receipt = ("owed", receipts.to_json(doc))
-        await j.call(
-            j.sync.decide,
-            tx.id,
-            "owed",
-            outcome=outcome,
-            finish_call=finish,
-            owe=[(tx.credited, reason)],
-            owe_unconfirmed=True,
-            receipt=receipt,
-            reason=reason,
-        )
-        log.warning("%s: PayBy did not pay the order (%s): owed", tx.ref, reason)
+        await steps.owe_cash_in(ctx, tx, reason, outcome=outcome, finish_call=finish, inline=inline)
 
     def _partner(self) -> str:
         return settings(self.ctx.config).partner_id

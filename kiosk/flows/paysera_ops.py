@@ -321,24 +321,7 @@ class PayseraCashInConfirm:
             log.info("%s: Paysera credited the wallet (%s)", tx.ref, detail.get("settled_by"))
             return
         reason = not_confirmed_reason(detail)
-        receipt = None
-        if inline:
-            doc = await steps.receipt(
-                ctx, steps.projected(tx, "owed", tx.credited, reason), "owed", steps.OWED
-            )
-            receipt = ("owed", receipts.to_json(doc))
-        await j.call(
-            j.sync.decide,
-            tx.id,
-            "owed",
-            outcome=outcome,
-            finish_call=finish,
-            owe=[(tx.credited, reason)],
-            owe_unconfirmed=True,
-            receipt=receipt,
-            reason=reason,
-        )
-        log.warning("%s: Paysera did not credit the wallet (%s): owed", tx.ref, reason)
+        await steps.owe_cash_in(ctx, tx, reason, outcome=outcome, finish_call=finish, inline=inline)
 
 
 class PayseraRevoke:

@@ -384,24 +384,9 @@ class RapydDeposit(_Replayed):
             log.info("%s: Rapyd credited the wallet", tx.ref)
         else:
             reason = f"deposit_refused:{told(detail.get('code')).reason}"
-            receipt = None
-            if inline:
-                doc = await steps.receipt(
-                    ctx, steps.projected(tx, "owed", tx.credited, reason), "owed", steps.OWED
-                )
-                receipt = ("owed", receipts.to_json(doc))
-            await j.call(
-                j.sync.decide,
-                tx.id,
-                "owed",
-                outcome=outcome,
-                finish_call=finish,
-                owe=[(tx.credited, reason)],
-                owe_unconfirmed=True,
-                receipt=receipt,
-                reason=reason,
+            await steps.owe_cash_in(
+                ctx, tx, reason, outcome=outcome, finish_call=finish, inline=inline
             )
-            log.warning("%s: Rapyd did not credit the wallet (%s): owed", tx.ref, reason)
         ctx.outbox().wake()
 
 

@@ -253,6 +253,38 @@ async def owe(ctx: Context, tx: Tx, reason: str, *, status: str = OWED) -> Tx:
     return tx
 
 
+async def owe_cash_in(
+    ctx: Context,
+    tx: Tx,
+    reason: str,
+    *,
+    outcome: Outcome | None,
+    finish_call: tuple[int, str, dict[str, Any]] | None,
+    inline: bool,
+) -> Tx:
+    """A cash-in's provider call settled as not applied (from the outbox): every note the
+    customer gave is owed, in one commit with the call's end; the OWED receipt queued when the
+    customer is still here (one who left holds a PENDING receipt that says support refunds)."""
+    j = ctx.journal
+    receipt_doc = None
+    if inline:
+        doc = await receipt(ctx, projected(tx, "owed", tx.credited, reason), "owed", OWED)
+        receipt_doc = ("owed", receipts.to_json(doc))
+    tx, _ = await j.call(
+        j.sync.decide,
+        tx.id,
+        "owed",
+        outcome=outcome,
+        finish_call=finish_call,
+        owe=[(tx.credited, reason)],
+        owe_unconfirmed=True,
+        receipt=receipt_doc,
+        reason=reason,
+    )
+    log.warning("%s: the provider did not take the cash-in (%s): owed", tx.ref, reason)
+    return tx
+
+
 async def pend(ctx: Context, tx: Tx, effect_id: int, reason: str) -> Tx:
     """The call may still land: ``pending`` with a PENDING receipt, in one commit."""
     j = ctx.journal
