@@ -77,3 +77,28 @@ def test_paysera_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             out = capsys.readouterr()
             assert (code == 0) is (word == "credentials work")
             assert word in out.out + out.err
+
+
+def _rewrite_secret(files: object, table: str, key: str, value: str) -> None:
+    import re
+
+    path = files.config.parent / "secrets.toml"  # type: ignore[attr-defined]
+    text = path.read_text()
+    text = re.sub(rf'(\[{table}\]\n{key} = )"[^"]*"', rf'\1"{value}"', text)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(("name", "key"), [("rapyd", "secret_key"), ("cashii", "api_key")])
+def test_rapyd_and_cashii_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, key: str
+) -> None:
+    with start_sandbox(tmp_path / "sb") as sb:
+        files = sandbox_kiosk(tmp_path / "kiosk", sb)
+        code = main(["provider", "check", name, "--config", str(files.config)])
+        out = capsys.readouterr()
+        assert code == 0 and "credentials work" in out.out + out.err
+        _rewrite_secret(files, name, key, "x" * 40)  # not the key the provider holds
+        code = main(["provider", "check", name, "--config", str(files.config)])
+        out = capsys.readouterr()
+        text = out.out + out.err
+        assert code == 1 and "refused" in text and "x" * 40 not in text
