@@ -1,5 +1,5 @@
-"""``kiosk demo``: the PayBy, Paysera Wallet and Rapyd POS journeys on simulated hardware, end to
-end.
+"""``kiosk demo``: the PayBy, Paysera Wallet, Rapyd POS and Cashii journeys on simulated hardware,
+end to end.
 
 Starts the sandbox (PayBy, Paysera and Rapyd, loopback) and the daemon (``kiosk run --simulate``, a
 real child process), then plays the customer: an online merchant creates a 150.00 AED order;
@@ -24,6 +24,14 @@ CONFIRM, then the envelope with a fresh OTP: the wallet credited 150.00, the ses
 PAID IN receipt) and an OTP older than its 30 s (the sandbox clock moved by 31 s, once and
 last: the daemon signs with the real clock and Rapyd takes a timestamp within 60 s; refused as
 ``otp_expired``, DECLINED receipt, no session, nothing moved).
+
+Then Cashii Remote Payments at the same kiosk: a cash-out of 100.00 from the envelope
+(``kiosk:cashout?v=1&provider=cashii&amount=100.00&currency=AED``): the kiosk creates one
+payment and prints its pay slip (the payment page's QR and the 16-digit code, text and PNG);
+the customer pays it in the app from an account of 500.00 (the sandbox's ``pay`` hook), the
+kiosk reads it ``paid`` and the recycler pays 100.00, the journal completed; then a payment the
+customer rejects in the app (void, a receipt saying no cash was paid out, the recycler
+unchanged).
 Prints what happened and exits 0 only if every step held.
 """
 
@@ -561,10 +569,138 @@ class _Rapyd(_Customers):
         )
 
 
+CASHII_PAYER = "5550001112223334"  # the customer's Cashii account
+CASHII_BALANCE = 50000  # AED 500.00 in it
+CASHII_ENVELOPE = f"kiosk:cashout?v=1&provider=cashii&amount={CASHOUT}&currency=AED"
+
+
+def _words(path: Path) -> str:
+    """A receipt's text with its line breaks undone (the printer wraps at 48 columns)."""
+    return " ".join(path.read_text(encoding="utf-8").split())
+
+
+class _Cashii(_Customers):
+    """The Cashii customers: the kiosk creates a payment and prints its pay slip (the payment
+    page's QR and the 16-digit code); the customer pays it, or rejects it, in the app."""
+
+    provider = "cashii"
+
+    def account(self, balance: int) -> None:
+        self.hook("accounts", {"account": CASHII_PAYER, "balance": balance, "currency": "AED"})
+
+    def balance(self) -> int:
+        got = self.hook(f"accounts/{CASHII_PAYER}")
+        return int(got["balances"].get("AED", 0))
+
+    def payments(self, ref: str | None = None) -> list[dict[str, Any]]:
+        """The sandbox's payments (of the transaction ``ref``)."""
+        found: list[dict[str, Any]] = self.hook("payments")["payments"]
+        return [p for p in found if ref is None or p["metadata"].get("reference") == ref]
+
+    def slip(self) -> tuple[sqlite3.Row, dict[str, Any], Path]:
+        """The envelope shown: the transaction waiting for the payment, the one payment it
+        created, and the pay slip the printer simulator rendered (its ``.txt``)."""
+        made = len(self.payments())
+        before = self.start(CASHII_ENVELOPE, "waiting", "refused", "pending", "void")
+        tx = _ended(self.files, before, "waiting", "refused", "pending", "void")
+        if tx["state"] != "waiting":
+            raise RuntimeError(f"Cashii cash-out ended {tx['state']} ({tx['reason']})")
+        created = self.payments()[made:]
+        if [p["id"] for p in created] != [tx["provider_ref"]]:
+            raise RuntimeError(f"{len(created)} payments created for {tx['ref']}")
+        slip = self.receipt(tx["ref"], "Amount to pay")  # the title is double width
+        pid = tx["provider_ref"]
+        code = " ".join(pid[i : i + 4] for i in range(0, 16, 4))
+        text = _words(slip)
+        if code not in text or f"payment?code={pid}" not in text or f"AED {CASHOUT}" not in text:
+            raise RuntimeError(f"the pay slip {slip} lacks the code, the QR or the amount")
+        return tx, created[0], slip
+
+    def cash_out(self) -> None:
+        self.account(CASHII_BALANCE)
+        levels, held = self.levels(), self.held()
+        self.rows.append(
+            (
+                "Cashii account",
+                f"{CASHII_PAYER} holds {_aed(CASHII_BALANCE)} in the app",
+            )
+        )
+        tx, payment, slip = self.slip()
+        self.rows.append(
+            ("customer shows envelope", f"kiosk:cashout?...&provider=cashii&amount={CASHOUT}")
+        )
+        code = " ".join(payment["id"][i : i + 4] for i in range(0, 16, 4))
+        self.rows.append(
+            (
+                "pay slip (ESC/POS)",
+                f"{slip.with_suffix('.png')} (+ .txt): payment {payment['id']} pending;"
+                f" the payment page's QR and the code {code}",
+            )
+        )
+        self.hook(f"payments/{payment['id']}/pay", {"account": CASHII_PAYER})
+        tx = _ended(self.files, tx["id"] - 1, "completed", "owed", "void", "pending", "unknown")
+        if tx["state"] != "completed":
+            raise RuntimeError(f"Cashii cash-out ended {tx['state']} ({tx['reason']})")
+        paid = held - self.held()
+        if paid != 10000 or tx["dispensed"] != 10000:
+            raise RuntimeError(f"the recycler paid out {paid}, the journal says {tx['dispensed']}")
+        self.rows.append(
+            (
+                "Cashii cash-out",
+                f"{tx['ref']}: paid in the app, read paid by the kiosk;"
+                f" the recycler paid out {_aed(paid)} ({self.paid_notes(levels)})",
+            )
+        )
+        payments = self.payments(tx["ref"])
+        bal = self.balance()
+        if len(payments) != 1 or payments[0]["status"] != "paid" or bal != CASHII_BALANCE - 10000:
+            raise RuntimeError(f"payments {payments}, account {bal}")
+        self.rows.append(
+            (
+                "account after",
+                f"{_aed(CASHII_BALANCE)} -> {_aed(bal)}: one payment ({payment['id']}), paid",
+            )
+        )
+        if len(self.payouts(tx)) != 1:
+            raise RuntimeError(f"{len(self.payouts(tx))} payouts in the journal")
+        receipt = self.receipt(tx["ref"], "PAID OUT")
+        self.rows.append(("receipt (ESC/POS)", f"{receipt.with_suffix('.png')} (PAID OUT)"))
+        self.rows.append(
+            (
+                "journal",
+                f"{tx['ref']} completed, one payout of {_aed(tx['dispensed'])}, nothing owed",
+            )
+        )
+
+    def rejected(self) -> None:
+        """The customer rejects the payment in the app: void, nothing paid out."""
+        held, bal = self.held(), self.balance()
+        tx, payment, slip = self.slip()
+        self.hook(f"payments/{payment['id']}/reject", {})
+        tx = _ended(self.files, tx["id"] - 1, "void", "completed", "owed", "pending", "unknown")
+        if (tx["state"], tx["reason"]) != ("void", "payment_rejected"):
+            raise RuntimeError(f"rejected payment: ended {tx['state']} ({tx['reason']})")
+        receipt = self.receipt(tx["ref"], "NOT DONE")
+        if "no cash was paid out" not in _words(receipt):
+            raise RuntimeError("rejected payment: the receipt does not say nothing was paid out")
+        if self.held() != held or self.balance() != bal or self.payouts(tx) or tx["owed"]:
+            raise RuntimeError("rejected payment: money moved")
+        if [p["status"] for p in self.payments(tx["ref"])] != ["rejected"]:
+            raise RuntimeError(f"rejected payment: {self.payments(tx['ref'])}")
+        self.rows.append(
+            (
+                "payment rejected",
+                f"{tx['ref']}: slip {slip.with_suffix('.png').name}, the customer rejects"
+                f" payment {payment['id']} in the app: void (payment_rejected), receipt"
+                ' "no cash was paid out", recycler unchanged',
+            )
+        )
+
+
 def _payout_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> bool:
-    """Paysera Wallet's and Rapyd POS's journeys at a kiosk whose validator is a SMART Payout
-    (eSSP, its simulator on a pseudo-terminal inside the daemon), which pays cash-outs in
-    notes."""
+    """Paysera Wallet's, Rapyd POS's and Cashii's journeys at a kiosk whose validator is a
+    SMART Payout (eSSP, its simulator on a pseudo-terminal inside the daemon), which pays
+    cash-outs in notes."""
     from drivers.sim.control import SimControl
 
     files = sandbox_kiosk(
@@ -596,7 +732,11 @@ def _payout_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> b
         rows.append(("recycler", f"holds {_aed(rapyd.held())} to pay out"))
         rapyd.cash_out()
         rapyd.cash_in()
-        rapyd.expired_otp()  # last: it moves the sandbox clock
+        rapyd.expired_otp()  # it moves the sandbox clock (Cashii does not mind)
+        cashii = _Cashii(sandbox.url, files, paysera.control, root, rows)
+        rows.append(("recycler", f"holds {_aed(cashii.held())} to pay out"))
+        cashii.cash_out()
+        cashii.rejected()
         return True
     except Exception as exc:  # the table says which step failed
         rows.append(("FAILED", f"{type(exc).__name__}: {exc} (log: {daemon.log_path})"))
@@ -720,7 +860,7 @@ def run_demo(out: Path | None, validator: str = "sim") -> int:
     via = {"sim": "", "id003": " (JCM ID-003 on the wire)", "essp": " (ITL eSSP on the wire)"}
     print(
         "\nkiosk demo: PayBy Cash Top Up, then Paysera Wallet and Rapyd POS (cash-out, cash-in)"
-        f" on simulated hardware{via.get(validator, '')}\n"
+        f" and Cashii (cash-out) on simulated hardware{via.get(validator, '')}\n"
     )
     for name, result in rows:
         print(f"  {name:<{width}}  {result}")

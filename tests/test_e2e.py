@@ -40,6 +40,14 @@ def test_demo_journey_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "PAID OUT" in rapyd.read_text() and "501234567" not in rapyd.read_text()
     (expired,) = receipts_of(tmp_path / "receipts-paysera", "KSK-DEMO-PSR-000007")
     assert "NOT DONE" in expired.read_text() and "expired" in expired.read_text()
+    # Cashii, at the same kiosk: a pay slip, paid in the app, paid out; then one rejected
+    assert "Cashii cash-out" in out and "the recycler paid out AED 100.00" in out
+    assert "AED 500.00 -> AED 400.00: one payment" in out and "(payment_rejected)" in out
+    slip, paid_out = receipts_of(tmp_path / "receipts-paysera", "KSK-DEMO-PSR-000008")
+    assert "Amount to pay: AED 100.00" in slip.read_text() and "PAID OUT" in paid_out.read_text()
+    assert "cashii.app/payment?code=" in slip.read_text() and slip.with_suffix(".png").exists()
+    slip, void = receipts_of(tmp_path / "receipts-paysera", "KSK-DEMO-PSR-000009")
+    assert "rejected in the app" in void.read_text() and "NOT DONE" in void.read_text()
 
 
 def test_running_daemon_refuses_bad_codes_and_reports_state(tmp_path: Path) -> None:
