@@ -1,7 +1,8 @@
 """``kiosk bench journey [--journeys N]``: the kiosk's own time per journey.
 
-Five journeys run ``N`` times each in this process with the real flows, journal (on disk,
-fsync'd), provider clients (PayBy signing and verifying, Paysera's MAC, Rapyd's signature),
+Six journeys run ``N`` times each in this process with the real flows, journal (on disk,
+fsync'd), provider clients (PayBy signing and verifying, Paysera's MAC, Rapyd's signature,
+Cashii's Bearer key),
 receipts and panel, against simulated devices with no delay and ``kiosk sandbox`` in its own
 process (the providers are other machines):
 
@@ -16,7 +17,14 @@ process (the providers are other machines):
   recycler, receipt;
 - Rapyd cash-in: the start code, notes of 100 and 50, CONFIRM, then the envelope with the OTP
   read from the camera (``Context.read_code``), open session, deposit through the outbox,
-  close, receipt.
+  close, receipt;
+- Cashii cash-out: 100.00 AED from the envelope's amount (limit and recycler checks, create the
+  payment, the pay slip with its QR, read the payment until ``paid``), paid out by the same
+  recycler, receipt. The customer pays the payment in the app (the sandbox's ``pay`` hook) as
+  soon as it exists, just before the kiosk's first read of it (:class:`PaysAtOnce`): that read
+  says ``paid``, so the journey never sleeps its ``poll_interval_s``, as the others never wait
+  for a device's delay; the CPU of the customer's hook call is the app's, not the kiosk's, and
+  is left out of the kiosk time.
 
 Each Rapyd OTP is made at the sandbox (the customer's app) just before its journey's clock
 starts: it lives 30 s, too short to make them all beforehand.
@@ -46,6 +54,7 @@ TARGET_MS = 50.0
 CASHOUT_MINOR = 10000  # AED 100.00 a Paysera cash-out pays
 NOTES = (10000, 5000)  # what each cash-in journey inserts
 RAPYD_PHONES = ("+971501110001", "+971501110002")  # the cash-out and the cash-in customers
+CASHII_PAYER = "5550001110000001"  # the Cashii customer's account
 
 
 class InstantRecycler:
@@ -85,6 +94,35 @@ class InstantRecycler:
         return moved
 
 
+class PaysAtOnce:
+    """Cashii's client as the kiosk uses it, with the customer beside it: just before the
+    kiosk's first read of a payment, the customer pays it in the app (the sandbox's ``pay``
+    hook, a blocking call: nothing of the kiosk runs meanwhile). ``app_cpu_s`` sums the CPU
+    those calls took in this process, to be left out of the kiosk's time. ``account``: who
+    pays."""
+
+    def __init__(self, client: Any, pay: Callable[[str, str], None]) -> None:
+        self.client, self.pay = client, pay
+        self.account = ""
+        self.paid: set[str] = set()
+        self.app_cpu_s = 0.0
+
+    async def create(self, *args: Any, **kwargs: Any) -> str:
+        payment_id: str = await self.client.create(*args, **kwargs)
+        return payment_id
+
+    async def get(self, payment_id: str) -> Any:
+        if payment_id not in self.paid:
+            self.paid.add(payment_id)
+            cpu = time.process_time()
+            self.pay(payment_id, self.account)
+            self.app_cpu_s += time.process_time() - cpu
+        return await self.client.get(payment_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
 @dataclass
 class Work:
     """What the customers bring, made at the sandbox before the clock runs: one item per run."""
@@ -94,6 +132,7 @@ class Work:
     cashin: list[int] = field(default_factory=list)  # wallet ids
     rapyd_cashout: list[str] = field(default_factory=list)  # phone numbers (OTP made per run)
     rapyd_cashin: list[str] = field(default_factory=list)  # phone numbers (OTP made per run)
+    cashii: list[str] = field(default_factory=list)  # the paying accounts
 
 
 @dataclass(frozen=True)
@@ -108,6 +147,7 @@ JOURNEYS = (
     Journey("cashin", "Paysera cash-in (EVP wallet, notes 100 + 50, CONFIRM)"),
     Journey("rapyd_cashout", "Rapyd cash-out (100.00 by OTP from the envelope, recycler pays out)"),
     Journey("rapyd_cashin", "Rapyd cash-in (notes 100 + 50, CONFIRM, then the OTP code)"),
+    Journey("cashii", "Cashii cash-out (100.00 from the envelope, pay slip, paid, recycler pays)"),
 )
 
 
@@ -123,6 +163,7 @@ async def _run(
     from drivers.printer.sim import SimPrinter
     from drivers.validator.sim import SimValidator
     from kiosk import config
+    from kiosk.flows.cashii_cashout import CashiiCashOut
     from kiosk.flows.context import Context
     from kiosk.flows.payby_cashin import PayByCashIn
     from kiosk.flows.paysera_cashin import PayseraCashIn
@@ -147,7 +188,18 @@ async def _run(
     panel = Panel(cfg.panel, pin_factory=factory)
     await panel.open()
     clients, connections = connect_all(cfg, secrets)
-    recycler = InstantRecycler({5000: 10 * (len(work.cashout) + len(work.rapyd_cashout) + 1)})
+    payouts = len(work.cashout) + len(work.rapyd_cashout) + len(work.cashii) + 1
+    recycler = InstantRecycler({5000: 10 * payouts})
+    app = httpx.Client(timeout=10.0)  # the Cashii customer's app (blocking: see PaysAtOnce)
+
+    def pay(payment_id: str, account: str) -> None:
+        app.post(f"{url}/_sandbox/cashii/payments/{payment_id}/pay", json={"account": account})
+        app_reply = app.get(f"{url}/_sandbox/cashii/payments/{payment_id}")
+        if app_reply.json().get("status") != "paid":
+            raise RuntimeError(f"Cashii payment {payment_id}: {app_reply.text}")
+
+    cashii_app = PaysAtOnce(clients["cashii"], pay)
+    clients["cashii"] = cashii_app
     codes: asyncio.Queue[str] = asyncio.Queue()  # what the camera reads (a second code)
     ctx = Context(
         cfg,
@@ -223,6 +275,10 @@ async def _run(
         codes.put_nowait(f"kiosk:cashin?v=1&provider=rapyd&otp={code}&phone={phone_q}")
         return await task
 
+    async def cashii(account: str) -> Tx:
+        cashii_app.account = account
+        return await CashiiCashOut(ctx, Money.of(CASHOUT_MINOR, "AED")).run()
+
     async def as_is(item: Any) -> Any:
         return item
 
@@ -234,6 +290,7 @@ async def _run(
         "cashin": (cashin, work.cashin, as_is),
         "rapyd_cashout": (rapyd_cashout, work.rapyd_cashout, otp),
         "rapyd_cashin": (rapyd_cashin, work.rapyd_cashin, otp),
+        "cashii": (cashii, work.cashii, as_is),
     }
     out: dict[str, list[tuple[float, float]]] = {}
     try:
@@ -241,15 +298,16 @@ async def _run(
             times = out.setdefault(key, [])
             for item in items:
                 arg = await bring(item)
+                app_cpu = cashii_app.app_cpu_s
                 cpu, wall = time.process_time(), time.perf_counter()
                 tx = await play(arg)
                 if tx.state != "completed":
                     raise RuntimeError(f"{key}: {tx.ref} ended {tx.state} ({tx.reason})")
-                times.append(
-                    ((time.process_time() - cpu) * 1000, (time.perf_counter() - wall) * 1000)
-                )
+                kiosk = time.process_time() - cpu - (cashii_app.app_cpu_s - app_cpu)
+                times.append((kiosk * 1000, (time.perf_counter() - wall) * 1000))
     finally:
         await hooks.aclose()
+        app.close()  # noqa: ASYNC212 - the app's client, its calls are blocking by design
         for conn in connections:
             await conn.aclose()
         await validator.close()
@@ -262,7 +320,7 @@ def _prepare(url: str, files: Any, runs: int) -> Work:
     """A store wallet that pays every PayBy order; a Paysera wallet that pays every cash-out,
     with a reservation code per run; an empty Paysera wallet per cash-in; a Rapyd wallet that
     pays every Rapyd cash-out and an empty one that takes every Rapyd cash-in (their OTPs are
-    made per run, see :func:`_run`)."""
+    made per run, see :func:`_run`); a Cashii account that pays every Cashii cash-out."""
     import httpx
 
     from kiosk.simkiosk import STORE_PARTNER_ID
@@ -301,6 +359,9 @@ def _prepare(url: str, files: Any, runs: int) -> Work:
             hook("rapyd/wallets", {"phone_number": phone, "accounts": accounts})
         work.rapyd_cashout = [RAPYD_PHONES[0]] * runs
         work.rapyd_cashin = [RAPYD_PHONES[1]] * runs
+        account = {"account": CASHII_PAYER, "balance": CASHOUT_MINOR * runs, "currency": "AED"}
+        hook("cashii/accounts", account)
+        work.cashii = [CASHII_PAYER] * runs
     return work
 
 

@@ -1,5 +1,6 @@
 """``kiosk bench journey``: a short run of every journey (PayBy, Paysera and Rapyd cash-out and
-cash-in), the delay-free recycler, and an exit status that counts every journey."""
+cash-in, Cashii cash-out), the delay-free recycler, the customer who pays a Cashii payment
+before the kiosk's first read, and an exit status that counts every journey."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from kiosk.bench_journey import InstantRecycler, journey, report
+from kiosk.bench_journey import InstantRecycler, PaysAtOnce, journey, report
 
 
 def test_instant_recycler_pays_exactly_what_its_levels_make() -> None:
@@ -21,13 +22,32 @@ def test_instant_recycler_pays_exactly_what_its_levels_make() -> None:
     asyncio.run(scenario())
 
 
+def test_the_customer_pays_each_payment_once_before_the_first_read() -> None:
+    class Client:
+        async def get(self, payment_id: str) -> str:
+            return f"read {payment_id}"
+
+    paid: list[tuple[str, str]] = []
+    app = PaysAtOnce(Client(), lambda pid, account: paid.append((pid, account)))
+    app.account = "A1"
+
+    async def scenario() -> None:
+        assert await app.get("1" * 16) == f"read {'1' * 16}"
+        await app.get("1" * 16)
+
+    asyncio.run(scenario())
+    assert paid == [("1" * 16, "A1")] and app.app_cpu_s >= 0
+
+
 def test_exit_status_counts_every_journey(capsys: pytest.CaptureFixture[str]) -> None:
     fast = [(10.0, 20.0)] * 3
-    keys = ("payby", "cashout", "cashin", "rapyd_cashout", "rapyd_cashin")
+    keys = ("payby", "cashout", "cashin", "rapyd_cashout", "rapyd_cashin", "cashii")
     every = dict.fromkeys(keys, fast)
     assert report(every) == 0
     assert report({**every, "cashout": [(80.0, 90.0)] * 3}) == 1
     assert report({**every, "rapyd_cashin": [(80.0, 90.0)] * 3}) == 1
+    assert report({**every, "cashii": [(80.0, 90.0)] * 3}) == 1
+    assert report({k: v for k, v in every.items() if k != "cashii"}) == 1
     assert report({k: v for k, v in every.items() if k != "rapyd_cashout"}) == 1  # never ran
     out = capsys.readouterr().out
     assert "Paysera cash-out" in out and "Rapyd cash-in" in out and "MISSED" in out
@@ -44,6 +64,7 @@ def test_a_short_run_of_every_journey(capsys: pytest.CaptureFixture[str]) -> Non
         "Paysera cash-in",
         "Rapyd cash-out",
         "Rapyd cash-in",
+        "Cashii cash-out",
     ):
         assert title in out
-    assert out.count("kiosk time") == 5
+    assert out.count("kiosk time") == 6
