@@ -57,6 +57,17 @@ def _documents(journal: Journal) -> dict[str, tuple[receipts.Document, tuple[str
             *(() if kind == "choose" else ("AED 90.00" if tx_ is out else "AED 150.00",)),
         )
         docs[kind] = (doc, must)
+    slip = receipts.build(
+        out,
+        "slip",
+        provider_name="Cashii",
+        notes=[],
+        references={},
+        status_text="The cash comes out as soon as Cashii confirms your payment.",
+        extra={"pay_url": "https://cashii.app/payment?code=1234567890123456", "pay_code": "1234"},
+        **common,
+    )
+    docs["slip"] = (slip, (out.ref, "Cashii", "AED 90.00", "1234", "Amount to pay"))
     templates = receipts.load_templates()
     for kind, extra in (
         ("test", {"printer": "escpos", "paper": "ok", "columns": "48"}),

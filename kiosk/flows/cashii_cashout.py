@@ -196,7 +196,7 @@ class CashiiCashOut:
     async def _not_paid(self, tx: Tx, status: str) -> Tx:
         ctx, j = self.ctx, self.j
         reason = f"payment_{status}"
-        line = f"The payment was {status} in the app; no cash was paid out."
+        line = f"The payment was {status} in the app."
         doc = await steps.receipt(
             ctx, steps.projected(tx, "void", 0, reason), "declined", f"NOT DONE: {line}"
         )
