@@ -808,13 +808,29 @@ class Kiosk:
         last = max(int(voids[r["ref"]]) for r in open_)
         return max(0.0, (last - now_ms) / 1000) + VOID_SLACK_S
 
+    def logout_wait_s(self) -> float | None:
+        """When every transaction ended and only Rapyd closes are still queued (retried with
+        the outbox's backoff: faults in chaos): seconds until the last one's next attempt, and
+        a little; ``None`` otherwise."""
+        if self.open_txs():
+            return None
+        rows = self.rows(
+            "SELECT MAX(next_at_ms) AS at FROM outbox WHERE op = ? AND status = 'queued'",
+            (RAPYD_LOGOUT,),
+        )
+        if not rows or rows[0]["at"] is None:
+            return None
+        now_ms = time.time_ns() // 1_000_000
+        return max(0.0, (int(rows[0]["at"]) - now_ms) / 1000) + 5.0
+
     def wait_settled(
         self, timeout: float, *, journey: bool = True, void_cap_s: float = 0.0
     ) -> None:
         """:meth:`settled`, and no new durable step for :data:`QUIET_S`. ``void_cap_s``: when
         the time is up and the open transactions wait only for their outbox rows' ``void_after``
         (a delivery in doubt, Paysera's "not confirmed" already final), wait for that too if it
-        comes within this many seconds (once)."""
+        comes within this many seconds (once); when only Rapyd closes are left, for their next
+        attempts, within the same budget."""
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
         while True:
@@ -830,6 +846,10 @@ class Kiosk:
                 more = self.void_wait_s()
                 if more is not None and more <= void_cap_s:
                     deadline, void_cap_s = time.monotonic() + more, 0.0
+                    continue
+                more = self.logout_wait_s()
+                if more is not None and more <= void_cap_s:  # again after each failed close
+                    deadline, void_cap_s = time.monotonic() + more, void_cap_s - more
                     continue
             if time.monotonic() > deadline:
                 left = ", ".join(f"{r['ref']} {r['state']}" for r in self.open_txs())
