@@ -1,17 +1,22 @@
-"""``kiosk bench chaos [--iterations N] [--seed S] [--json]``: random crashes and faults, and
-the same money invariants as ``kiosk bench crashpoints``.
+"""``kiosk bench chaos [--iterations N] [--seed S] [--journeys A,B] [--providers P,Q] [--json]``:
+random crashes and faults, and the same money invariants as ``kiosk bench crashpoints``.
 
 Each iteration draws, from the seed, one journey of :data:`kiosk.crashpoints.JOURNEYS` (PayBy's
 cash-in, cancel, ambiguous and pending pay, the technician's test payout, Paysera's cash-out,
-cash-in and their lost confirms, and Rapyd's cash-out, short payout, lost withdraw, cash-in and
-lost deposit) and a plan for it, on a fresh simulated kiosk (a fresh Paysera wallet and code,
-or a fresh Rapyd phone number and wallet, for each customer) against the one sandbox of the
-run:
+cash-in and their lost confirms, Rapyd's cash-out, short payout, lost withdraw, cash-in and
+lost deposit, and Cashii's cash-out, paid or rejected in the app) and a plan for it, on a fresh
+simulated kiosk (a fresh Paysera wallet and code, a fresh Rapyd phone number and wallet, or a
+fresh Cashii payer account, for each customer) against the one sandbox of the run.
+``--journeys`` (names, comma-separated) or ``--providers`` (payby, paysera, rapyd, cashii; ""
+is not one: the technician's test payout goes with ``--journeys test-payout``) draws only
+among those journeys, e.g. to re-run one provider's:
 
 - **provider faults** armed at the journey's provider's sandbox (:data:`OPS`): at PayBy for
   payOrder, getOrder, resolveToken or getBalance; at Paysera for create, reserve (with the
   code), reserve_wallet (the cash-in's allowance), confirm, get or revoke; at Rapyd for login,
-  withdraw and reversal (cash-outs), deposit (cash-ins) or logout: a reply dropped
+  withdraw and reversal (cash-outs), deposit (cash-ins) or logout; at Cashii for create (never
+  sent again: a lost one ends refused) or get (the kiosk's reads and ``cashii.watch``'s, only
+  the modes its sandbox knows: no unsigned heads): a reply dropped
   after the provider committed, a request held by a slow network past the kiosk's timeout and
   delivered later, HTTP 500 (not applied), HTTP 429 and unsigned 402 / 404 error heads
   (applied, then that reply), a late reply;
@@ -57,6 +62,7 @@ from kiosk.crashpoints import (
     Kiosk,
     Stuck,
     check_invariants,
+    journey_list,
     rapyd_orphans,
 )
 
@@ -82,6 +88,10 @@ OPS: Final[dict[str, tuple[str, ...]]] = {  # by provider; an op twice is drawn 
         "revoke",
     ),
     "rapyd": ("login", "withdraw", "withdraw", "deposit", "deposit", "reversal", "logout"),
+    "cashii": ("create", "get", "get"),
+}
+PROVIDER_MODES: Final[dict[str, tuple[str, ...]]] = {  # where not every mode of MODES applies
+    "cashii": ("drop_response", "error_500", "delay", "hold", "http_429"),  # its FAULT_MODES
 }
 MAX_STEP: Final = 24  # crash points are drawn among the first durable steps
 
@@ -116,16 +126,17 @@ def journey_ops(j: Journey) -> tuple[str, ...]:
     return tuple(op for op in OPS[j.provider] if j.provider != "rapyd" or op not in skip)
 
 
-def draw(rng: random.Random, steps: dict[str, int]) -> Plan:
+def draw(rng: random.Random, steps: dict[str, int], journeys: list[str] | None = None) -> Plan:
     """A plan; the crash step is one of the journey's own durable steps (``steps``: how many
-    its run without a fault has), or a few past them (faults add steps: retries, pending)."""
-    journey = rng.choice(sorted(JOURNEYS))
+    its run without a fault has), or a few past them (faults add steps: retries, pending).
+    ``journeys``: draw among these only (default: all of :data:`JOURNEYS`)."""
+    journey = rng.choice(sorted(journeys or JOURNEYS))
     j = JOURNEYS[journey]
     faults: list[tuple[str, str, int, float]] = []
     if j.provider:
-        ops = journey_ops(j)
+        ops, modes = journey_ops(j), PROVIDER_MODES.get(j.provider, MODES)
         for _ in range(rng.choice((0, 1, 1, 2))):
-            op, mode = rng.choice(ops), rng.choice(MODES)
+            op, mode = rng.choice(ops), rng.choice(modes)
             faults.append((op, mode, rng.randint(1, 3), round(rng.uniform(0.5, 7.0), 1)))
     device = ""
     if rng.random() < 0.25:
@@ -252,9 +263,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--pending-s", type=float, default=60.0, help="how long settling may take")
+    p.add_argument(
+        "--journeys",
+        type=journey_list,
+        metavar="A,B",
+        help="draw only among these journeys, comma-separated (default: all)",
+    )
+    p.add_argument(
+        "--providers",
+        type=provider_list,
+        metavar="P,Q",
+        help="draw only among these providers' journeys (payby, paysera, rapyd, cashii)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--keep", action="store_true", help="keep the directories of failing runs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def provider_list(text: str) -> list[str]:
+    """``--providers p,q``: providers of :data:`JOURNEYS`, comma-separated."""
+    known = sorted({j.provider for j in JOURNEYS.values() if j.provider})
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown provider {', '.join(unknown) or '(none)'}; one of {', '.join(known)}"
+        )
+    return names
+
+
+def chosen(args: argparse.Namespace) -> list[str]:
+    """The journeys to draw from: ``--journeys`` and ``--providers``' (both: the union)."""
+    names = list(getattr(args, "journeys", None) or ())
+    for provider in getattr(args, "providers", None) or ():
+        names += [n for n, j in sorted(JOURNEYS.items()) if j.provider == provider]
+    return sorted(set(names)) or sorted(JOURNEYS)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -263,6 +306,7 @@ def main(args: argparse.Namespace) -> int:
     if args.iterations < 1:
         print("kiosk bench chaos: --iterations must be at least 1", file=sys.stderr)
         return 2
+    names = chosen(args)
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="kiosk-chaos-"))
     outcomes: list[Outcome] = []
@@ -270,7 +314,8 @@ def main(args: argparse.Namespace) -> int:
     with start_sandbox(root / "sandbox") as sandbox:
         bench = Bench(root, sandbox, args.pending_s)
         steps = {}
-        for name, journey in sorted(JOURNEYS.items()):
+        for name in names:
+            journey = JOURNEYS[name]
             report = JourneyReport(name)
             try:
                 bench.count_steps(journey, report)
@@ -280,7 +325,7 @@ def main(args: argparse.Namespace) -> int:
             steps[name] = len(report.steps)
             shutil.rmtree(root / f"{name}-count", ignore_errors=True)
         for i in range(1, args.iterations + 1):
-            plan = draw(rng, steps)
+            plan = draw(rng, steps, names)
             out = run_iteration(bench, plan, i, args.pending_s)
             outcomes.append(out)
             if not args.quiet:
@@ -303,6 +348,7 @@ def main(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "iterations": len(outcomes),
         "seed": args.seed,
+        "journeys": names,
         "seconds": round(time.monotonic() - started, 1),
         "crashed": sum(o.crashed for o in outcomes),
         "orphan_sessions": sum(o.orphans for o in outcomes),
@@ -310,7 +356,7 @@ def main(args: argparse.Namespace) -> int:
             " x" in o.plan or "x1" in o.plan or "x2" in o.plan or "x3" in o.plan for o in outcomes
         ),
         "by_journey": {
-            name: sum(o.plan.startswith(name + ":") for o in outcomes) for name in sorted(JOURNEYS)
+            name: sum(o.plan.startswith(name + ":") for o in outcomes) for name in names
         },
         "violations": counts,
         "failing": [asdict(o) for o in outcomes if o.violations],

@@ -4,9 +4,9 @@ step of each journey, restart it, let recovery finish, and check the money invar
 Each journey runs once on a fresh simulated kiosk with ``KIOSK_CRASH_LOG`` to count its
 durable steps (``kiosk.crashhook``); then, for every step ``n`` and for ``before`` and
 ``after``, again on a fresh kiosk (own directory, own journal, the store re-registered with a
-fresh key and balance in the one sandbox of the run, PayBy, Paysera and Rapyd, a fresh Paysera
-wallet and reservation code and a fresh Rapyd phone number and wallet for each customer) with
-``KIOSK_CRASH_AT=n:when``. When
+fresh key and balance in the one sandbox of the run, PayBy, Paysera, Rapyd and Cashii, a fresh
+Paysera wallet and reservation code, a fresh Rapyd phone number and wallet and a fresh Cashii
+payer account for each customer) with ``KIOSK_CRASH_AT=n:when``. When
 the daemon dies it is started again without the crash variables; once it is ready, and every
 transaction has left the non-terminal states (at most ``--pending-s``), the journal (read only),
 the simulated devices and the sandbox are checked (:func:`check_invariants`). A point the
@@ -32,9 +32,20 @@ first of its two 50.00 notes, ``payout_stop_after``: the other 50.00 reversed),
 same idempotency key, paid out once), ``rapyd-cashin`` (the start code, notes 100 + 50,
 confirm, then, once the panel asks again, the envelope with an OTP made just then: deposited)
 and ``rapyd-cashin-lost`` (the deposit's reply dropped after Rapyd credited: replayed,
-credited once). An OTP lives 30 s and a restart takes longer: a journey killed before its OTP
-was used is not driven again (recovery decides; the second code of a cash-in has no journey
-left to read it).
+credited once); Cashii Remote Payments: ``cashii-cashout`` (100.00 from the envelope, a pay
+slip, the customer pays from a fresh account of 500.00 as soon as the payment exists, paid out
+by the SMART Payout) and ``cashii-rejected`` (the same, the customer rejects it in the app:
+void). An OTP lives 30 s and a restart takes longer: a journey killed before its OTP was used
+is not driven again (recovery decides; the second code of a cash-in has no journey left to read
+it). The Cashii customer is not the daemon's: a thread of the bench (:meth:`Kiosk.
+cashii_customer`) pays (or rejects) the payment once it exists at Cashii and the journal names
+it (its id committed: the slip can show it), whether the daemon is killed before, during or
+after — across the restart, so a payment paid while its transaction was recovered ``pending``
+must end owed by ``cashii.watch``. A payment created but whose id was never committed (killed
+between the create and its commit) had no slip: nobody pays it.
+
+``--journeys a,b`` (or ``--journey`` repeated) runs only those journeys, e.g. ``--journeys
+cashii-cashout,cashii-rejected`` to re-run one provider's.
 
 Invariants (:data:`INVARIANTS`), the provider's side judged by each transaction's journey
 (:data:`PROVIDER_CHECKS`): notes in the cashbox match the journal; open liabilities = ``owed``;
@@ -48,7 +59,11 @@ the rest, one not confirmed pays out and owes nothing; a Rapyd cash-out's net de
 dispensed, nothing owed); no payout repeated and the recycler paid what the journal says; no
 effect left in ``intent``; the hash chain intact; no transaction left open; every Rapyd session
 the kiosk knew of (its close row committed) closed once it settled; the daemon died only by the
-crash hook. A Rapyd session the kiosk never knew of — opened at Rapyd, the daemon killed before
+crash hook. Cashii, by journey: at most one payment per transaction (by its metadata's
+``reference``) and none without a transaction; a paid payment ⇔ the transaction paid out +
+owed = its amount, exactly; a payment not paid (pending, rejected, canceled, or none) ⇒ nothing
+paid out and nothing owed, and no payout effect; the payer's account debited exactly by its
+paid payments. A Rapyd session the kiosk never knew of — opened at Rapyd, the daemon killed before
 the ``open`` commit that holds its close row — cannot be closed (no token was kept) and carries
 no money: it is counted apart (``orphan sessions``), not as a violation.
 
@@ -60,9 +75,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -80,6 +97,7 @@ if TYPE_CHECKING:  # the module is imported by every `kiosk` command: keep it li
     from kiosk.simkiosk import DaemonProcess, KioskFiles
 
 T = TypeVar("T")
+log = logging.getLogger("kiosk.crashpoints")
 
 #: Invariant keys, in the order of the table (and what each one holds).
 INVARIANTS: Final[dict[str, str]] = {
@@ -88,9 +106,10 @@ INVARIANTS: Final[dict[str, str]] = {
     "paid+owed": "cash in: never both paid or credited at the provider and owed",
     "unpaid": "cash in: cash taken and neither paid or credited at the provider nor owed",
     "wallet": "a customer's or store's wallet moved at most once per transaction, by exactly"
-    " what the provider paid or confirmed",
-    "cashout": "cash out: confirmed at the provider ⇒ paid out in full or the rest owed exactly;"
-    " not confirmed ⇒ nothing paid out, nothing owed",
+    " what the provider paid or confirmed; at most one Cashii payment per transaction, none"
+    " without one",
+    "cashout": "cash out: confirmed (Cashii: paid) at the provider ⇒ paid out in full or the"
+    " rest owed exactly; not confirmed ⇒ nothing paid out, nothing owed",
     "payout": "no payout repeated; the recycler paid what the journal says",
     "intent": "no effect left in `intent`",
     "chain": "the events' hash chain intact",
@@ -107,6 +126,8 @@ VOID_CAP_S: Final = 400.0  # the longest wait for a row that settles only at its
 VOID_SLACK_S: Final = 80.0  # past void_after: the outbox's longest backoff (60 s + jitter)
 SHORT_REVERSED: Final = frozenset({"rapyd_cashout"})  # a short payout goes back, is not owed
 RAPYD_LOGOUT: Final = "rapyd.logout"
+CASHII_BALANCE: Final = 50000  # AED 500.00 in each Cashii customer's fresh account
+CASHII_TICK_S: Final = 0.05  # how often the Cashii customer looks at the app
 
 
 class Died(Exception):
@@ -133,7 +154,10 @@ class Observed:
     ``rapyd_wallets``: every Rapyd wallet the run's customers brought (phone number → (AED
     balance before, after)); ``rapyd``: the Rapyd sandbox's transactions on those wallets
     (transaction id → view: kind withdraw, deposit or reversal, amount, reversed, account_id);
-    ``rapyd_sessions``: the POS sessions opened for those phone numbers (token → session)."""
+    ``rapyd_sessions``: the POS sessions opened for those phone numbers (token → session).
+    ``cashii_accounts``: every Cashii account the run's customers paid from (account → (AED
+    balance before, after)); ``cashii``: the Cashii sandbox's payments made by this kiosk
+    (its metadata's ``kiosk_id``) or paid from those accounts (payment id → hook view)."""
 
     journal: Path
     held_before: int = 0
@@ -148,6 +172,8 @@ class Observed:
     rapyd_wallets: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     rapyd: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     rapyd_sessions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cashii_accounts: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    cashii: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def check_invariants(obs: Observed) -> list[tuple[str, str]]:
@@ -194,6 +220,7 @@ def _check(conn: sqlite3.Connection, obs: Observed) -> list[tuple[str, str]]:
     out += _paysera_wallet_checks(obs, {tx["provider_ref"] for tx in txs if tx["provider_ref"]})
     out += _rapyd_wallet_checks(obs, txs, effects)
     out += _rapyd_session_checks(obs, effects)
+    out += _cashii_account_checks(obs, txs)
     return out
 
 
@@ -441,12 +468,81 @@ def _rapyd_session_checks(obs: Observed, effects: list[sqlite3.Row]) -> list[tup
     return []
 
 
+def _cashii_payments(tx: sqlite3.Row, obs: Observed) -> list[Mapping[str, Any]]:
+    """The Cashii payments a transaction made (their metadata's ``reference``)."""
+    return [
+        v for v in obs.cashii.values() if (v.get("metadata") or {}).get("reference") == tx["ref"]
+    ]
+
+
+def _cashii_cashout_checks(
+    tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], obs: Observed
+) -> list[tuple[str, str]]:
+    """At most one payment; paid ⇔ paid out + owed = the amount, exactly; not paid (pending,
+    rejected, canceled, or no payment at all) ⇒ nothing paid out, nothing owed, no payout."""
+    if tx["provider"] != "cashii" or tx["state"] not in TERMINAL:
+        return []  # an open one is reported as open
+    ref, state, due, out_, owed = (
+        tx["ref"], tx["state"], tx["amount_due"], tx["dispensed"], tx["owed"]
+    )  # fmt: skip
+    mine = _cashii_payments(tx, obs)
+    out: list[tuple[str, str]] = []
+    if len(mine) > 1:
+        ids = ", ".join(str(v.get("id")) for v in mine)
+        out.append(("wallet", f"{ref}: {len(mine)} Cashii payments for one cash-out ({ids})"))
+    if tx["provider_ref"] and tx["provider_ref"] not in {v.get("id") for v in mine}:
+        out.append(("wallet", f"{ref}: the journal's payment {tx['provider_ref']} is not at"
+                    " Cashii with this transaction's reference"))  # fmt: skip
+    paid = [v for v in mine if v.get("status") == "paid"]
+    if paid:
+        amounts = [int(v["amount"]) for v in paid]
+        said = f"Cashii paid {'+'.join(map(str, amounts))}, paid out {out_}, owed {owed}"
+        if any(a != due for a in amounts):
+            out.append(("cashout", f"{ref}: {said} for a cash-out of {due}"))
+        elif out_ > due:
+            out.append(("cashout", f"{ref}: {said}: paid out more than paid, ended {state}"))
+        elif state != "unknown" and out_ + owed != due:  # unknown: levels unread (technician)
+            out.append(("cashout", f"{ref}: {said}: paid out + owed != {due}, ended {state}"))
+        return out
+    status = ", ".join(str(v.get("status")) for v in mine) or "no payment"
+    payouts = _amounts(effects, "payout", "done", "unknown", "intent")
+    if out_ or owed or payouts:
+        out.append(
+            ("cashout", f"{ref}: not paid at Cashii ({status}); paid out {out_}, owed {owed},"
+             f" payout effects {payouts}, ended {state}")
+        )  # fmt: skip
+    return out
+
+
+def _cashii_account_checks(obs: Observed, txs: list[sqlite3.Row]) -> list[tuple[str, str]]:
+    """Every payment of the kiosk belongs to a transaction of the journal; each payer's account
+    went down by exactly the payments it paid."""
+    refs = {str(tx["ref"]) for tx in txs}
+    out: list[tuple[str, str]] = []
+    for pid, v in sorted(obs.cashii.items()):
+        reference = (v.get("metadata") or {}).get("reference")
+        if reference not in refs:
+            out.append(("wallet", f"Cashii payment {pid} ({v.get('status')}) for {reference},"
+                        " no transaction of the journal"))  # fmt: skip
+    for account, (before, after) in sorted(obs.cashii_accounts.items()):
+        paid = sum(
+            int(v["amount"])
+            for v in obs.cashii.values()
+            if v.get("from") == account and v.get("status") == "paid"
+        )
+        if before - after != paid:
+            out.append(("wallet", f"Cashii account {account} went down by {before - after};"
+                        f" the payments it paid: {paid}"))  # fmt: skip
+    return out
+
+
 PROVIDER_CHECKS: Final[dict[str, Callable[..., list[tuple[str, str]]]]] = {
     "payby_cashin": _payby_cashin_checks,
     "paysera_cashin": _paysera_cashin_checks,
     "paysera_cashout": _paysera_cashout_checks,
     "rapyd_cashin": _rapyd_cashin_checks,
     "rapyd_cashout": _rapyd_cashout_checks,
+    "cashii_cashout": _cashii_cashout_checks,
 }
 """The provider-side checks of a transaction, by its journey (``transactions.journey``)."""
 
@@ -559,6 +655,13 @@ class Kiosk:
     paysera_wallets: dict[int, int] = field(default_factory=dict)  # wallet id → balance before
     seq: int = 0  # the bench's number of this kiosk: its Rapyd customers' phone numbers
     rapyd_wallets: dict[str, int] = field(default_factory=dict)  # phone → AED balance before
+    cashii_accounts: dict[str, int] = field(default_factory=dict)  # account → AED before
+    customers: list[threading.Thread] = field(default_factory=list)  # Cashii's, see below
+    leaving: threading.Event = field(default_factory=threading.Event)  # they stop: closing
+
+    @property
+    def kiosk_id(self) -> str:
+        return f"CP{self.seq:05d}"  # as Bench.kiosk writes it (the payments' metadata)
 
     @property
     def crash_log(self) -> Path:
@@ -598,6 +701,9 @@ class Kiosk:
             self.daemon.stop()
 
     def close(self) -> None:
+        self.leaving.set()
+        for thread in self.customers:
+            thread.join(5)
         if self.daemon is not None:
             self.daemon.kill()
         if self.recycler is not None and self.recycler.poll() is None:
@@ -674,7 +780,30 @@ class Kiosk:
             },
             rapyd=self.rapyd_views(),
             rapyd_sessions=self.rapyd_sessions(),
+            cashii_accounts={
+                a: (before, self.cashii_balance(a)) for a, before in self.cashii_accounts.items()
+            },
+            cashii=self.cashii_views(),
         )
+
+    def cashii_balance(self, account: str) -> int:
+        return int(self.cashii_hook(f"accounts/{account}")["balances"].get("AED", 0))
+
+    def cashii_views(self) -> dict[str, dict[str, Any]]:
+        """The Cashii sandbox's payments this kiosk made (its metadata's ``kiosk_id``) or that
+        this run's customers paid, as the ``payments`` hook shows them."""
+        if not self.cashii_accounts:
+            return {}
+        return {
+            str(p["id"]): p
+            for p in self.cashii_hook("payments")["payments"]
+            if (p.get("metadata") or {}).get("kiosk_id") == self.kiosk_id
+            or p.get("from") in self.cashii_accounts
+        }
+
+    def cashii_hook(self, path: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A Cashii sandbox hook (``/_sandbox/cashii/<path>``): GET, or POST ``doc``."""
+        return self.hook("cashii", path, doc)
 
     def paysera_balance(self, wallet: int) -> int:
         return int(self.paysera_hook(f"wallets/{wallet}")["balance"])
@@ -961,6 +1090,60 @@ class Kiosk:
         self.control("show", path=str(_qr(envelope, self.root / f"qr-rapyd-otp-{otp}.png")))
         self.until("the OTP code is taken", lambda: state() != "awaiting_otp")
 
+    def cashii_account(self, balance: int) -> str:
+        """A fresh Cashii customer: a new 16-digit account with AED ``balance``."""
+        account = f"88{self.seq:08d}{len(self.cashii_accounts):06d}"
+        self.cashii_hook("accounts", {"account": account, "balance": balance, "currency": "AED"})
+        self.cashii_accounts[account] = balance
+        return account
+
+    def cashii_cashout(self, amount: str, action: str = "pay") -> str:
+        """A customer with a fresh account of :data:`CASHII_BALANCE` shows the app's envelope
+        with ``amount``; in the app, they ``pay`` (or ``reject``) the payment as soon as the
+        kiosk made it (:meth:`cashii_customer`, whether the daemon lives or not)."""
+        account = self.cashii_account(CASHII_BALANCE)
+        self.cashii_customer(account, action)
+        envelope = f"kiosk:cashout?v=1&provider=cashii&amount={amount}&currency=AED"
+        self.show_code(envelope, f"cashii-cashout-{account}")
+        return account
+
+    def cashii_customer(self, account: str, action: str) -> None:
+        """The customer's app, in a thread of the bench that outlives the daemon (until the
+        kiosk is closed): once a Cashii transaction's payment id is committed (the slip can
+        show it) and that payment exists at Cashii with the transaction's reference, ``pay``
+        it from ``account`` (or ``reject`` it), once. A payment whose id the journal never got
+        (killed between the create and its commit) had no slip: nobody pays it."""
+        from kiosk.journal import read_rows
+
+        done: set[str] = set()
+
+        def act(ref: str, pid: str) -> None:
+            view = self.cashii_hook(f"payments/{pid}")
+            if (view.get("metadata") or {}).get("reference") != ref:
+                return  # not this transaction's (cannot happen): never pay it
+            if view.get("status") == "pending":
+                self.cashii_hook(f"payments/{pid}/{action}", {"account": account})
+            done.add(pid)
+
+        def run() -> None:
+            import httpx
+
+            while not self.leaving.is_set():
+                try:
+                    rows = read_rows(self.files.journal, "SELECT ref, provider_ref FROM"
+                                     " transactions WHERE journey = 'cashii_cashout'"
+                                     " AND provider_ref IS NOT NULL")  # fmt: skip
+                    for r in rows:
+                        if str(r["provider_ref"]) not in done:
+                            act(str(r["ref"]), str(r["provider_ref"]))
+                except (OSError, sqlite3.Error, httpx.HTTPError, KeyError, ValueError) as exc:
+                    log.debug("the Cashii customer looks again: %s", exc)  # no journal yet…
+                self.leaving.wait(CASHII_TICK_S)
+
+        thread = threading.Thread(target=run, name=f"cashii-customer-{account}", daemon=True)
+        thread.start()
+        self.customers.append(thread)
+
     def paysera_wallet(self, balance: int) -> int:
         """A fresh customer wallet at the Paysera sandbox (AED, ``balance`` minor units)."""
         wallet = int(self.paysera_hook("wallets", {"currency": "AED", "balance": balance})[
@@ -1158,6 +1341,14 @@ def _rapyd_cashin_lost(k: Kiosk) -> None:
     _rapyd_cashin(k)
 
 
+def _cashii_cashout(k: Kiosk) -> None:
+    k.cashii_cashout("100.00")
+
+
+def _cashii_rejected(k: Kiosk) -> None:
+    k.cashii_cashout("100.00", "reject")
+
+
 JOURNEYS: Final[dict[str, Journey]] = {
     j.name: j
     for j in (
@@ -1255,6 +1446,22 @@ JOURNEYS: Final[dict[str, Journey]] = {
             False,
             "rapyd",
         ),
+        Journey(
+            "cashii-cashout",
+            "Cashii cash-out 100.00 (envelope), the slip paid in the app at once: paid out",
+            _cashii_cashout,
+            "completed",
+            True,
+            "cashii",
+        ),
+        Journey(
+            "cashii-rejected",
+            "Cashii cash-out 100.00 (envelope), the payment rejected in the app: void",
+            _cashii_rejected,
+            "void",
+            True,
+            "cashii",
+        ),
     )
 }
 
@@ -1295,7 +1502,7 @@ class JourneyReport:
 
 
 class Bench:
-    """One sandbox (PayBy, Paysera and Rapyd) for the whole run; a fresh kiosk for every
+    """One sandbox (PayBy, Paysera, Rapyd and Cashii) for the whole run; a fresh kiosk for every
     point."""
 
     def __init__(self, root: Path, sandbox: Sandbox, pending_s: float = 60.0) -> None:
@@ -1331,6 +1538,7 @@ class Bench:
         self.sandbox.payby.faults.clear()
         self.sandbox.paysera.faults.clear()
         rapyd_sandbox(self.sandbox).faults.clear()
+        self.faults("cashii").clear()
 
     def faults(self, provider: str) -> FaultPlan:
         """The fault plan of ``provider``'s sandbox."""
@@ -1485,6 +1693,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=sorted(JOURNEYS),
         help="run only this journey (repeatable; default: all)",
     )
+    p.add_argument(
+        "--journeys",
+        type=journey_list,
+        metavar="A,B",
+        help="run only these journeys, comma-separated (with --journey: both)",
+    )
     p.add_argument("--every", type=int, default=1, metavar="K", help="only every K-th step")
     p.add_argument("--step", type=int, action="append", metavar="N", help="only step N")
     p.add_argument("--when", choices=["before", "after"], help="only this side of each step")
@@ -1512,7 +1726,8 @@ def main(args: argparse.Namespace) -> int:
 
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="kiosk-crash-"))
     root.mkdir(parents=True, exist_ok=True)
-    names = args.journey or list(JOURNEYS)
+    picked = [*(args.journey or ()), *(args.journeys or ())]
+    names = list(dict.fromkeys(picked)) or list(JOURNEYS)
     whens = (args.when,) if args.when else ("before", "after")
 
     def progress(line: str) -> None:
@@ -1540,6 +1755,17 @@ def main(args: argparse.Namespace) -> int:
     if failing:
         print(f"kept: {', '.join(str(p) for p in failing)}", file=sys.stderr)
     return 1 if any(r.violations for r in reports) else 0
+
+
+def journey_list(text: str) -> list[str]:
+    """``--journeys a,b``: names of :data:`JOURNEYS`, comma-separated."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in JOURNEYS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown journey {', '.join(unknown) or '(none)'}; one of {', '.join(JOURNEYS)}"
+        )
+    return names
 
 
 def _cleanup(root: Path, reports: list[JourneyReport], *, keep: bool, own: bool) -> list[Path]:
