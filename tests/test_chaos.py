@@ -62,3 +62,23 @@ def test_rapyd_journeys_are_drawn_with_faults_at_rapyd() -> None:
         assert not ops & ({"deposit"} if JOURNEYS[p.journey].recycler else {"withdraw", "reversal"})
     assert {p.device for p in rapyd if JOURNEYS[p.journey].recycler} >= {"power_cut"}
     assert {p.device for p in rapyd if not JOURNEYS[p.journey].recycler} >= {"jam"}
+
+
+def test_cashii_journeys_are_drawn_with_faults_at_cashii_only_among_those_chosen() -> None:
+    import argparse
+
+    from kiosk.chaos import OPS, PROVIDER_MODES, chosen
+    from kiosk.crashpoints import JOURNEYS
+
+    names = ["cashii-cashout", "cashii-rejected"]
+    assert chosen(argparse.Namespace(journeys=None, providers=["cashii"])) == names
+    assert chosen(argparse.Namespace(journeys=None, providers=None)) == sorted(JOURNEYS)
+    rng = random.Random(6)
+    plans = [draw(rng, {}, names) for _ in range(200)]
+    assert {p.journey for p in plans} == set(names)
+    assert {op for p in plans for op, *_ in p.faults} == set(OPS["cashii"]) == {"create", "get"}
+    assert {m for p in plans for _, m, *_ in p.faults} == set(PROVIDER_MODES["cashii"])
+    assert {p.device for p in plans} >= {"power_cut"}
+    rng = random.Random(7)
+    everyone = [draw(rng, {}) for _ in range(300)]
+    assert {p.journey for p in everyone} >= set(names)  # drawn among all by default too

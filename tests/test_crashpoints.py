@@ -470,6 +470,91 @@ def test_a_rapyd_cash_in_is_deposited_or_owed_never_both_never_neither(
     assert _kinds(check_invariants(obs)) == ["paid+owed", "paid+owed"]
 
 
+# --- Cashii, judged by the transaction's journey ----------------------------------------------
+
+PAYER, PID = "8800000001000000", "4111222233334444"
+
+
+def _cashii_payment(ref: str, status: str = "paid", amount: int = 10000) -> dict[str, Any]:
+    view = {"id": PID, "amount": amount, "currency": "AED", "status": status,
+            "metadata": {"kiosk_id": "KT1", "reference": ref}}  # fmt: skip
+    return {**view, "from": PAYER} if status == "paid" else view
+
+
+def _cashii_obs(journal: Journal, status: str = "paid", **kw: Any) -> Observed:
+    paid = status == "paid"
+    fields: dict[str, Any] = {
+        "journal": Path(journal.db.conn.execute("PRAGMA database_list").fetchone()[2]),
+        "held_before": 80000,
+        "held_after": 70000 if paid else 80000,
+        "cashii_accounts": {PAYER: (50000, 40000 if paid else 50000)},
+        "cashii": {PID: _cashii_payment("KT1-000001", status)},
+    }
+    return Observed(**{**fields, **kw})
+
+
+def _cashii_cashout(journal: Journal, end: str = "completed") -> int:
+    """A Cashii cash-out of 100.00 whose payment was created; ``end``: completed (paid, paid
+    out), owed (paid after the slip was void), void (rejected) or waiting."""
+    import kiosk.flows.cashii_cashout  # noqa: F401 - defines the journey
+
+    tx = journal.begin("cashii_cashout", currency="AED")
+    journal.transition(tx.id, "creating", amount_due=10000)
+    journal.outcome(journal.intent(tx.id, "create", f"{tx.ref}-create", amount=10000).id, "done")
+    journal.transition(tx.id, "waiting", provider_ref=PID)
+    if end == "completed":
+        journal.transition(tx.id, "paid")
+        journal.transition(tx.id, "dispensing")
+        eff = journal.intent(tx.id, "payout", f"{tx.ref}-payout", amount=10000)
+        journal.outcome(eff.id, "done", dispensed=10000)
+        journal.transition(tx.id, "completed")
+    elif end == "owed":
+        journal.transition(tx.id, "pending")
+        journal.owe(tx.id, 10000, "paid_after_slip_void")
+        journal.transition(tx.id, "owed")
+    elif end == "void":
+        journal.transition(tx.id, "void")
+    return tx.id
+
+
+def test_a_cashii_cash_out_paid_out_or_owed_or_void_holds_every_invariant(
+    journal: Journal, tmp_path: Path
+) -> None:
+    _cashii_cashout(journal)
+    assert check_invariants(_cashii_obs(journal)) == []
+    owed = Journal.open(tmp_path / "owed.db", kiosk_id="KT1", code_key=b"k" * 32)
+    _cashii_cashout(owed, "owed")  # paid after the kiosk stopped waiting: owed in full
+    assert check_invariants(_cashii_obs(owed, held_after=80000)) == []
+    owed.close()
+    void = Journal.open(tmp_path / "void.db", kiosk_id="KT1", code_key=b"k" * 32)
+    _cashii_cashout(void, "void")
+    assert check_invariants(_cashii_obs(void, "rejected")) == []
+    void.close()
+
+
+def test_a_cashii_payment_paid_but_not_paid_out_nor_owed_or_twice_is_reported(
+    journal: Journal, tmp_path: Path
+) -> None:
+    _cashii_cashout(journal, "void")  # ended void, but the customer paid
+    found = check_invariants(_cashii_obs(journal, held_after=80000))
+    assert found == [("cashout", "KT1-000001: Cashii paid 10000, paid out 0, owed 0: paid out"
+                      " + owed != 10000, ended void")]  # fmt: skip
+    # a second payment for the transaction, and one no transaction made
+    two = {PID: _cashii_payment("KT1-000001", "rejected"),
+           "4111222233335555": {**_cashii_payment("KT1-000001", "pending"),
+                                "id": "4111222233335555"},
+           "4111222233336666": {**_cashii_payment("KT1-000099", "pending"),
+                                "id": "4111222233336666"}}  # fmt: skip
+    found = check_invariants(_cashii_obs(journal, "rejected", cashii=two))
+    assert _kinds(found) == ["wallet", "wallet"], found
+    # not paid, yet paid out; and the payer's account debited without a paid payment
+    out = Journal.open(tmp_path / "out.db", kiosk_id="KT1", code_key=b"k" * 32)
+    _cashii_cashout(out)
+    obs = _cashii_obs(out, "pending", cashii_accounts={PAYER: (50000, 40000)}, held_after=70000)
+    assert _kinds(check_invariants(obs)) == ["cashout", "wallet"]
+    out.close()
+
+
 def test_a_changed_event_breaks_the_chain(journal: Journal) -> None:
     _completed(journal)
     journal.db.execute("DROP TRIGGER events_no_update")
@@ -601,3 +686,37 @@ def test_rapyd_crash_points_around_the_withdraw_the_payout_and_the_deposit(
                 assert bench.run_point(journey, report, step, when), (name, step, when)
             assert [v.line() for v in report.violations] == []
             assert report.orphans == []
+
+
+@pytest.mark.slow
+def test_cashii_crash_points_around_the_create_the_slip_and_the_payout(short_dir: Path) -> None:
+    """A handful of Cashii points (the whole sweep is `kiosk bench crashpoints --journeys
+    cashii-cashout,cashii-rejected`): the create sent but its id not committed (refused, nobody
+    pays), killed once waiting (recovered pending; the customer pays meanwhile: the watch owes
+    it in full), the payout's intent; the rejected one killed once waiting (the watch voids)."""
+    from kiosk.sandbox.server import start_sandbox
+
+    with start_sandbox(short_dir / "sandbox") as sandbox:
+        bench = Bench(short_dir, sandbox)
+        for name, points in (
+            ("cashii-cashout", (("create.intent", "after"), ("create.done", "after"),
+                                ("payout.intent", "after"))),
+            ("cashii-rejected", (("create.done", "after"),)),
+        ):  # fmt: skip
+            journey = JOURNEYS[name]
+            report = run_journey(bench, journey, only=set())  # the count run only
+            assert not report.error, report.error
+            for kinds, when in points:
+                step = next(n for n, k in report.steps if kinds in k)
+                assert bench.run_point(journey, report, step, when), (name, step, when)
+            assert [v.line() for v in report.violations] == []
+
+
+def test_journeys_are_chosen_by_a_comma_separated_list() -> None:
+    import argparse
+
+    from kiosk.crashpoints import journey_list
+
+    assert journey_list("cashii-cashout, cashii-rejected") == ["cashii-cashout", "cashii-rejected"]
+    with pytest.raises(argparse.ArgumentTypeError):
+        journey_list("cashii-cashout,nope")
