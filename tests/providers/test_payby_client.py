@@ -197,9 +197,11 @@ def test_ids_are_checked_before_sending() -> None:
 
 def test_refund_request_and_reply() -> None:
     seen: list[bytes] = []
+    paths: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.content)
+        paths.append(request.url.path)
         refund = {
             "refundMerchantOrderNo": "R1",
             "orderNo": "191405406113002297",
@@ -219,8 +221,11 @@ def test_refund_request_and_reply() -> None:
         "amount": {"currency": "BUSD", "amount": Decimal("0.12345678")},
         "reason": "r",
     }
+    assert paths[0].endswith("/crypto/refund/placeOrder")  # seed 004: BUSD is the crypto refund
     with pytest.raises(ValueError):
         run(handler, lambda c: c.refund("R1", Money.of(1, "AED")))
+    with pytest.raises(ValueError):  # Decimal(12,8): 13 digits before the point
+        run(handler, lambda c: c.refund("R2", Money.of(10**20, "BUSD"), origin_order_no="13"))
 
 
 def test_get_balance_reads_the_documented_shape() -> None:

@@ -137,6 +137,17 @@ def test_money_survives_the_wire_exactly(minor: int, code: str) -> None:
     assert money_in(loads(dumps(money_out(money)))) == money
 
 
+@given(st.integers(min_value=1, max_value=10**20 - 1))
+def test_busd_is_written_as_decimal_12_8_exactly(minor: int) -> None:
+    money = Money.of(minor, "BUSD")
+    text = dumps(money_out(money)).decode()
+    number = re.search(r'"amount":([0-9.]+)', text)
+    assert number is not None
+    whole, _, frac = number.group(1).partition(".")
+    assert len(whole) <= 12 and len(frac) == 8
+    assert money_in(loads(text.encode())) == money
+
+
 # --- both ways against the sandbox -----------------------------------------------------------
 
 

@@ -91,6 +91,12 @@ _AMBIGUOUS_CODES: Final = frozenset({"500", "504"})
 _UNAVAILABLE_CODES: Final = frozenset({"402", "404"})
 
 
+CRYPTO_CURRENCY: Final = "BUSD"
+"""The crypto refund's only currency (seed 004)."""
+CRYPTO_MAX_MINOR: Final = 10**20
+"""``Decimal(12,8)``: 12 digits before the point, 8 after, in BUSD's minor units."""
+
+
 def wall_clock_ms() -> int:
     """Epoch milliseconds from the system clock (PayBy's ``requestTime``)."""
     return time.time_ns() // 1_000_000
@@ -344,7 +350,12 @@ class PayByClient:
         operator_name: str | None = None,
         device_id: str | None = None,
     ) -> RefundOrder:
-        """Refund (part of) a paid order; idempotent on ``refund_merchant_order_no``."""
+        """Refund (part of) a paid order; idempotent on ``refund_merchant_order_no``. A BUSD
+        order is refunded through the crypto refund (seed 004: ``/crypto/refund/placeOrder``,
+        ``Decimal(12,8)``: at most 12 digits before the point, 8 after, written exactly)."""
+        crypto = amount.code == CRYPTO_CURRENCY
+        if crypto and not 0 < amount.minor < CRYPTO_MAX_MINOR:
+            raise ValueError("a crypto refund is positive, at most 12 digits before the point")
         origin = _one_of(
             originOrderNo=origin_order_no, originMerchantOrderNo=origin_merchant_order_no
         )
@@ -357,7 +368,8 @@ class PayByClient:
         }
         optional = {"reason": reason, "operatorName": operator_name, "deviceId": device_id}
         biz.update({key: value for key, value in optional.items() if value is not None})
-        body = await self._call("/acquire2/refund/placeOrder", biz)
+        path = "/crypto/refund/placeOrder" if crypto else "/acquire2/refund/placeOrder"
+        body = await self._call(path, biz)
         return parse_refund_order(body.get("refundOrder"))
 
     async def get_refund(
