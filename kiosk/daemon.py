@@ -67,7 +67,9 @@ class Daemon:
             await hw.reader.open()
             power_up = await self._open_validator(hw)
             reach = Reachability()
-            clients, connections = connect_all(c, self.secrets, reach.recorder)
+            clients, connections = connect_all(
+                c, self.secrets, reach.recorder, reach.clock_recorder
+            )
             ctx = Context(
                 config=c,
                 journal=journal,

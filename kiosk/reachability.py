@@ -27,6 +27,7 @@ class Reachability:
         self.hold_s = hold_s
         self._clock = clock
         self._seen: dict[str, _Seen] = {}
+        self._clocks: dict[str, tuple[float | None, bool]] = {}
 
     def record(self, provider: str, ok: bool) -> None:
         now = self._clock()
@@ -38,14 +39,31 @@ class Reachability:
         """The ``on_reply`` callback of ``provider``'s client."""
         return lambda ok: self.record(provider, ok)
 
+    def clock(self, provider: str, skew_s: float | None, refused: bool = False) -> None:
+        """``provider``'s clock against ours: ``skew_s`` = ours - theirs, from a reply's time
+        (``None``: not measurable); ``refused``: it refused our request's time outright."""
+        self._clocks[provider] = (skew_s, refused)
+
+    def clock_recorder(self, provider: str) -> Callable[[float | None, bool], None]:
+        """The ``on_clock`` callback of ``provider``'s client."""
+        return lambda skew_s, refused: self.clock(provider, skew_s, refused)
+
     def is_down(self, provider: str) -> bool:
         seen = self._seen.get(provider)
         return seen is not None and not seen.ok and self._clock() - seen.at < self.hold_s
 
     def status(self) -> dict[str, dict[str, object]]:
-        """Per provider: ``reachable`` and for how many seconds it has been so."""
+        """Per provider: ``reachable`` and for how many seconds it has been so; once measured,
+        ``clock_skew_s`` (our clock minus the provider's) and ``clock_refused`` (the provider
+        refused our request's time: fix NTP)."""
         now = self._clock()
-        return {
+        out: dict[str, dict[str, object]] = {
             name: {"reachable": s.ok, "for_s": round(now - s.since, 1)}
             for name, s in sorted(self._seen.items())
         }
+        for name, (skew, refused) in sorted(self._clocks.items()):
+            entry = out.setdefault(name, {})
+            if skew is not None:
+                entry["clock_skew_s"] = round(skew, 1)
+            entry["clock_refused"] = refused
+        return out

@@ -102,3 +102,22 @@ def test_rapyd_and_cashii_credentials(
         out = capsys.readouterr()
         text = out.out + out.err
         assert code == 1 and "refused" in text and "x" * 40 not in text
+
+
+def test_a_skewed_clock_is_measured_by_the_replys_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with start_sandbox(tmp_path / "sb") as sb:
+        files = sandbox_kiosk(tmp_path / "kiosk", sb)
+        req = urllib.request.Request(
+            f"{sb.url}/_sandbox/clock", json.dumps({"advance_s": 5 * 60}).encode()
+        )
+        urllib.request.urlopen(req, timeout=5).read()  # PayBy 5 minutes ahead: still accepted
+        code, text = _check(files.config, capsys)
+        assert code == 0 and "warning: our clock is -300 s off PayBy's" in text
+        req = urllib.request.Request(
+            f"{sb.url}/_sandbox/clock", json.dumps({"advance_s": 15 * 60}).encode()
+        )
+        urllib.request.urlopen(req, timeout=5).read()  # 20 minutes: refused, and said by how much
+        code, text = _check(files.config, capsys)
+        assert code == 1 and "more than 15 minutes off" in text and "-1200 s" in text

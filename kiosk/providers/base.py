@@ -55,8 +55,16 @@ class Connection:
 
 
 class Connect(Protocol):
+    """Builds a provider's client (no I/O). ``on_reply(got_reply)`` after every call;
+    ``on_clock(skew_s, refused)`` when the provider's time can be read from a reply or it
+    refused ours (a provider that cannot tell ignores it)."""
+
     def __call__(
-        self, cfg: Config, secrets: Secrets, on_reply: Callable[[bool], None]
+        self,
+        cfg: Config,
+        secrets: Secrets,
+        on_reply: Callable[[bool], None],
+        on_clock: Callable[[float | None, bool], None] | None = None,
     ) -> Connection: ...
 
 

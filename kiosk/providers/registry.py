@@ -67,15 +67,18 @@ def connect_all(
     cfg: Config,
     secrets: Secrets,
     recorder: Callable[[str], Callable[[bool], None]] | None = None,
+    clock_recorder: Callable[[str], Callable[[float | None, bool], None]] | None = None,
 ) -> tuple[dict[str, Any], list[Connection]]:
     """A client for every provider configured on this kiosk, by name, and the connections to
-    close. ``recorder(name)``: the client's ``on_reply`` (``Reachability.recorder``)."""
+    close. ``recorder(name)``: the client's ``on_reply`` (``Reachability.recorder``);
+    ``clock_recorder(name)``: its ``on_clock`` (``Reachability.clock_recorder``)."""
     clients: dict[str, Any] = {}
     connections: list[Connection] = []
     for name, provider in providers().items():
         if provider.configured(cfg):
             on_reply = recorder(name) if recorder is not None else (lambda ok: None)
-            conn = provider.resolve("connect")(cfg, secrets, on_reply)  # no I/O: builds only
+            on_clock = clock_recorder(name) if clock_recorder is not None else None
+            conn = provider.resolve("connect")(cfg, secrets, on_reply, on_clock)  # builds only
             connections.append(conn)
             clients[name] = conn.client
     return clients, connections

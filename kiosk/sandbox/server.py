@@ -171,6 +171,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         log.debug("sandbox: " + format, *args)
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header on the sandbox's clock (moved by the clock hook), as a provider's
+        servers would show their own time."""
+        import email.utils
+
+        return email.utils.formatdate(self.server.app.clock.now_ms() / 1000, usegmt=True)
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True

@@ -66,7 +66,12 @@ def local_check(cfg: Config, secrets: Secrets) -> None:
 SECTION = Section(read, read_secrets, local_check)
 
 
-def connect(cfg: Config, secrets: Secrets, on_reply: Callable[[bool], None]) -> Connection:
+def connect(
+    cfg: Config,
+    secrets: Secrets,
+    on_reply: Callable[[bool], None],
+    on_clock: Callable[[float | None, bool], None] | None = None,
+) -> Connection:
     import httpx
 
     from kiosk.providers.cashii.client import CashiiClient

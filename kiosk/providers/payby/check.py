@@ -31,9 +31,12 @@ async def check(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
     except ProviderUnavailable as exc:
         return False, f"payby: unreachable at {p.base_url} ({exc})"
     except ProviderRefused as exc:
-        msg = str(exc)
-        if "REQUESTTIME" in msg:
-            return False, "payby: our clock is more than 15 minutes off PayBy's: fix NTP"
+        from kiosk.providers.payby.client import clock_refusal
+
+        if clock_refusal(exc):
+            off = client.last_skew_s
+            by = f" ({off:+.0f} s by the reply's time)" if off is not None else ""
+            return False, f"payby: our clock is more than 15 minutes off PayBy's{by}: fix NTP"
         return False, (
             f"payby: PayBy refused our request ({exc}): check partner_id"
             f" {p.partner_id!r} and that PayBy holds the store's public key"
@@ -48,7 +51,15 @@ async def check(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
     finally:
         await conn.aclose()
     ms = int((time.monotonic() - started) * 1000)
-    return True, f"payby: credentials work (partner {p.partner_id}, reply signed, {ms} ms)"
+    ok = f"payby: credentials work (partner {p.partner_id}, reply signed, {ms} ms)"
+    off = client.last_skew_s
+    if off is not None and abs(off) > CLOCK_WARN_S:
+        ok += f"; warning: our clock is {off:+.0f} s off PayBy's (it refuses beyond 15 min)"
+    return True, ok
+
+
+CLOCK_WARN_S = 60.0
+"""A skew worth a technician's look, well inside PayBy's 15-minute window."""
 
 
 async def reconcile(client: Any, cfg: Config, tx: Any) -> str:

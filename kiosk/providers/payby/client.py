@@ -29,6 +29,7 @@ Nothing secret is logged: only method, path, code and elapsed milliseconds.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import re
 import time
@@ -95,6 +96,12 @@ CRYPTO_CURRENCY: Final = "BUSD"
 """The crypto refund's only currency (seed 004)."""
 CRYPTO_MAX_MINOR: Final = 10**20
 """``Decimal(12,8)``: 12 digits before the point, 8 after, in BUSD's minor units."""
+
+
+def clock_refusal(exc: ProviderRefused) -> bool:
+    """PayBy's refusal of a ``requestTime`` more than 15 minutes from its own (code 400,
+    ``REQUESTTIME_TOO_EARLY`` / ``REQUESTTIME_TOO_LATER``)."""
+    return "REQUESTTIME" in str(exc)
 
 
 def wall_clock_ms() -> int:
@@ -272,8 +279,12 @@ class PayByClient:
         resolve_token_path: str = DEFAULT_RESOLVE_TOKEN_PATH,
         pay_order_path: str = DEFAULT_PAY_ORDER_PATH,
         on_reply: Callable[[bool], None] | None = None,
+        on_clock: Callable[[float | None, bool], None] | None = None,
     ) -> None:
         self._http = http
+        self._on_clock = on_clock or (lambda skew_s, refused: None)
+        self.last_skew_s: float | None = None
+        """Our ``requestTime`` clock minus PayBy's, from the last reply's ``Date`` header."""
         self._base_url = base_url.rstrip("/")
         self._partner_id = partner_id
         self._signer = signer
@@ -469,11 +480,16 @@ class PayByClient:
         }
         started = time.monotonic()
         try:
-            body = self._verified(await self._post(path, raw, headers))
+            response = await self._post(path, raw, headers)
+            self._clock_of(response)
+            body = self._verified(response)
         except ProviderError as exc:
             elapsed_ms = int((time.monotonic() - started) * 1000)
             outcome = f"{type(exc).__name__}:{exc.code or '-'}"
             log.warning("POST %s %s %dms", path, outcome, elapsed_ms)
+            if isinstance(exc, ProviderRefused) and clock_refusal(exc):
+                log.error("PayBy refused our requestTime: our clock is off by more than 15 min")
+                self._on_clock(self.last_skew_s, True)
             raise
         log.info("POST %s code=0 %dms", path, int((time.monotonic() - started) * 1000))
         return body
@@ -505,6 +521,18 @@ class PayByClient:
             raise ProviderAmbiguous(
                 PROVIDER, f"{path}: outcome unknown ({type(exc).__name__})"
             ) from exc
+
+    def _clock_of(self, response: httpx.Response) -> None:
+        """PayBy's time from the reply's HTTP ``Date`` (whole seconds): the skew of ours."""
+        date = response.headers.get("date")
+        if not date:
+            return
+        try:
+            theirs = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self.last_skew_s = self._clock() / 1000 - theirs
+        self._on_clock(self.last_skew_s, False)
 
     def _verified(self, response: httpx.Response) -> Mapping[str, object]:
         """Check status, signature and envelope; the reply ``body`` on success."""

@@ -113,7 +113,12 @@ def local_check(cfg: Config, secrets: Secrets) -> None:
 SECTION = Section(read, read_secrets, local_check)
 
 
-def connect(cfg: Config, secrets: Secrets, on_reply: Callable[[bool], None]) -> Connection:
+def connect(
+    cfg: Config,
+    secrets: Secrets,
+    on_reply: Callable[[bool], None],
+    on_clock: Callable[[float | None, bool], None] | None = None,
+) -> Connection:
     """The PayBy client of this kiosk, on its own HTTP client."""
     # httpx imports its command-line module, and with it click, whenever click is
     # installed (sqlite-utils brings it); the daemon has no use for it.
@@ -142,6 +147,7 @@ def connect(cfg: Config, secrets: Secrets, on_reply: Callable[[bool], None]) -> 
         resolve_token_path=p.resolve_token_path,
         pay_order_path=p.pay_order_path,
         on_reply=on_reply,
+        on_clock=on_clock,
     )
     return Connection(http, client)
 

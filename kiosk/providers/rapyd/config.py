@@ -89,7 +89,12 @@ def local_check(cfg: Config, secrets: Secrets) -> None:
 SECTION = Section(read, read_secrets, local_check)
 
 
-def connect(cfg: Config, secrets: Secrets, on_reply: Callable[[bool], None]) -> Connection:
+def connect(
+    cfg: Config,
+    secrets: Secrets,
+    on_reply: Callable[[bool], None],
+    on_clock: Callable[[float | None, bool], None] | None = None,
+) -> Connection:
     """The Rapyd client of this kiosk (``cfg.providers["rapyd"]``), on its own HTTP client."""
     import httpx
 

@@ -33,6 +33,11 @@ from kiosk.sandbox.kit import HookError
 
 INSUFFICIENT_BALANCE: Final = "62099"  # [INF] not in PayBy's docs: store wallet too low to pay
 
+# The refundOrder failCode/failDes example in PayBy's docs (docs/4_Refund/_refund-order.mdx):
+# what a refund made to fail by the fail-next hook carries unless told otherwise.
+REFUND_FAIL_CODE: Final = "62002"
+REFUND_FAIL_DES: Final = "Failed orders cannot be cancelled or refunded"
+
 MESSAGES: Final = {
     "400": "INVALID_PARAMETER",
     "403": "UNAUTHORIZED",
@@ -55,6 +60,7 @@ MESSAGES: Final = {
     "62043": "MISSING_BUSINESS_TYPE",
     "62044": "INVALID_BUSINESS_TYPE",
     "62045": "REFUND_REJECTED",
+    "62073": "INVALID_ONE_TIME_PAYMENT",
     "62082": "TOKEN_URL_NOT_EXIST",
     "62086": "INVALID_PAYEEMID",
     "78001": "CURRENCY_CODE_NOT_SUPPORTED",
@@ -74,18 +80,27 @@ CREATE TABLE IF NOT EXISTS orders (
     token_url TEXT NOT NULL UNIQUE, token_expires INTEGER NOT NULL,
     status TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, fail_code TEXT, fail_des TEXT,
     paid_time INTEGER, payer_mid TEXT, store_payment_no TEXT, pay_device_id TEXT,
+    pay_scene_code TEXT NOT NULL DEFAULT 'CASHTOPUP',
     UNIQUE (payee_mid, merchant_order_no), UNIQUE (payer_mid, store_payment_no));
 CREATE TABLE IF NOT EXISTS refunds (
     order_no TEXT PRIMARY KEY, partner_id TEXT NOT NULL, refund_merchant_order_no TEXT NOT NULL,
     origin_order_no TEXT NOT NULL, origin_merchant_order_no TEXT NOT NULL, params TEXT NOT NULL,
     currency TEXT NOT NULL, amount_minor INTEGER NOT NULL, status TEXT NOT NULL,
     reason TEXT, operator_name TEXT, device_id TEXT, notify_url TEXT, reserved TEXT,
-    created_ms INTEGER NOT NULL, UNIQUE (partner_id, refund_merchant_order_no));
+    created_ms INTEGER NOT NULL, fail_code TEXT, fail_des TEXT,
+    UNIQUE (partner_id, refund_merchant_order_no));
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT, notify_id TEXT NOT NULL, kind TEXT NOT NULL,
     order_no TEXT NOT NULL, notify_url TEXT, body TEXT NOT NULL, sign TEXT NOT NULL,
     created_ms INTEGER NOT NULL);
 """
+
+# Columns added after the first release: (table, column, declaration), added to older files.
+_ADDED_COLUMNS: Final = (
+    ("orders", "pay_scene_code", "TEXT NOT NULL DEFAULT 'CASHTOPUP'"),
+    ("refunds", "fail_code", "TEXT"),
+    ("refunds", "fail_des", "TEXT"),
+)
 
 _ORDER_COLUMNS: Final = frozenset(
     {"status", "revoked", "fail_code", "fail_des", "paid_time", "payer_mid",
@@ -114,6 +129,10 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._db:
             self._db.executescript(_SCHEMA)
+            for table, column, declaration in _ADDED_COLUMNS:
+                names = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in names:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         with self.lock:
@@ -188,19 +207,19 @@ class Ledger:
         self, *, payee: str, merchant_order_no: str, params: str, request_time: int,
         subject: str, total: Money, pay_scene_params: object, expired_time: int,
         notify_url: str | None, device_id: str | None, reserved: str | None, token_url: str,
-        token_expires: int,
+        token_expires: int, pay_scene_code: str = "CASHTOPUP",
     ) -> str:  # fmt: skip
         """A new CREATED order; returns its orderNo."""
         order_no = self._new_no("orders", "13")
         self._db.execute(
             "INSERT INTO orders (order_no, payee_mid, merchant_order_no, params, request_time,"
             " subject, currency, total_minor, pay_scene_params, expired_time, notify_url,"
-            " device_id, reserved, token_url, token_expires, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'CREATED')",
+            " device_id, reserved, token_url, token_expires, status, pay_scene_code)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'CREATED', ?)",
             (
                 order_no, payee, merchant_order_no, params, request_time, subject, total.code,
                 total.minor, dumps(pay_scene_params).decode(), expired_time, notify_url,
-                device_id, reserved, token_url, token_expires,
+                device_id, reserved, token_url, token_expires, pay_scene_code,
             ),
         )  # fmt: skip
         return order_no
@@ -214,8 +233,11 @@ class Ledger:
             (*values.values(), order_no),
         )
 
-    def pay(self, row: Row, payer: str, payment_no: str, device_id: str) -> Row:
-        """Post ``payer``'s payment of the order to its payee; the order, now PAID_SUCCESS."""
+    def pay(self, row: Row, payer: str, payment_no: str | None, device_id: str | None) -> Row:
+        """Post ``payer``'s payment of the order to its payee; the order, now PAID_SUCCESS.
+
+        ``payment_no``/``device_id``: the paying store's (None when a customer pays in the app).
+        """
         self.move(payer, row["payee_mid"], order_total(row))
         self.set_order(
             row["order_no"],
@@ -259,24 +281,29 @@ class Ledger:
     def add_refund(
         self, origin: Row, partner: str, refund_no: str, amount: Money,
         extra: Mapping[str, str | None], params: str,
+        failure: tuple[str, str] | None = None,
     ) -> Row:  # fmt: skip
         """Post a refund of ``origin`` that succeeds at once (CREATED → REFUNDED_SETTLED →
         SUCCESS collapsed): its row (``extra``: the optional columns) and the money from
-        ``partner`` back to the payer. The refund row."""
+        ``partner`` back to the payer. The refund row. With ``failure`` (failCode, failDes)
+        the refund ends FAILURE at once instead and no money moves."""
         order_no = self._new_no("refunds", "19")
+        status = "SUCCESS" if failure is None else "FAILURE"
+        fail_code, fail_des = failure if failure is not None else (None, None)
         self._db.execute(
             "INSERT INTO refunds (order_no, partner_id, refund_merchant_order_no, origin_order_no,"
             " origin_merchant_order_no, params, currency, amount_minor, status, reason,"
-            " operator_name, device_id, notify_url, reserved, created_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'SUCCESS', ?, ?, ?, ?, ?, ?)",
+            " operator_name, device_id, notify_url, reserved, created_ms, fail_code, fail_des)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 order_no, partner, refund_no, origin["order_no"], origin["merchant_order_no"],
-                params, amount.code, amount.minor, extra.get("reason"), extra.get("operator_name"),
-                extra.get("device_id"), extra.get("notify_url"), extra.get("reserved"),
-                self._now_ms(),
+                params, amount.code, amount.minor, status, extra.get("reason"),
+                extra.get("operator_name"), extra.get("device_id"), extra.get("notify_url"),
+                extra.get("reserved"), self._now_ms(), fail_code, fail_des,
             ),
         )  # fmt: skip
-        self.move(partner, origin["payer_mid"], amount)
+        if failure is None:
+            self.move(partner, origin["payer_mid"], amount)
         return self.refund(order_no)
 
     def refund_body(self, refund: Row) -> dict[str, object]:
@@ -432,7 +459,7 @@ def wire_order(row: Row, *, public: bool = False) -> dict[str, object]:
         payeeMid=row["payee_mid"],
         expiredTime=row["expired_time"],
         subject=row["subject"],
-        paySceneCode="CASHTOPUP",
+        paySceneCode=row["pay_scene_code"],
         paySceneParams=loads(row["pay_scene_params"]),
     )
     optional = {"failCode": row["fail_code"], "failDes": row["fail_des"]}
@@ -509,7 +536,8 @@ def wire_refund(row: Row) -> dict[str, object]:
     }
     for key, column in (
         ("reason", "reason"), ("operatorName", "operator_name"), ("deviceId", "device_id"),
-        ("notifyUrl", "notify_url"), ("reserved", "reserved"),
+        ("notifyUrl", "notify_url"), ("reserved", "reserved"), ("failCode", "fail_code"),
+        ("failDes", "fail_des"),
     ):  # fmt: skip
         if row[column] is not None:
             doc[key] = row[column]
@@ -534,6 +562,26 @@ def hook_order(doc: Mapping[str, object]) -> tuple[Money, str, str | None]:
     if not isinstance(subject, str | None) or not isinstance(merchant_order_no, str | None):
         raise HookError("subject and merchantOrderNo must be strings")
     return hook_money(doc), subject or "Game top-up", merchant_order_no
+
+
+def hook_app_pay(doc: Mapping[str, object]) -> str:
+    """``POST orders/<orderNo>/app-pay``: the paying app user's member id."""
+    payer = doc.get("payer")
+    if not isinstance(payer, str) or not 0 < len(payer) <= 64:
+        raise HookError('expected {"payer": "<member id>"}')
+    return payer
+
+
+def hook_fail_next(doc: Mapping[str, object]) -> tuple[str, str, str]:
+    """``POST refunds/fail-next``: originOrderNo, failCode and failDes (defaults: the docs')."""
+    origin = doc.get("originOrderNo")
+    code = doc.get("failCode", REFUND_FAIL_CODE)
+    des = doc.get("failDes", REFUND_FAIL_DES if code == REFUND_FAIL_CODE else "")
+    if not isinstance(origin, str) or not isinstance(code, str) or not isinstance(des, str):
+        raise HookError("expected originOrderNo, failCode and failDes strings")
+    if not code or not des:
+        raise HookError("failCode and failDes must not be empty")
+    return origin, code, des
 
 
 def hook_money(doc: object) -> Money:
