@@ -535,3 +535,176 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
 def test_sandbox_binds_loopback_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="loopback"):
         start_sandbox(tmp_path, host="0.0.0.0")
+
+
+# --- cash-out: the kiosk's own DYNQR order, paid in the PayBy app ---------------------------
+
+CUSTOMER = "100000000777"
+
+
+def dynqr_order(sb: Sandbox, number: str, amount: str = "150.00", currency: str = "AED") -> str:
+    """The kiosk (STORE) creates a DYNQR order; its orderNo (the reply checked as documented)."""
+    doc = raw_call(
+        sb,
+        "/acquire2/placeOrder",
+        {
+            "merchantOrderNo": number,
+            "subject": "Cash-out",
+            "totalAmount": {"currency": currency, "amount": amount},
+            "paySceneCode": "DYNQR",
+            "paySceneParams": {"oneTimePayment": "true"},
+        },
+    )
+    assert code_of(doc) == "0", doc
+    body = doc["body"]
+    assert isinstance(body, dict)
+    order = body["acquireOrder"]
+    assert order["status"] == "CREATED" and order["paySceneCode"] == "DYNQR"
+    assert order["payeeMid"] == STORE
+    assert str(body["interActionParams"]["tokenUrl"]).startswith("https://")
+    return str(order["orderNo"])
+
+
+def app_pay(sb: Sandbox, order_no: str, payer: str = CUSTOMER) -> httpx.Response:
+    return hook(sb, "POST", f"/payby/orders/{order_no}/app-pay", {"payer": payer})
+
+
+def refund_call(sb: Sandbox, number: str, order_no: str, amount: str) -> dict[str, object]:
+    return raw_call(
+        sb,
+        "/acquire2/refund/placeOrder",
+        {
+            "refundMerchantOrderNo": number,
+            "originOrderNo": order_no,
+            "amount": {"currency": "AED", "amount": amount},
+        },
+    )
+
+
+def remaining(doc: dict[str, object]) -> Decimal:
+    body = doc["body"]
+    assert isinstance(body, dict)
+    return Decimal(str(body["refundSummary"]["remainRefundAmount"]["amount"]))
+
+
+def test_dynqr_order_paid_in_the_app_then_refunded_in_parts(sb: Sandbox) -> None:
+    order_no = dynqr_order(sb, "CO-1")
+
+    async def main() -> None:
+        async with clients(sb) as (store, _):
+            assert (await store.get_order(order_no=order_no)).status is OrderStatus.CREATED
+            paid = app_pay(sb, order_no)
+            assert paid.status_code == 200, paid.text
+            assert paid.json()["status"] == "PAID_SUCCESS"
+            order = await store.get_order(merchant_order_no="CO-1")
+            assert order.status is OrderStatus.PAID_SUCCESS and order.payer_mid == CUSTOMER
+            assert sb.payby.balances(STORE)["AED"] == Money.of(115_000, "AED")
+            assert app_pay(sb, order_no).status_code == 409  # paid once only
+
+            first = refund_call(sb, "CO-1-R1", order_no, "50.00")
+            assert code_of(first) == "0" and remaining(first) == Decimal("100.00")
+            again = refund_call(sb, "CO-1-R1", order_no, "50.00")  # the same refund again
+            assert remaining(again) == Decimal("100.00")
+            assert again["body"]["refundOrder"] == first["body"]["refundOrder"]  # type: ignore[index]
+            assert sb.payby.balances(STORE)["AED"] == Money.of(110_000, "AED")
+            rest = refund_call(sb, "CO-1-R2", order_no, "100.00")
+            assert code_of(rest) == "0" and remaining(rest) == Decimal("0.00")
+            assert code_of(refund_call(sb, "CO-1-R3", order_no, "0.01")) == "62006"
+            assert sb.payby.balances(STORE)["AED"] == Money.of(100_000, "AED")
+            got = await store.get_refund(refund_merchant_order_no="CO-1-R2")
+            assert got.status is RefundStatus.SUCCESS and got.amount == Money.of(10_000, "AED")
+            view = sb.payby.order_view(order_no)
+            assert view is not None and view["status"] == "PAID_SUCCESS"
+
+    run(main)
+
+
+def test_dynqr_refund_idempotent_through_the_client(sb: Sandbox) -> None:
+    order_no = dynqr_order(sb, "CO-2")
+    assert app_pay(sb, order_no).status_code == 200
+
+    async def main() -> None:
+        async with clients(sb) as (store, _):
+            part = Money.of(2500, "AED")
+            one = await store.refund("CO-2-R", part, origin_order_no=order_no)
+            two = await store.refund("CO-2-R", part, origin_order_no=order_no)
+            assert one == two and one.status is RefundStatus.SUCCESS
+            assert sb.payby.balances(STORE)["AED"] == Money.of(112_500, "AED")
+            assert sb.payby.balances(CUSTOMER)["AED"] == Money.of(-12_500, "AED")
+
+    run(main)
+
+
+def test_fail_next_refund_hook(sb: Sandbox) -> None:
+    order_no = dynqr_order(sb, "CO-3")
+    assert app_pay(sb, order_no).status_code == 200
+    armed = hook(
+        sb,
+        "POST",
+        "/payby/refunds/fail-next",
+        {"originOrderNo": order_no, "failCode": "92004", "failDes": "Channel rejection"},
+    )
+    assert armed.status_code == 200, armed.text
+    assert hook(sb, "POST", "/payby/refunds/fail-next", {"originOrderNo": "1"}).status_code == 404
+
+    async def main() -> None:
+        async with clients(sb) as (store, _):
+            failed = await store.refund("CO-3-R1", AED150, origin_order_no=order_no)
+            assert failed.status is RefundStatus.FAILURE
+            assert (failed.fail_code, failed.fail_des) == ("92004", "Channel rejection")
+            assert await store.get_refund(refund_merchant_order_no="CO-3-R1") == failed
+            assert await store.refund("CO-3-R1", AED150, origin_order_no=order_no) == failed
+            assert sb.payby.balances(STORE)["AED"] == Money.of(115_000, "AED")  # nothing moved
+            ok = await store.refund("CO-3-R2", AED150, origin_order_no=order_no)  # fail once only
+            assert ok.status is RefundStatus.SUCCESS
+            assert sb.payby.balances(STORE)["AED"] == Money.of(100_000, "AED")
+
+    run(main)
+    # defaults: the refundOrder failCode/failDes example of PayBy's docs
+    other = dynqr_order(sb, "CO-4")
+    assert app_pay(sb, other).status_code == 200
+    reply = hook(sb, "POST", "/payby/refunds/fail-next", {"originOrderNo": other})
+    assert reply.json()["failCode"] == "62002"
+    doc = refund_call(sb, "CO-4-R", other, "1.00")
+    refund = doc["body"]["refundOrder"]  # type: ignore[index]
+    assert refund["status"] == "FAILURE" and refund["failCode"] == "62002"
+    assert remaining(doc) == Decimal("150.00")
+
+
+def test_app_pay_refusals(sb: Sandbox) -> None:
+    cancelled = dynqr_order(sb, "CO-5")
+    assert code_of(raw_call(sb, "/acquire2/cancelOrder", {"orderNo": cancelled})) == "0"
+    reply = app_pay(sb, cancelled)
+    assert reply.status_code == 409 and "FAILURE" in reply.json()["error"]
+    expiring = dynqr_order(sb, "CO-6")
+    hook(sb, "POST", "/clock", {"advance_s": 2 * 3600 + 1})
+    assert app_pay(sb, expiring).status_code == 409
+    view = sb.payby.order_view(expiring)
+    assert view is not None and view["status"] == "FAILURE"
+    assert app_pay(sb, "1").status_code == 404
+    topup = new_order(sb)  # a cash top-up is paid by a store, not in the app
+    assert app_pay(sb, topup["orderNo"]).status_code == 409
+    assert hook(sb, "POST", f"/payby/orders/{topup['orderNo']}/app-pay", {}).status_code == 400
+    own = dynqr_order(sb, "CO-7")
+    assert app_pay(sb, own, payer=STORE).status_code == 409
+
+
+def test_dynqr_place_order_rules(sb: Sandbox) -> None:
+    biz: dict[str, object] = {
+        "merchantOrderNo": "CO-8",
+        "subject": "Cash-out",
+        "totalAmount": {"currency": "AED", "amount": "20.00"},
+        "paySceneCode": "DYNQR",
+    }
+    first = raw_call(sb, "/acquire2/placeOrder", biz)
+    assert code_of(first) == "0" and first["body"]["acquireOrder"]["paySceneParams"] == {}  # type: ignore[index]
+    assert raw_call(sb, "/acquire2/placeOrder", biz)["body"] == first["body"]
+    bad = {**biz, "merchantOrderNo": "CO-9", "paySceneParams": {"oneTimePayment": "maybe"}}
+    assert code_of(raw_call(sb, "/acquire2/placeOrder", bad)) == "62073"
+    assert code_of(raw_call(sb, "/acquire2/placeOrder", {**biz, "paySceneCode": "QRPAY"})) == (
+        "62012"
+    )
+    # a store cannot pay a DYNQR order through the cash top-up side
+    token = first["body"]["interActionParams"]["tokenUrl"]  # type: ignore[index]
+    doc = raw_call(sb, "/acquire2/cashTopUp/resolveToken", {"tokenUrl": token})
+    assert code_of(doc) == "62012"

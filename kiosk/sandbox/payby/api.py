@@ -20,6 +20,10 @@ Hooks under ``/_sandbox/payby`` (JSON, amounts as strings, no signatures)::
 
     POST merchants      {"partnerId", "publicKeyPem", "balance"?: {"currency", "amount"}}
     POST orders         {"amount", "currency", "subject"?, "merchantOrderNo"?}  (online merchant)
+    POST orders/<orderNo>/app-pay  {"payer"}  a customer pays a DYNQR order in the PayBy app
+                        (CREATED → PAID_SUCCESS, the payee credited); 409 unless CREATED and live
+    POST refunds/fail-next  {"originOrderNo", "failCode"?, "failDes"?}  the order's next refund
+                        ends FAILURE with them (default: the docs' example 62002)
     GET  orders/<orderNo>      GET balance/<partnerId>      GET public-key (PEM text)
     POST faults         {"op", "mode", "count"?, "delay_s"?}; modes: drop_response (applied,
                         no reply), error_500 (not applied), delay (applied, reply late),
@@ -27,6 +31,11 @@ Hooks under ``/_sandbox/payby`` (JSON, amounts as strings, no signatures)::
                         unsigned_404 (applied; the reply is that error, unsigned)
                         or {"clear": true}
     GET  notifications  the notification rows (never sent: no outbound HTTP)
+
+Pay scenes: ``CASHTOPUP`` (an online merchant's order, paid by a kiosk's store through the
+store side above) and ``DYNQR`` (the merchant-presented QR, docs/2_Online Payment
+Integration/Special Payment Scenes/dynrq.md: a kiosk's store creates the order, prints its
+``interActionParams.tokenUrl`` as a QR, the customer pays it in the PayBy app: the app-pay hook).
 
 Marked [INF]: behaviour PayBy does not document; chosen here and configurable where cheap.
 """
@@ -66,6 +75,8 @@ from kiosk.sandbox.payby.ledger import (
     Ledger,
     Row,
     canonical_params,
+    hook_app_pay,
+    hook_fail_next,
     hook_merchant,
     hook_order,
     load_or_make_key,
@@ -98,6 +109,11 @@ OPS: Final = {
     DEFAULT_PAY_ORDER_PATH: "payOrder",
     "/verifySign": "verifySign",
 }
+
+SCENES: Final = ("CASHTOPUP", "DYNQR")
+# DYNQR paySceneParams (docs/3_Payment/OrderCreation/_dynqr.md), all optional
+_DYNQR_FLAGS: Final = {"changePayer": "400", "oneTimePayment": "62073"}
+_DYNQR_TEXTS: Final = ("email", "eid")
 
 _TERMINAL: Final = {"PAID_SUCCESS": "62001", "FAILURE": "62002", "SETTLED": "62003"}
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -150,6 +166,25 @@ def _one_of(biz: Biz, *keys: str) -> tuple[str, str]:
     return given[0], _req_str(biz, given[0], 64)
 
 
+def _dynqr_params(value: object) -> dict[str, object]:
+    """DYNQR paySceneParams as documented: changePayer, oneTimePayment ("true"/"false"),
+    email, eid (SHA-256 hex), all optional; [INF] absent means {} and unknown keys are kept.
+    [INF] The flags are checked only: one app-pay settles the order, so they change nothing."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid("paySceneParams must be an object")
+    for key, code in _DYNQR_FLAGS.items():
+        flag = value.get(key)
+        if flag is not None and str(flag).lower() not in ("true", "false"):
+            raise _Fail(code, f"{key} must be true or false")
+    for key in _DYNQR_TEXTS:
+        text = value.get(key)
+        if text is not None and (not isinstance(text, str) or not 0 < len(text) <= 200):
+            raise _invalid(f"{key} must be a string of at most 200 characters")
+    return dict(value)
+
+
 class PayBySandbox:
     """PayBy's behaviour for the sandbox server (``name`` "payby", prefix ``/sgs/api``).
 
@@ -186,6 +221,7 @@ class PayBySandbox:
         self.faults = FaultPlan(sorted(set(OPS.values())))
         self.public_key_pem, self._signer = load_or_make_key(state_dir)
         self._verifiers: dict[str, Verifier] = {}
+        self._refund_failures: dict[str, tuple[str, str]] = {}  # originOrderNo → (code, des)
         self._ledger = Ledger(state_dir / "payby.db", clock.now_ms, self._signer.sign)
         self._handlers: dict[str, Callable[[str, int, Biz], dict[str, object]]] = {
             "placeOrder": self._place_order,
@@ -282,14 +318,18 @@ class PayBySandbox:
         merchant_order_no = _req_str(biz, "merchantOrderNo", 64, _ID_RE)
         subject = _req_str(biz, "subject", 200)  # docs say 12, [3P] 64: lenient
         total = self._amount(biz, "totalAmount")
-        if biz.get("paySceneCode") != "CASHTOPUP":
-            raise _Fail("62012", "this sandbox implements CASHTOPUP only")
-        scene = biz.get("paySceneParams")
-        business_type = scene.get("businessType") if isinstance(scene, dict) else None
-        if business_type is None:
-            raise _Fail("62043")
-        if business_type not in self.business_types:
-            raise _Fail("62044")
+        scene_code = biz.get("paySceneCode")
+        if scene_code not in SCENES:
+            raise _Fail("62012", f"this sandbox implements {' and '.join(SCENES)} only")
+        if scene_code == "CASHTOPUP":
+            scene = biz.get("paySceneParams")
+            business_type = scene.get("businessType") if isinstance(scene, dict) else None
+            if business_type is None:
+                raise _Fail("62043")
+            if business_type not in self.business_types:
+                raise _Fail("62044")
+        else:
+            scene = _dynqr_params(biz.get("paySceneParams"))
         expired = biz.get("expiredTime", request_time + 2 * HOUR_MS)
         if type(expired) is not int:
             raise _invalid("expiredTime must be epoch ms")
@@ -321,6 +361,7 @@ class PayBySandbox:
             request_time=request_time, subject=subject, total=total, pay_scene_params=scene,
             expired_time=expired, notify_url=notify_url, device_id=device_id, reserved=reserved,
             token_url=token_url, token_expires=min(now + self.token_ttl_ms, expired),
+            pay_scene_code=str(scene_code),
         )  # fmt: skip
         return wire_placed(self._ledger.order(order_no))
 
@@ -396,6 +437,8 @@ class PayBySandbox:
         row = self._ledger.order_by_token(token_url)
         if row is None:
             raise _Fail("62082")
+        if row["pay_scene_code"] != "CASHTOPUP":  # [INF] a store's POS pays cash top-ups only
+            raise _Fail("62012", "not a CASHTOPUP order")
         row = self._refresh(row)
         live = self.clock.now_ms() < row["token_expires"] and row["fail_code"] != "504"
         if row["status"] not in ("PAID_SUCCESS", "SETTLED") and not live:
@@ -463,7 +506,8 @@ class PayBySandbox:
             raise _Fail("62045", "refunds are allowed within 180 days")
         if self._ledger.balance(partner, amount.code) < amount.minor:
             raise _Fail("62045", "merchant balance too low")  # [INF]
-        refund = self._ledger.add_refund(row, partner, refund_no, amount, extra, params)
+        failure = self._refund_failures.pop(row["order_no"], None)  # the fail-next hook
+        refund = self._ledger.add_refund(row, partner, refund_no, amount, extra, params, failure)
         self._ledger.notify("refundOrder", refund, wire_refund(refund))
         return self._ledger.refund_body(refund)
 
@@ -515,6 +559,40 @@ class PayBySandbox:
             raise HookError(f"{fail.code} {fail.msg}") from None
         return wire_created(placed)
 
+    def app_pay(self, order_no: str, payer: str) -> dict[str, object]:
+        """A customer (PayBy member ``payer``) pays a DYNQR order in the PayBy app: CREATED →
+        PAID_SUCCESS, the payee's wallet credited the total, the notification recorded.
+
+        [INF] The app user's own wallet is debited without a balance check (the app's funding
+        is outside the sandbox). Refused (:class:`HookError` 409) unless the order is a CREATED
+        DYNQR order whose tokenUrl is still live; 404 for an unknown order."""
+        with self._ledger.tx():
+            row = self._ledger.find_order(order_no)
+            if row is None:
+                raise HookError("no such order", status=404)
+            row = self._refresh(row)
+            if row["pay_scene_code"] != "DYNQR":
+                raise HookError("only DYNQR orders are paid in the app", status=409)
+            if row["status"] != "CREATED":
+                raise HookError(f"order is {row['status']}, not CREATED", status=409)
+            if self.clock.now_ms() >= row["token_expires"]:
+                raise HookError("62082 TOKEN_URL_NOT_EXIST: token expired", status=409)  # [INF]
+            if payer == row["payee_mid"]:
+                raise HookError("62020 PAYERMID_PAYEEMID_ARE_SAME", status=409)
+            paid = self._ledger.pay(row, payer, None, None)
+            self._ledger.notify("acquireOrder", paid, wire_order(paid))
+            return wire_view(paid, self._ledger.refunded(order_no))
+
+    def fail_next_refund(self, origin_order_no: str, fail_code: str, fail_des: str) -> None:
+        """Make the next refund of the order (by PayBy's orderNo) end FAILURE with ``fail_code``
+        and ``fail_des``: it is accepted as any other (same checks), no money moves, and it
+        does not count against the refundable amount. [INF] PayBy documents no way to cause
+        this; the FAILURE is reported at once, in the refund reply and the refund query."""
+        with self._ledger.tx():
+            if self._ledger.find_order(origin_order_no) is None:
+                raise HookError("no such order", status=404)
+            self._refund_failures[origin_order_no] = (fail_code, fail_des)
+
     def order_view(self, order_no: str) -> dict[str, object] | None:
         """Everything about an order, for tests and the demo (amounts as Decimal)."""
         with self._ledger.tx():
@@ -541,6 +619,13 @@ class PayBySandbox:
             amount, subject, merchant_order_no = hook_order(hook_json(request))
             order = self.create_order(amount, subject=subject, merchant_order_no=merchant_order_no)
             return Response.json(order)
+        if method == "POST" and path.startswith("/orders/") and path.endswith("/app-pay"):
+            order_no = path.removeprefix("/orders/").removesuffix("/app-pay")
+            return Response.json(self.app_pay(order_no, hook_app_pay(hook_json(request))))
+        if (method, path) == ("POST", "/refunds/fail-next"):
+            origin, code, des = hook_fail_next(hook_json(request))
+            self.fail_next_refund(origin, code, des)
+            return Response.json({"originOrderNo": origin, "failCode": code, "failDes": des})
         if method == "GET" and path.startswith("/orders/"):
             view = self.order_view(path.removeprefix("/orders/"))
             return Response.json(view) if view else Response.json({"error": "no such order"}, 404)
