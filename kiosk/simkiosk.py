@@ -172,6 +172,9 @@ public_key_file = "{etc / "payby_public.pem"}"
 token_hosts = ["{TOKEN_HOST}"]
 timeout_s = 5
 pay_wait_s = 8
+cashout_max = "1000.00"
+cashout_pay_timeout_s = 60
+poll_interval_s = 0.5
 
 [cashout]
 presets = ["50.00", "100.00", "200.00"]

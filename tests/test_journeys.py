@@ -32,6 +32,7 @@ def test_state_machine_is_well_formed(journey: Journey) -> None:
 def test_every_journey_module_of_the_registry_is_drawn() -> None:
     assert set(JOURNEYS) == {
         "payby_cashin",
+        "payby_cashout",
         "paysera_cashin",
         "paysera_cashout",
         "rapyd_cashin",

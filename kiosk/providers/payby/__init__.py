@@ -17,8 +17,9 @@ PROVIDER = Provider(
     connect="kiosk.providers.payby.config:connect",
     check="kiosk.providers.payby.check:check",
     reconcile="kiosk.providers.payby.check:reconcile",
-    journeys=("kiosk.flows.payby_cashin",),
+    journeys=("kiosk.flows.payby_cashin", "kiosk.flows.payby_cashout"),
     codes="kiosk.providers.payby.codes:recognise",
+    envelope="kiosk.providers.payby.codes:envelope",
     probe="kiosk.providers.payby.config:probe",
     sandbox="kiosk.sandbox.payby.api:PayBySandbox",
 )

@@ -92,6 +92,11 @@ _AMBIGUOUS_CODES: Final = frozenset({"500", "504"})
 _UNAVAILABLE_CODES: Final = frozenset({"402", "404"})
 
 
+SCENE_PARAMS: Final[dict[str, dict[str, str]]] = {
+    "CASHTOPUP": {"businessType": "GAME_TOP_UP"},
+    "DYNQR": {"oneTimePayment": "true"},
+}
+"""``paySceneParams`` per scene (docs ``_cashtopup.md``, ``_dynqr.md``)."""
 CRYPTO_CURRENCY: Final = "BUSD"
 """The crypto refund's only currency (seed 004)."""
 CRYPTO_MAX_MINOR: Final = 10**20
@@ -305,8 +310,11 @@ class PayByClient:
         *,
         expired_time_ms: int | None = None,
         notify_url: str | None = None,
+        scene: str = "CASHTOPUP",
     ) -> tuple[AcquireOrder, str | None]:
-        """Create a CASHTOPUP order (idempotent on ``merchant_order_no``).
+        """Create an order (idempotent on ``merchant_order_no``): ``CASHTOPUP`` (an online
+        merchant's order a store pays) or ``DYNQR`` (the kiosk's own order, shown as a QR the
+        customer pays in the PayBy app; one payment only).
 
         Returns the order and its ``tokenUrl``; the token is ``None`` when an idempotent
         repeat finds the order no longer CREATED (PayBy only returns it while CREATED).
@@ -315,8 +323,8 @@ class PayByClient:
             "merchantOrderNo": _check_id(merchant_order_no, "merchant_order_no"),
             "subject": subject,
             "totalAmount": money_out(amount),
-            "paySceneCode": "CASHTOPUP",
-            "paySceneParams": {"businessType": "GAME_TOP_UP"},
+            "paySceneCode": scene,
+            "paySceneParams": SCENE_PARAMS[scene],
         }
         if expired_time_ms is not None:
             biz["expiredTime"] = expired_time_ms

@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kiosk.errors import PayloadError
+from kiosk.money import Money
+from kiosk.providers.base import Envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +40,20 @@ def recognise(text: str, cfg: Any) -> PayByTopUp | None:
     if host not in hosts:
         raise PayloadError(f"link host {host!r} is not an accepted provider host")
     return PayByTopUp(text)
+
+
+@dataclass(frozen=True, slots=True)
+class PayByCashOut:
+    """``kiosk:cashout?v=1&provider=payby[&amount=…&currency=…]``: the kiosk creates its own
+    order for the customer to pay in the PayBy app (no credential in the code)."""
+
+    amount: Money | None = None
+    kind: str = "payby_cashout"
+
+
+def envelope(env: Envelope) -> PayByCashOut:
+    if env.action != "cashout":
+        raise PayloadError("kiosk envelope: PayBy takes cashout envelopes (cash-in: the tokenUrl)")
+    if set(env.fields) - {"v", "provider", "amount", "currency"}:
+        raise PayloadError("kiosk envelope: a PayBy cash-out carries no other field")
+    return PayByCashOut(env.amount)

@@ -4,13 +4,23 @@ section), and the client built from them (:func:`connect`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiosk.config import Config, Secrets, Table, path_in, positive, str_list
+from kiosk.config import (
+    Config,
+    Secrets,
+    Table,
+    amount_in,
+    path_in,
+    positive,
+    seconds_in,
+    str_list,
+)
 from kiosk.errors import ConfigError
 from kiosk.money import Currency
 from kiosk.providers.base import Connection, Section
@@ -37,6 +47,13 @@ class PayByConfig:
     clock_margin_s: float = 120.0
     """Allowance for the kiosk's clock against PayBy's when deciding that a pay request can no
     longer be applied (PayBy refuses a requestTime older than 15 minutes), seconds."""
+    cashout_max: int = 0
+    """Cash-out with a kiosk order (DYNQR): the most one may pay (minor units); 0: none."""
+    cashout_pay_timeout_s: float = 180.0
+    """How long the customer has to pay the kiosk's order in the PayBy app; then it is
+    cancelled (or refunded, if it was paid meanwhile)."""
+    poll_interval_s: float = 2.0
+    """How often the kiosk reads its order while the customer pays it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,14 @@ def read(t: Table, cur: Currency) -> PayByConfig:
             lambda v: 0 <= v <= 3600,
             "seconds from 0 to 3600",
         ),
+    )
+    c = dataclasses.replace(
+        c,
+        cashout_max=amount_in(t, "cashout_max", cur),
+        cashout_pay_timeout_s=seconds_in(
+            t, "cashout_pay_timeout_s", d.cashout_pay_timeout_s, 10, 900
+        ),
+        poll_interval_s=seconds_in(t, "poll_interval_s", d.poll_interval_s, 0.2, 30),
     )
     t.done()
     return c
