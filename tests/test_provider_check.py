@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from pathlib import Path
 
@@ -114,10 +115,12 @@ def test_a_skewed_clock_is_measured_by_the_replys_time(
         )
         urllib.request.urlopen(req, timeout=5).read()  # PayBy 5 minutes ahead: still accepted
         code, text = _check(files.config, capsys)
-        assert code == 0 and "warning: our clock is -300 s off PayBy's" in text
+        # the reply's Date has whole seconds: the skew is known to within a second
+        assert code == 0 and re.search(r"warning: our clock is -(299|300|301) s off PayBy's", text)
         req = urllib.request.Request(
             f"{sb.url}/_sandbox/clock", json.dumps({"advance_s": 15 * 60}).encode()
         )
         urllib.request.urlopen(req, timeout=5).read()  # 20 minutes: refused, and said by how much
         code, text = _check(files.config, capsys)
-        assert code == 1 and "more than 15 minutes off" in text and "-1200 s" in text
+        assert code == 1 and "more than 15 minutes off" in text
+        assert re.search(r"-(1199|1200|1201) s", text)
