@@ -46,6 +46,21 @@ async def can_pay(ctx: Context, amount: int) -> bool:
         return False
 
 
+async def open_for(ctx: Context, tx: Tx, maximum: int, provider: str, title: str) -> Tx | None:
+    """A provider's cash-out can start: it is on (``maximum`` > 0), a recycler is there and
+    ``provider`` answers; else ``tx`` ended (refused, with a DECLINED receipt when the
+    provider is down: the customer is told it was not them)."""
+    from kiosk.flows import steps
+
+    if maximum <= 0:
+        return await steps.refuse(ctx, tx, "cashout_disabled")
+    if ctx.dispenser is None:
+        return await steps.refuse(ctx, tx, "no_recycler")
+    if ctx.reachability.is_down(provider):
+        return await steps.decline(ctx, tx, "provider_offline", f"{title} cannot be reached.")
+    return None
+
+
 async def prepare(
     ctx: Context, tx: Tx, requested: Money | None, maximum: int, *, approval_above: int = 0
 ) -> int | Tx:

@@ -108,12 +108,10 @@ class PayByCashOut:
         ctx.panel.show(PanelState.WAIT)
         tx = await j.call(j.sync.begin, JOURNEY.name, currency=ctx.config.currency.code)
         log.info("%s: PayBy cash-out started", tx.ref)
-        if cfg.cashout_max <= 0:
-            return await steps.refuse(ctx, tx, "cashout_disabled")
-        if ctx.dispenser is None:
-            return await steps.refuse(ctx, tx, "no_recycler")
-        if ctx.reachability.is_down("payby"):
-            return await steps.decline(ctx, tx, "provider_offline", "PayBy cannot be reached.")
+        if (
+            ended := await cashout.open_for(ctx, tx, cfg.cashout_max, "payby", "PayBy")
+        ) is not None:
+            return ended
         amount = await cashout.prepare(ctx, tx, self.amount, cfg.cashout_max)
         if isinstance(amount, Tx):
             return amount
