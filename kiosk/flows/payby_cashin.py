@@ -255,10 +255,7 @@ class PayByPay:
     ) -> None:
         ctx, j = self.ctx, self.ctx.journal
         tx = await j.call(j.sync.get, row["tx_id"])
-        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
-        assert eff is not None
-        outcome = Outcome(eff.id, "done" if applied else "failed", outcome=detail)
-        finish = (row["id"], "done" if applied else "failed", detail)
+        outcome, finish = await steps.call_end(ctx, row, applied, detail)
         if applied:
             # The customer who waits gets the PAID receipt (then ``completed``); one who left
             # holds a PENDING receipt: ``completed`` in the same commit.

@@ -34,7 +34,7 @@ from kiosk import receipts
 from kiosk.errors import ProviderError, ProviderRefused
 from kiosk.flows import cashout, steps
 from kiosk.flows.context import Context, Sources
-from kiosk.journal import Call, Outcome, Tx
+from kiosk.journal import Call, Tx
 from kiosk.journeys import define
 from kiosk.money import Money
 from kiosk.outbox import Attempt, Delivery, Verdict, classify
@@ -292,10 +292,7 @@ class PayByCancel:
     ) -> None:
         ctx, j = self.ctx, self.ctx.journal
         tx = await j.call(j.sync.get, row["tx_id"])
-        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
-        assert eff is not None
-        status = "done" if applied else "failed"
-        outcome, finish = Outcome(eff.id, status, outcome=detail), (row["id"], status, detail)
+        outcome, finish = await steps.call_end(ctx, row, applied, detail)
         if tx.closed or tx.state != "pending":
             await j.call(j.sync.decide, tx.id, None, outcome=outcome, finish_call=finish)
             return
@@ -367,10 +364,7 @@ class PayByRefund:
     ) -> None:
         ctx, j = self.ctx, self.ctx.journal
         tx = await j.call(j.sync.get, row["tx_id"])
-        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
-        assert eff is not None
-        status = "done" if applied else "failed"
-        outcome, finish = Outcome(eff.id, status, outcome=detail), (row["id"], status, detail)
+        outcome, finish = await steps.call_end(ctx, row, applied, detail)
         if tx.closed:
             await j.call(j.sync.decide, tx.id, None, outcome=outcome, finish_call=finish)
             return

@@ -210,10 +210,7 @@ class PayseraConfirm:
     ) -> None:
         ctx, j = self.ctx, self.ctx.journal
         tx = await j.call(j.sync.get, row["tx_id"])
-        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
-        assert eff is not None
-        outcome = Outcome(eff.id, "done" if applied else "failed", outcome=detail)
-        finish = (row["id"], "done" if applied else "failed", detail)
+        outcome, finish = await steps.call_end(ctx, row, applied, detail)
         here = inline and tx.state == "confirming"
         if tx.closed:  # decided by other means (a technician): only the call ends
             await j.call(j.sync.decide, tx.id, None, outcome=outcome, finish_call=finish)
@@ -305,10 +302,7 @@ class PayseraCashInConfirm:
     ) -> None:
         ctx, j = self.ctx, self.ctx.journal
         tx = await j.call(j.sync.get, row["tx_id"])
-        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
-        assert eff is not None
-        outcome = Outcome(eff.id, "done" if applied else "failed", outcome=detail)
-        finish = (row["id"], "done" if applied else "failed", detail)
+        outcome, finish = await steps.call_end(ctx, row, applied, detail)
         if tx.closed:
             await j.call(j.sync.decide, tx.id, None, outcome=outcome, finish_call=finish)
             log.error("%s: Paysera cash-in settled (applied=%s) on a closed tx", tx.ref, applied)

@@ -209,11 +209,7 @@ class _Replayed:
         return Verdict.APPLIED, {**detail, "settled_by": "replay"}
 
     async def _effect(self, row: dict[str, Any], applied: bool, detail: dict[str, Any]) -> Any:
-        j = self.ctx.journal
-        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
-        assert eff is not None
-        status = "done" if applied else "failed"
-        return Outcome(eff.id, status, outcome=detail), (row["id"], status, detail)
+        return await steps.call_end(self.ctx, row, applied, detail)
 
 
 def _client(ctx: Context) -> Any:

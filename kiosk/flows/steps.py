@@ -337,6 +337,18 @@ async def deliver(
     return tx
 
 
+async def call_end(
+    ctx: Context, row: dict[str, Any], applied: bool, detail: dict[str, Any]
+) -> tuple[Outcome, tuple[int, str, dict[str, Any]]]:
+    """What an outbox operation's ``settle`` commits for its call, whatever it decides: the
+    effect's outcome and the row's end (``done`` if applied, else ``failed``), with ``detail``."""
+    j = ctx.journal
+    eff = await j.call(j.sync.effect_by_key, row["idem_key"])
+    assert eff is not None
+    status = "done" if applied else "failed"
+    return Outcome(eff.id, status, outcome=detail), (row["id"], status, detail)
+
+
 async def finish(ctx: Context, tx: Tx, kind: str, status: str) -> Tx:
     """Receipt of ``kind``, then ``completed``. A receipt that fails stays queued; the money
     stands. A receipt queued before a crash is the one printed (never a second one); a
