@@ -6,8 +6,10 @@ between customers, never during a journey. JSON lines, one reply per request::
     {"cmd": "status"}                 -> state, open transactions, open liabilities, devices
     {"cmd": "payout", "amount": 2000} -> a test dispense (local_cashout); the transaction
     {"cmd": "levels"}                 -> the recycler's stored notes
+    {"cmd": "refund", "ref": R, "amount": "12.50"|null} -> a technician's refund (its journey's
+                                         module's ``refund``); where it stands
 
-``kiosk status`` and ``kiosk payout AMOUNT`` are the CLI ends of it.
+``kiosk status``, ``kiosk payout AMOUNT`` and ``kiosk refund REF`` are CLI ends of it.
 """
 
 from __future__ import annotations

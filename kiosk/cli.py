@@ -319,6 +319,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refund(args: argparse.Namespace) -> int:
+    reply = _admin(args, "refund", ref=args.ref, amount=args.amount, technician=args.technician)
+    status = reply["status"]
+    line = {
+        "refunded": f"{reply['amount']} refunded ({reply['refund_no']})",
+        "failed": f"refund of {reply['amount']} FAILED ({reply.get('why')}); nothing moved",
+        "pending": f"refund of {reply['amount']} sent, not confirmed yet; the kiosk follows it"
+        f" ({reply['refund_no']}: kiosk journal {reply['ref']})",
+    }[str(status)]
+    print(f"{reply['ref']}: {line}; still owed: {reply['owed']}")
+    return {"refunded": 0, "pending": 3}.get(str(status), 1)
+
+
 def cmd_sim_printer(args: argparse.Namespace) -> int:
     from drivers.escpos.sim import run_simulator
 
@@ -526,6 +539,20 @@ def build_parser() -> argparse.ArgumentParser:
     co = with_config(sub.add_parser("collect", help="record a cash collection, print its receipt"))
     co.add_argument("--technician", default="unknown", help="who collects")
     co.set_defaults(fn=cmd_collect)
+
+    rf = with_config(
+        sub.add_parser(
+            "refund",
+            help="refund a finished cash-out's provider order (PayBy) through the running daemon",
+            description="Refund (part of) the provider order of a finished cash-out: by default"
+            " what the kiosk owes on it. Exit 0 refunded, 1 refused or failed, 3 not confirmed"
+            " yet (the kiosk follows it).",
+        )
+    )
+    rf.add_argument("ref", help="the transaction reference on the receipt")
+    rf.add_argument("--amount", help="major units in the order's currency, e.g. 20.00")
+    rf.add_argument("--technician", default="technician", help="who refunds")
+    rf.set_defaults(fn=cmd_refund)
 
     li = with_config(sub.add_parser("liabilities", help="money owed to customers"))
     li.add_argument("--all", action="store_true", help="include settled ones")

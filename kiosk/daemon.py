@@ -394,8 +394,29 @@ class Daemon:
                     return await tech.test_page(ctx)
                 return await tech.collect(ctx, str(req.get("technician") or "unknown"))
 
+        async def refund(req: dict[str, Any]) -> dict[str, Any]:
+            from kiosk.providers.registry import journey_module
+
+            ref, amount = req.get("ref"), req.get("amount")
+            if not isinstance(ref, str) or not (amount is None or isinstance(amount, str)):
+                raise ValueError('expected {"ref": "...", "amount": "12.50" or null}')
+            tx = await j.call(j.sync.find, ref)
+            if tx is None:
+                raise ValueError(f"no transaction {ref}")
+            module = journey_module(tx.journey)
+            if module is None or not hasattr(module, "refund"):
+                raise ValueError(f"{tx.ref} ({tx.journey}) has nothing the kiosk can refund")
+            if self.busy.locked():
+                raise ValueError("a journey is running; try again when the kiosk is idle")
+            async with self.busy:
+                reply: dict[str, Any] = await module.refund(
+                    ctx, tx, amount, str(req.get("technician") or "technician")
+                )
+            return reply
+
         handlers: dict[str, Handler] = {
             "status": status,
+            "refund": refund,
             "payout": payout,
             "levels": levels,
             "reprint": technician,

@@ -520,13 +520,15 @@ class Journal:
         finish_call: tuple[int, str, dict[str, Any]] | None = None,
         receipt: tuple[str, dict[str, Any]] | None = None,
         then: str | None = None,
+        settle: Sequence[tuple[int, str]] = (),
         data: dict[str, Any] | None = None,
         **fields: Any,
     ) -> tuple[Tx, int | None]:
         """One decision that moves money, as **one** durable commit: an effect's outcome,
         the liabilities (``owe``: amount and reason; ``owe_unconfirmed``: every stack of
         this transaction whose outcome is ``unknown``, once per note), the end of an outbox
-        call (``finish_call``: row id, done|failed, result), the state change and the receipt
+        call (``finish_call``: row id, done|failed, result), the liabilities it pays
+        (``settle``: id and note, as a technician's refund), the state change and the receipt
         it calls for (``then``: a second state right after, as paid ⇒ completed when the
         customer has left). A crash leaves all of it or none of it. Returns the transaction
         and the receipt's id."""
@@ -544,6 +546,8 @@ class Journal:
             if owe_unconfirmed:
                 for eff in self.effects(tx_id, kind="stack", status="unknown"):
                     self._owe(tx, eff.amount or 0, "unconfirmed_note", eff.id)
+            for liability_id, note in settle:
+                self._settle(liability_id, note)
             for amount, why in owe:
                 self._owe(tx, amount, why)
             if finish_call is not None:
@@ -720,20 +724,21 @@ class Journal:
 
     def settle_liability(self, liability_id: int, note: str) -> None:
         with self.atomic():
-            row = self.db.execute(
-                "SELECT tx_id, amount, status FROM liabilities WHERE id = ?", [liability_id]
-            ).fetchone()
-            if row is None or row[2] != "open":
-                raise ValueError(f"no open liability {liability_id}")
-            self.db.execute(
-                "UPDATE liabilities SET status = 'settled', settled_at = ?, settled_note = ?"
-                " WHERE id = ?",
-                [now_iso(), note, liability_id],
-            )
-            self.db.execute(
-                "UPDATE transactions SET owed = owed - ? WHERE id = ?", [row[1], row[0]]
-            )
-            self._event(row[0], "liability.settled", {"liability": liability_id, "note": note})
+            self._settle(liability_id, note)
+
+    def _settle(self, liability_id: int, note: str) -> None:
+        row = self.db.execute(
+            "SELECT tx_id, amount, status FROM liabilities WHERE id = ?", [liability_id]
+        ).fetchone()
+        if row is None or row[2] != "open":
+            raise ValueError(f"no open liability {liability_id}")
+        self.db.execute(
+            "UPDATE liabilities SET status = 'settled', settled_at = ?, settled_note = ?"
+            " WHERE id = ?",
+            [now_iso(), note, liability_id],
+        )
+        self.db.execute("UPDATE transactions SET owed = owed - ? WHERE id = ?", [row[1], row[0]])
+        self._event(row[0], "liability.settled", {"liability": liability_id, "note": note})
 
     def use_code(self, code: str, tx_id: int | None) -> bool:
         """Remember a code by its keyed hash; False if it was used before."""

@@ -26,12 +26,13 @@ States (``JOURNEY``)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any, Final
 
 from drivers.panel import PanelEvent, PanelState
 from kiosk import receipts
-from kiosk.errors import ProviderError, ProviderRefused
+from kiosk.errors import KioskError, ProviderError, ProviderRefused
 from kiosk.flows import cashout, steps
 from kiosk.flows.context import Context, Sources
 from kiosk.journal import Call, Tx
@@ -233,15 +234,28 @@ def cancel_call(tx: Tx, now_ms: int) -> Call:
     )
 
 
-def refund_call(tx: Tx, now_ms: int) -> Call:
-    amount = tx.amount_due - tx.dispensed
+def refund_call(
+    tx: Tx,
+    now_ms: int,
+    *,
+    amount: Money | None = None,
+    key: str | None = None,
+    technician: str | None = None,
+) -> Call:
+    """The refund of what was not paid out (the journey's, ``<ref>-refund``), or a
+    technician's (``<ref>-refund-t<n>``, any amount up to what the order still refunds)."""
+    money = amount or Money.of(tx.amount_due - tx.dispensed, tx.currency)
+    idem_key = key or f"{tx.ref}-refund"
+    public: dict[str, Any] = {"order_no": tx.provider_ref, "refund_no": idem_key}
+    if technician is not None:
+        public["technician"] = technician
     return Call(
         op=PayByRefund.name,
         kind="refund",
-        idem_key=f"{tx.ref}-refund",
-        amount=amount,
-        request={"order_no": tx.provider_ref, "amount": amount, "currency": tx.currency},
-        public={"order_no": tx.provider_ref, "refund_no": f"{tx.ref}-refund"},
+        idem_key=idem_key,
+        amount=money.minor,
+        request={"order_no": tx.provider_ref, "amount": money.minor, "currency": money.code},
+        public=public,
         request_time_ms=now_ms,
         void_after_ms=now_ms + KEEP_MS,
     )
@@ -334,7 +348,7 @@ class PayByRefund:
                 row["idem_key"],
                 Money.of(request["amount"], request["currency"]),
                 origin_order_no=request["order_no"],
-                reason="cash not paid out",
+                reason=_REASON["-refund-t" in row["idem_key"]],
                 device_id=self.ctx.config.kiosk_id,
             )
         except ProviderError as exc:
@@ -365,6 +379,10 @@ class PayByRefund:
         ctx, j = self.ctx, self.ctx.journal
         tx = await j.call(j.sync.get, row["tx_id"])
         outcome, finish = await steps.call_end(ctx, row, applied, detail)
+        eff = await j.call(j.sync.effect_by_key, row["idem_key"])
+        if eff is not None and "technician" in eff.request:
+            await _settle_technician(ctx, tx, row, eff, applied, detail, inline=inline)
+            return
         if tx.closed:
             await j.call(j.sync.decide, tx.id, None, outcome=outcome, finish_call=finish)
             return
@@ -406,12 +424,136 @@ class PayByRefund:
         log.warning("%s: the refund failed (%s): owed %s", tx.ref, reason, back)
 
 
+_REASON = {False: "cash not paid out", True: "technician refund"}
+
+
 def _refund_attempt(status: RefundStatus, fail_code: str | None) -> Attempt:
     if status in (RefundStatus.SUCCESS, RefundStatus.REFUNDED_SETTLED):
         return Attempt(Delivery.DONE, {"status": str(status), "settled_by": "refund"})
     if status is RefundStatus.FAILURE:
         return Attempt(Delivery.REFUSED, {"status": "FAILURE", "fail_code": fail_code})
     return Attempt(Delivery.IN_DOUBT, {"status": str(status)}, "refund accepted, not final yet")
+
+
+# --- a technician's refund (kiosk refund REF [--amount A]) ---------------------------------
+
+
+async def refund(ctx: Context, tx: Tx, amount: str | None, technician: str) -> dict[str, Any]:
+    """Refund (part of) the PayBy order of a finished cash-out: by default what the kiosk owes
+    on it, else ``amount`` (in the order's currency: a BUSD order gets the crypto refund), at
+    most what PayBy can still refund. One outbox call under its own key (``<ref>-refund-t<n>``,
+    so the same refund sent twice refunds once); a success settles the transaction's open
+    liabilities up to the amount, in the same commit. The reply says where it stands."""
+    j = ctx.journal
+    if tx.closed is False:
+        raise ValueError(f"{tx.ref} is still {tx.state}: the kiosk settles it itself")
+    if not tx.provider_ref:
+        raise ValueError(f"{tx.ref} created no PayBy order: nothing to refund")
+    queued = await j.call(j.sync.outbox_rows, tx.id, queued_only=True)
+    if any(r["op"] == PayByRefund.name for r in queued):
+        raise ValueError(f"a refund of {tx.ref} is still being followed: see kiosk journal")
+    try:
+        order = await ctx.client("payby").get_order(order_no=tx.provider_ref)
+    except ProviderError as exc:
+        raise ValueError(f"PayBy did not answer ({exc}): nothing was sent; try again") from exc
+    if order.status not in PAID:
+        raise ValueError(f"PayBy order {tx.provider_ref} is {order.status}: nothing to refund")
+    done = await j.call(j.sync.effects, tx.id, kind="refund", status="done")
+    left = order.total - Money.of(sum(e.amount or 0 for e in done), order.total.code)
+    want = _refund_amount(tx, amount, order.total.code, await _open_liabilities(ctx, tx))
+    if not 0 < want.minor <= left.minor:
+        raise ValueError(f"PayBy can refund at most {left} of {tx.ref}'s order, not {want}")
+    n = 1 + sum(
+        1 for e in await j.call(j.sync.effects, tx.id, kind="refund") if "technician" in e.request
+    )
+    call = refund_call(
+        tx, ctx.clock_ms(), amount=want, key=f"{tx.ref}-refund-t{n}", technician=technician
+    )
+    log.info("%s: technician refund of %s (%s)", tx.ref, want, call.idem_key)
+    tx = await steps.deliver(ctx, tx, None, call, settings(ctx).pay_wait_s, "refund_unconfirmed")
+    eff = await j.call(j.sync.effect_by_key, call.idem_key)
+    status = {"done": "refunded", "failed": "failed"}.get(eff.status if eff else "", "pending")
+    out: dict[str, Any] = {
+        "ref": tx.ref,
+        "refund_no": call.idem_key,
+        "amount": str(want),
+        "status": status,
+        "owed": str(Money.of(tx.owed, tx.currency)),
+    }
+    if eff is not None and status == "failed":
+        out["why"] = eff.outcome.get("fail_code") or eff.outcome.get("code") or "refused"
+    return out
+
+
+def _refund_amount(tx: Tx, text: str | None, code: str, owed: list[dict[str, Any]]) -> Money:
+    if text is not None:
+        try:
+            return Money.from_decimal(text, code)
+        except KioskError as exc:
+            raise ValueError(f"--amount: {exc}") from exc
+    if code != tx.currency or not owed:
+        raise ValueError(f"nothing is owed on {tx.ref}: say how much with --amount")
+    return Money.of(sum(r["amount"] for r in owed), code)
+
+
+async def _open_liabilities(ctx: Context, tx: Tx) -> list[dict[str, Any]]:
+    j = ctx.journal
+    return [r for r in await j.call(j.sync.liabilities) if r["tx_id"] == tx.id]
+
+
+async def _settle_technician(
+    ctx: Context,
+    tx: Tx,
+    row: dict[str, Any],
+    eff: Any,
+    applied: bool,
+    detail: dict[str, Any],
+    *,
+    inline: bool,
+) -> None:
+    """A technician's refund ended: applied ⇒ the transaction's open liabilities (in the
+    order's currency) are paid up to its amount, a larger one settled and owed again for the
+    rest, with a refund receipt when the technician is there; failed ⇒ the liabilities stay."""
+    j = ctx.journal
+    outcome, finish = await steps.call_end(ctx, row, applied, detail)
+    if not applied:
+        await j.call(j.sync.decide, tx.id, None, outcome=outcome, finish_call=finish)
+        log.warning("%s: the technician's refund failed (%s)", tx.ref, detail)
+        return
+    amount = Money.of(eff.amount or 0, eff.request.get("currency") or tx.currency)
+    left, settle, owe = eff.amount or 0, [], []
+    note = f"refunded to PayBy ({row['idem_key']}, {eff.request['technician']})"
+    for r in await _open_liabilities(ctx, tx) if amount.code == tx.currency else []:
+        if left <= 0:
+            break
+        settle.append((r["id"], note))
+        if r["amount"] > left:
+            owe.append((r["amount"] - left, r["reason"]))
+        left -= r["amount"]
+    receipt = None
+    if inline:
+        doc = receipts.for_kiosk(
+            ctx.config,
+            dataclasses.replace(tx, amount_due=amount.minor, currency=amount.code),
+            "refund",
+            provider_name="PayBy",
+            references={"PayBy order": tx.provider_ref or "-", "Refund": row["idem_key"]},
+            status_text=f"{amount} refunded to your PayBy account",
+        )
+        receipt = ("refund", receipts.to_json(doc))
+    _, receipt_id = await j.call(
+        j.sync.decide,
+        tx.id,
+        None,
+        outcome=outcome,
+        finish_call=finish,
+        settle=settle,
+        owe=owe,
+        receipt=receipt,
+    )
+    log.info("%s: technician refund of %s done", tx.ref, amount)
+    if receipt_id is not None and receipt is not None:
+        await receipts.print_queued(j, ctx.printer, receipt_id, receipts.from_json(receipt[1]))
 
 
 async def run(ctx: Context, request: Any) -> Tx:

@@ -317,7 +317,8 @@ async def deliver(
     """Commit the outbox call ``call`` with ``tx``'s move to ``to_state`` (one commit, before
     the request exists), then the customer waits for it: deliveries and the backoff between
     them, up to ``wait_s``. Settled ⇒ ``tx`` as the operation's settle left it; still queued ⇒
-    :func:`pend` for ``reason``. The background loop is kept off the transaction from before
+    :func:`pend` for ``reason`` (a finished ``tx``, as a technician's refund, stays as it is:
+    the outbox goes on). The background loop is kept off the transaction from before
     the commit to the end (it would settle as if the customer had left)."""
     j, forwarder = ctx.journal, ctx.outbox()
     with forwarder.serving(tx.id):
@@ -332,7 +333,7 @@ async def deliver(
                 await ctx.sleep(delay_ms / 1000)
                 waited_ms += delay_ms
             tx = await j.call(j.sync.get, tx.id)
-            if status == "queued":
+            if status == "queued" and not tx.closed:
                 return await pend(ctx, tx, eff.id, reason)
     return tx
 

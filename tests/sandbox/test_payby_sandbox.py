@@ -708,3 +708,15 @@ def test_dynqr_place_order_rules(sb: Sandbox) -> None:
     token = first["body"]["interActionParams"]["tokenUrl"]  # type: ignore[index]
     doc = raw_call(sb, "/acquire2/cashTopUp/resolveToken", {"tokenUrl": token})
     assert code_of(doc) == "62012"
+
+
+def test_busd_is_refunded_through_the_crypto_refund_only(sb: Sandbox) -> None:
+    order_no = dynqr_order(sb, "CO-B", "10.00000000", "BUSD")
+    assert app_pay(sb, order_no).status_code == 200
+    busd = {"currency": "BUSD", "amount": "1.00000001"}
+    aed = {"currency": "AED", "amount": "1.00"}
+    for path, amount in (("/acquire2/refund/placeOrder", busd), ("/crypto/refund/placeOrder", aed)):
+        biz = {"refundMerchantOrderNo": "CO-B-R", "originOrderNo": order_no, "amount": amount}
+        assert code_of(raw_call(sb, path, biz)) == "400"
+    biz = {"refundMerchantOrderNo": "CO-B-R", "originOrderNo": order_no, "amount": busd}
+    assert code_of(raw_call(sb, "/crypto/refund/placeOrder", biz)) == "0"

@@ -278,6 +278,8 @@ class PayBySandbox:
             return wire_head("FAIL", "400", "REQUESTTIME_TOO_EARLY"), None
         if request_time > now + 15 * MINUTE_MS:
             return wire_head("FAIL", "400", "REQUESTTIME_TOO_LATER"), None
+        if op == "refund" and (wrong := _wrong_refund_path(request.path, biz)):
+            return wire_head("FAIL", "400", f"INVALID_PARAMETER: {wrong}"), None
         try:
             with self._ledger.tx():
                 body = self._handlers[op](partner, request_time, biz)
@@ -649,3 +651,15 @@ class PayBySandbox:
         except ValueError as exc:
             raise HookError(str(exc)) from exc
         return wire_balances(partner, self.balances(partner))
+
+
+def _wrong_refund_path(path: str, biz: Biz) -> str | None:
+    """[INF] BUSD is refunded through the crypto refund only (seed 004), fiat never through it."""
+    amount = biz.get("amount")
+    code = amount.get("currency") if isinstance(amount, dict) else None
+    crypto = path.startswith("/crypto/")
+    if crypto and code != "BUSD":
+        return "the crypto refund refunds BUSD only"
+    if not crypto and code == "BUSD":
+        return "BUSD is refunded through /sgs/api/crypto/refund/placeOrder"
+    return None
