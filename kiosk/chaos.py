@@ -2,17 +2,18 @@
 random crashes and faults, and the same money invariants as ``kiosk bench crashpoints``.
 
 Each iteration draws, from the seed, one journey of :data:`kiosk.crashpoints.JOURNEYS` (PayBy's
-cash-in, cancel, ambiguous and pending pay, the technician's test payout, Paysera's cash-out,
-cash-in and their lost confirms, Rapyd's cash-out, short payout, lost withdraw, cash-in and
-lost deposit, and Cashii's cash-out, paid or rejected in the app) and a plan for it, on a fresh
-simulated kiosk (a fresh Paysera wallet and code, a fresh Rapyd phone number and wallet, or a
-fresh Cashii payer account, for each customer) against the one sandbox of the run.
+cash-in, cancel, ambiguous and pending pay, cash-out and short payout, the technician's test
+payout, Paysera's cash-out, cash-in and their lost confirms, Rapyd's cash-out, short payout, lost
+withdraw, cash-in and lost deposit, and Cashii's cash-out, paid or rejected in the app) and a plan
+for it, on a fresh simulated kiosk (a fresh Paysera wallet and code, a fresh Rapyd phone number and
+wallet, or a fresh Cashii payer account, for each customer) against the one sandbox of the run.
 ``--journeys`` (names, comma-separated) or ``--providers`` (payby, paysera, rapyd, cashii; ""
 is not one: the technician's test payout goes with ``--journeys test-payout``) draws only
 among those journeys, e.g. to re-run one provider's:
 
 - **provider faults** armed at the journey's provider's sandbox (:data:`OPS`): at PayBy for
-  payOrder, getOrder, resolveToken or getBalance; at Paysera for create, reserve (with the
+  payOrder, getOrder, resolveToken or getBalance (cash-ins), placeOrder, getOrder, cancelOrder,
+  refund or getRefund (the cash-out); at Paysera for create, reserve (with the
   code), reserve_wallet (the cash-in's allowance), confirm, get or revoke; at Rapyd for login,
   withdraw and reversal (cash-outs), deposit (cash-ins) or logout; at Cashii for create (never
   sent again: a lost one ends refused) or get (the kiosk's reads and ``cashii.watch``'s, only
@@ -76,7 +77,18 @@ MODES: Final = (
     "unsigned_404",
 )
 OPS: Final[dict[str, tuple[str, ...]]] = {  # by provider; an op twice is drawn twice as often
-    "payby": ("payOrder", "payOrder", "getOrder", "resolveToken", "getBalance"),
+    "payby": (
+        "payOrder",
+        "payOrder",
+        "getOrder",
+        "resolveToken",
+        "getBalance",
+        "placeOrder",
+        "cancelOrder",
+        "refund",
+        "refund",
+        "getRefund",
+    ),
     "paysera": (
         "create",
         "reserve",
@@ -115,15 +127,21 @@ class Plan:
         return f"{self.journey}: " + (", ".join(parts) or "no fault")
 
 
-CASHOUT_ONLY: Final = frozenset({"withdraw", "reversal"})  # Rapyd ops only a cash-out calls
-CASHIN_ONLY: Final = frozenset({"deposit"})
+CASHOUT_ONLY: Final[dict[str, frozenset[str]]] = {  # ops only a provider's cash-out calls
+    "rapyd": frozenset({"withdraw", "reversal"}),
+    "payby": frozenset({"placeOrder", "cancelOrder", "refund", "getRefund"}),
+}
+CASHIN_ONLY: Final[dict[str, frozenset[str]]] = {
+    "rapyd": frozenset({"deposit"}),
+    "payby": frozenset({"payOrder", "resolveToken", "getBalance"}),
+}
 
 
 def journey_ops(j: Journey) -> tuple[str, ...]:
-    """The ops of :data:`OPS` a journey calls: at Rapyd a cash-out (it pays out) never
-    deposits and a cash-in never withdraws nor reverses."""
-    skip = CASHIN_ONLY if j.recycler else CASHOUT_ONLY
-    return tuple(op for op in OPS[j.provider] if j.provider != "rapyd" or op not in skip)
+    """The ops of :data:`OPS` a journey calls: a cash-out (it pays out) never calls what only
+    a cash-in does (Rapyd's deposit, PayBy's payOrder), and the other way round."""
+    skip = (CASHIN_ONLY if j.recycler else CASHOUT_ONLY).get(j.provider, frozenset())
+    return tuple(op for op in OPS[j.provider] if op not in skip)
 
 
 def draw(rng: random.Random, steps: dict[str, int], journeys: list[str] | None = None) -> Plan:

@@ -12,60 +12,66 @@ transaction has left the non-terminal states (at most ``--pending-s``), the jour
 the simulated devices and the sandbox are checked (:func:`check_invariants`). A point the
 journey never reached (it took another path) is counted as *not reached*, not as a failure.
 
-Journeys: ``cash-in`` (PayBy, 150.00 AED, notes 100 + 50, paid), ``cancel`` (PayBy 500.00,
-notes 100 + 50, cancel pressed: owed), ``ambiguous-pay`` (the sandbox drops payOrder's reply:
-settled later), ``pending-pay`` (the first payOrder is held by a slow network past the kiosk's
-timeout and re-sends fail: PENDING, then the outbox settles it in the background),
-``test-payout`` (a technician's 70.00 test dispense from a SMART Payout, an eSSP simulator in
-its own process so that it outlives the daemon, as a real recycler does),
-``paysera-cashout`` (100.00 from a Paysera wallet of 500.00, the envelope with the amount and
-a fresh reservation code: create, reserve, confirm, paid out by the SMART Payout),
-``paysera-lost-confirm`` (the same, the confirm's reply dropped after Paysera confirmed: read
-back, paid out, never confirmed twice), ``paysera-cashin`` (the EVP code of a fresh wallet,
-notes 100 + 50, confirm pressed: the wallet credited through the allowance) and
-``paysera-cashin-lost`` (the same, the confirm's reply dropped after the wallet was credited:
+Journeys: ``cash-in`` (PayBy, 150.00 AED, notes 100 + 50, paid), ``cancel`` (PayBy 500.00, notes
+100 + 50, cancel pressed: owed), ``ambiguous-pay`` (the sandbox drops payOrder's reply: settled
+later), ``pending-pay`` (the first payOrder is held by a slow network past the kiosk's timeout and
+re-sends fail: PENDING, then the outbox settles it in the background), ``test-payout`` (a
+technician's 70.00 test dispense from a SMART Payout, an eSSP simulator in its own process so that
+it outlives the daemon, as a real recycler does), ``paysera-cashout`` (100.00 from a Paysera wallet
+of 500.00, the envelope with the amount and a fresh reservation code: create, reserve, confirm,
+paid out by the SMART Payout), ``paysera-lost-confirm`` (the same, the confirm's reply dropped
+after Paysera confirmed: read back, paid out, never confirmed twice), ``paysera-cashin`` (the EVP
+code of a fresh wallet, notes 100 + 50, confirm pressed: the wallet credited through the allowance)
+and ``paysera-cashin-lost`` (the same, the confirm's reply dropped after the wallet was credited:
 sent again, credited once); Rapyd POS: ``rapyd-cashout`` (100.00 from a wallet of 500.00, the
-envelope with a fresh OTP and the phone number: session, withdraw, paid out by the SMART
-Payout, session closed), ``rapyd-short-payout`` (the same, the SMART Payout stops after the
-first of its two 50.00 notes, ``payout_stop_after``: the other 50.00 reversed),
-``rapyd-lost-withdraw`` (the withdraw's reply dropped after Rapyd debited: replayed under the
-same idempotency key, paid out once), ``rapyd-cashin`` (the start code, notes 100 + 50,
-confirm, then, once the panel asks again, the envelope with an OTP made just then: deposited)
-and ``rapyd-cashin-lost`` (the deposit's reply dropped after Rapyd credited: replayed,
-credited once); Cashii Remote Payments: ``cashii-cashout`` (100.00 from the envelope, a pay
-slip, the customer pays from a fresh account of 500.00 as soon as the payment exists, paid out
-by the SMART Payout) and ``cashii-rejected`` (the same, the customer rejects it in the app:
-void). An OTP lives 30 s and a restart takes longer: a journey killed before its OTP was used
-is not driven again (recovery decides; the second code of a cash-in has no journey left to read
-it). The Cashii customer is not the daemon's: a thread of the bench (:meth:`Kiosk.
-cashii_customer`) pays (or rejects) the payment once it exists at Cashii and the journal names
-it (its id committed: the slip can show it), whether the daemon is killed before, during or
-after — across the restart, so a payment paid while its transaction was recovered ``pending``
-must end owed by ``cashii.watch``. A payment created but whose id was never committed (killed
-between the create and its commit) had no slip: nobody pays it.
+envelope with a fresh OTP and the phone number: session, withdraw, paid out by the SMART Payout,
+session closed), ``rapyd-short-payout`` (the same, the SMART Payout stops after the first of its
+two 50.00 notes, ``payout_stop_after``: the other 50.00 reversed), ``rapyd-lost-withdraw`` (the
+withdraw's reply dropped after Rapyd debited: replayed under the same idempotency key, paid out
+once), ``rapyd-cashin`` (the start code, notes 100 + 50, confirm, then, once the panel asks again,
+the envelope with an OTP made just then: deposited) and ``rapyd-cashin-lost`` (the deposit's reply
+dropped after Rapyd credited: replayed, credited once); Cashii Remote Payments: ``cashii-cashout``
+(100.00 from the envelope, a pay slip, the customer pays from a fresh account of 500.00 as soon as
+the payment exists, paid out by the SMART Payout) and ``cashii-rejected`` (the same, the customer
+rejects it in the app: void); PayBy's own cash-out: ``payby-cashout`` (100.00 from the envelope,
+the order's QR paid in the PayBy app as soon as the kiosk committed the order,
+:meth:`Kiosk.payby_customer`, paid out by the SMART Payout) and ``payby-short-payout`` (the same,
+the SMART Payout stops after the first of its two 50.00 notes: the other 50.00 refunded). An OTP
+lives 30 s and a restart takes longer: a journey killed before its OTP was used is not driven again
+(recovery decides; the second code of a cash-in has no journey left to read it). The Cashii
+customer is not the daemon's: a thread of the bench (:meth:`Kiosk. cashii_customer`) pays (or
+rejects) the payment once it exists at Cashii and the journal names it (its id committed: the slip
+can show it), whether the daemon is killed before, during or after — across the restart, so a
+payment paid while its transaction was recovered ``pending`` must end owed by ``cashii.watch``. A
+payment created but whose id was never committed (killed between the create and its commit) had no
+slip: nobody pays it.
 
 ``--journeys a,b`` (or ``--journey`` repeated) runs only those journeys, e.g. ``--journeys
 cashii-cashout,cashii-rejected`` to re-run one provider's.
 
 Invariants (:data:`INVARIANTS`), the provider's side judged by each transaction's journey
-(:data:`PROVIDER_CHECKS`): notes in the cashbox match the journal; open liabilities = ``owed``;
-a cash-in (PayBy's order paid by the store, Paysera's transaction confirmed on the customer's
-wallet, Rapyd's deposit) is paid or owed, never both, never neither, and Rapyd credited exactly
-what was taken; every wallet (the store's at PayBy, each customer's at Paysera and at Rapyd)
-moved at most once per transaction, by exactly what was paid or confirmed, and only by a
-transaction the journal knows; a Paysera cash-out confirmed is paid out in full or owes exactly
-the rest, one not confirmed pays out and owes nothing; a Rapyd cash-out's net debit (withdrawn
-- reversed) = dispensed + owed, never less than dispensed (reversed or void: net debit =
-dispensed, nothing owed); no payout repeated and the recycler paid what the journal says; no
-effect left in ``intent``; the hash chain intact; no transaction left open; every Rapyd session
-the kiosk knew of (its close row committed) closed once it settled; the daemon died only by the
-crash hook. Cashii, by journey: at most one payment per transaction (by its metadata's
-``reference``) and none without a transaction; a paid payment ⇔ the transaction paid out +
-owed = its amount, exactly; a payment not paid (pending, rejected, canceled, or none) ⇒ nothing
-paid out and nothing owed, and no payout effect; the payer's account debited exactly by its
-paid payments. A Rapyd session the kiosk never knew of — opened at Rapyd, the daemon killed before
-the ``open`` commit that holds its close row — cannot be closed (no token was kept) and carries
-no money: it is counted apart (``orphan sessions``), not as a violation.
+(:data:`PROVIDER_CHECKS`): notes in the cashbox match the journal; open liabilities = ``owed``; a
+cash-in (PayBy's order paid by the store, Paysera's transaction confirmed on the customer's wallet,
+Rapyd's deposit) is paid or owed, never both, never neither, and Rapyd credited exactly what was
+taken; every wallet (the store's at PayBy, each customer's at Paysera and at Rapyd) moved at most
+once per transaction, by exactly what was paid or confirmed, and only by a transaction the journal
+knows; a Paysera cash-out confirmed is paid out in full or owes exactly the rest, one not confirmed
+pays out and owes nothing; a Rapyd cash-out's net debit (withdrawn - reversed) = dispensed + owed,
+never less than dispensed (reversed or void: net debit = dispensed, nothing owed); no payout
+repeated and the recycler paid what the journal says; no effect left in ``intent``; the hash chain
+intact; no transaction left open; every Rapyd session the kiosk knew of (its close row committed)
+closed once it settled; the daemon died only by the crash hook. Cashii, by journey: at most one
+payment per transaction (by its metadata's ``reference``) and none without a transaction; a paid
+payment ⇔ the transaction paid out + owed = its amount, exactly; a payment not paid (pending,
+rejected, canceled, or none) ⇒ nothing paid out and nothing owed, and no payout effect; the payer's
+account debited exactly by its paid payments. PayBy's cash-out, by journey: the order paid in the
+app ⇔ paid out + refunded + owed = its amount, exactly; not paid ⇒ nothing paid out, refunded or
+owed; PayBy refunded exactly what the journal's refunds say; no order of the kiosk paid that its
+journal does not name (no QR was printed for it); the store's wallet moved by what it paid for
+cash-ins, less the cash-out orders paid to it, plus their refunds. A Rapyd session the kiosk never
+knew of — opened at Rapyd, the daemon killed before the ``open`` commit that holds its close row —
+cannot be closed (no token was kept) and carries no money: it is counted apart (``orphan
+sessions``), not as a violation.
 
 Exit status: 0 when no invariant was violated, 1 otherwise (2: bad arguments).
 """
@@ -124,7 +130,7 @@ SETTLE_S: Final = 30.0  # how long a journey may take without a crash
 QUIET_S: Final = 0.5  # no new durable step for this long: the journey (and its receipt) ended
 VOID_CAP_S: Final = 400.0  # the longest wait for a row that settles only at its void_after
 VOID_SLACK_S: Final = 80.0  # past void_after: the outbox's longest backoff (60 s + jitter)
-SHORT_REVERSED: Final = frozenset({"rapyd_cashout"})  # a short payout goes back, is not owed
+SHORT_REVERSED: Final = frozenset({"rapyd_cashout", "payby_cashout"})  # goes back, not owed
 RAPYD_LOGOUT: Final = "rapyd.logout"
 CASHII_BALANCE: Final = 50000  # AED 500.00 in each Cashii customer's fresh account
 CASHII_TICK_S: Final = 0.05  # how often the Cashii customer looks at the app
@@ -157,7 +163,9 @@ class Observed:
     ``rapyd_sessions``: the POS sessions opened for those phone numbers (token → session).
     ``cashii_accounts``: every Cashii account the run's customers paid from (account → (AED
     balance before, after)); ``cashii``: the Cashii sandbox's payments made by this kiosk
-    (its metadata's ``kiosk_id``) or paid from those accounts (payment id → hook view)."""
+    (its metadata's ``kiosk_id``) or paid from those accounts (payment id → hook view).
+    ``payby_cashouts``: every order this kiosk created at PayBy for a cash-out (its
+    merchantOrderNo ``<ref>-order`` → view, with ``refundedAmount``)."""
 
     journal: Path
     held_before: int = 0
@@ -174,6 +182,7 @@ class Observed:
     rapyd_sessions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     cashii_accounts: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     cashii: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    payby_cashouts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def check_invariants(obs: Observed) -> list[tuple[str, str]]:
@@ -221,6 +230,7 @@ def _check(conn: sqlite3.Connection, obs: Observed) -> list[tuple[str, str]]:
     out += _rapyd_wallet_checks(obs, txs, effects)
     out += _rapyd_session_checks(obs, effects)
     out += _cashii_account_checks(obs, txs)
+    out += _payby_order_checks(obs, txs)
     return out
 
 
@@ -536,6 +546,49 @@ def _cashii_account_checks(obs: Observed, txs: list[sqlite3.Row]) -> list[tuple[
     return out
 
 
+def _payby_cashout_checks(
+    tx: sqlite3.Row, effects: list[sqlite3.Row], open_liabilities: list[sqlite3.Row], obs: Observed
+) -> list[tuple[str, str]]:
+    """The order paid in the app ⇔ paid out + refunded + owed = its amount, exactly; not paid
+    ⇒ nothing paid out, refunded or owed; PayBy refunded what the journal's refunds say."""
+    if tx["state"] not in TERMINAL:
+        return []  # reported as open
+    from kiosk.providers.payby.wire import money_in
+
+    ref, state, due, out_, owed = (
+        tx["ref"], tx["state"], tx["amount_due"], tx["dispensed"], tx["owed"]
+    )  # fmt: skip
+    view = obs.payby_cashouts.get(f"{ref}-order")
+    refunds = _amounts(effects, "refund", "done")
+    refunded = money_in(view["refundedAmount"]).minor if view is not None else 0
+    out: list[tuple[str, str]] = []
+    if refunded != refunds:
+        out.append(("wallet", f"{ref}: PayBy refunded {refunded}, the journal's refunds {refunds}"))
+    said = f"paid out {out_}, refunded {refunded}, owed {owed}, ended {state}"
+    if view is not None and view.get("status") in PAID:
+        if out_ > due:
+            out.append(("cashout", f"{ref}: paid {due} in the app; {said}: paid out more"))
+        elif state != "unknown" and out_ + refunded + owed != due:  # unknown: levels unread
+            out.append(("cashout", f"{ref}: paid {due} in the app; {said}"))
+        return out
+    payouts = _amounts(effects, "payout", "done", "unknown", "intent")
+    if out_ or owed or refunded or payouts:
+        status = view.get("status") if view is not None else "no order"
+        out.append(("cashout", f"{ref}: order {status}, not paid; {said}, payouts {payouts}"))
+    return out
+
+
+def _payby_order_checks(obs: Observed, txs: list[sqlite3.Row]) -> list[tuple[str, str]]:
+    """No order of the kiosk paid in the app unless its transaction committed it (its QR was
+    printed after that commit: nobody can pay an order the journal does not name)."""
+    named = {f"{tx['ref']}-order" for tx in txs if tx["provider_ref"]}
+    return [
+        ("wallet", f"PayBy order {number} ({view.get('status')}): paid, no QR was printed")
+        for number, view in sorted(obs.payby_cashouts.items())
+        if view.get("status") in PAID and number not in named
+    ]
+
+
 PROVIDER_CHECKS: Final[dict[str, Callable[..., list[tuple[str, str]]]]] = {
     "payby_cashin": _payby_cashin_checks,
     "paysera_cashin": _paysera_cashin_checks,
@@ -543,6 +596,7 @@ PROVIDER_CHECKS: Final[dict[str, Callable[..., list[tuple[str, str]]]]] = {
     "rapyd_cashin": _rapyd_cashin_checks,
     "rapyd_cashout": _rapyd_cashout_checks,
     "cashii_cashout": _cashii_cashout_checks,
+    "payby_cashout": _payby_cashout_checks,
 }
 """The provider-side checks of a transaction, by its journey (``transactions.journey``)."""
 
@@ -604,9 +658,15 @@ def _wallet_checks(obs: Observed) -> list[tuple[str, str]]:
         for view in obs.orders.values()
         if _paid_by_store(view, obs.store)
     )
+    sold = [v for v in obs.payby_cashouts.values() if v.get("status") in PAID]
+    received = sum(money_in(v["totalAmount"]).minor for v in sold)
+    refunded = sum(money_in(v["refundedAmount"]).minor for v in obs.payby_cashouts.values())
     debited = obs.wallet_before - obs.wallet_after
-    if debited != paid:
-        return [("wallet", f"the store wallet went down by {debited}; orders it paid: {paid}")]
+    if debited != paid - received + refunded:
+        return [
+            ("wallet", f"the store wallet went down by {debited}; orders it paid: {paid},"
+             f" cash-out orders paid to it: {received}, refunded: {refunded}")
+        ]  # fmt: skip
     return []
 
 
@@ -784,6 +844,7 @@ class Kiosk:
                 a: (before, self.cashii_balance(a)) for a, before in self.cashii_accounts.items()
             },
             cashii=self.cashii_views(),
+            payby_cashouts=self.sandbox.payby.orders_of(STORE_PARTNER_ID, f"{self.kiosk_id}-"),
         )
 
     def cashii_balance(self, account: str) -> int:
@@ -1108,14 +1169,9 @@ class Kiosk:
         return account
 
     def cashii_customer(self, account: str, action: str) -> None:
-        """The customer's app, in a thread of the bench that outlives the daemon (until the
-        kiosk is closed): once a Cashii transaction's payment id is committed (the slip can
-        show it) and that payment exists at Cashii with the transaction's reference, ``pay``
-        it from ``account`` (or ``reject`` it), once. A payment whose id the journal never got
-        (killed between the create and its commit) had no slip: nobody pays it."""
-        from kiosk.journal import read_rows
-
-        done: set[str] = set()
+        """The customer's app (:meth:`app_customer`): once a Cashii transaction's payment id
+        is committed (the slip can show it) and that payment exists at Cashii with the
+        transaction's reference, ``pay`` it from ``account`` (or ``reject`` it), once."""
 
         def act(ref: str, pid: str) -> None:
             view = self.cashii_hook(f"payments/{pid}")
@@ -1123,7 +1179,32 @@ class Kiosk:
                 return  # not this transaction's (cannot happen): never pay it
             if view.get("status") == "pending":
                 self.cashii_hook(f"payments/{pid}/{action}", {"account": account})
-            done.add(pid)
+
+        self.app_customer("cashii_cashout", f"cashii-customer-{account}", act)
+
+    def payby_customer(self, payer: str) -> None:
+        """The customer's PayBy app (:meth:`app_customer`): once a PayBy cash-out's order is
+        committed (its QR can be printed), pay it, once, if it is still payable."""
+        from kiosk.sandbox.kit import HookError
+
+        def act(ref: str, order_no: str) -> None:
+            view = self.sandbox.payby.order_view(order_no)
+            if view is None or view.get("merchantOrderNo") != f"{ref}-order":
+                return  # not this transaction's (cannot happen): never pay it
+            with contextlib.suppress(HookError):  # cancelled or expired meanwhile: too late
+                self.sandbox.payby.app_pay(order_no, payer)
+
+        self.app_customer("payby_cashout", f"payby-customer-{payer}", act)
+
+    def app_customer(self, journey: str, name: str, act: Callable[[str, str], None]) -> None:
+        """A customer's app, in a thread of the bench that outlives the daemon (until the
+        kiosk is closed): for each transaction of ``journey`` whose provider reference is
+        committed, ``act(ref, provider_ref)`` once, whether the daemon is killed before,
+        during or after. A payment whose reference the journal never got (killed between the
+        create and its commit) had no slip: nobody pays it."""
+        from kiosk.journal import read_rows
+
+        done: set[str] = set()
 
         def run() -> None:
             import httpx
@@ -1131,18 +1212,27 @@ class Kiosk:
             while not self.leaving.is_set():
                 try:
                     rows = read_rows(self.files.journal, "SELECT ref, provider_ref FROM"
-                                     " transactions WHERE journey = 'cashii_cashout'"
-                                     " AND provider_ref IS NOT NULL")  # fmt: skip
+                                     " transactions WHERE journey = ?"
+                                     " AND provider_ref IS NOT NULL", (journey,))  # fmt: skip
                     for r in rows:
                         if str(r["provider_ref"]) not in done:
                             act(str(r["ref"]), str(r["provider_ref"]))
+                            done.add(str(r["provider_ref"]))
                 except (OSError, sqlite3.Error, httpx.HTTPError, KeyError, ValueError) as exc:
-                    log.debug("the Cashii customer looks again: %s", exc)  # no journal yet…
+                    log.debug("the customer looks again: %s", exc)  # no journal yet…
                 self.leaving.wait(CASHII_TICK_S)
 
-        thread = threading.Thread(target=run, name=f"cashii-customer-{account}", daemon=True)
+        thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
         self.customers.append(thread)
+
+    def payby_cashout(self, amount: str) -> None:
+        """A customer shows the PayBy cash-out envelope with ``amount``; their app pays the
+        order's QR as soon as the kiosk committed the order (:meth:`payby_customer`)."""
+        payer = f"1000{self.seq:08d}"
+        self.payby_customer(payer)
+        envelope = f"kiosk:cashout?v=1&provider=payby&amount={amount}&currency=AED"
+        self.show_code(envelope, f"payby-cashout-{payer}")
 
     def paysera_wallet(self, balance: int) -> int:
         """A fresh customer wallet at the Paysera sandbox (AED, ``balance`` minor units)."""
@@ -1341,6 +1431,19 @@ def _rapyd_cashin_lost(k: Kiosk) -> None:
     _rapyd_cashin(k)
 
 
+def _payby_cashout(k: Kiosk) -> None:
+    k.payby_cashout("100.00")
+
+
+def _payby_short_payout(k: Kiosk) -> None:
+    from drivers.sim.control import SimControl
+
+    # The SMART Payout pays 100.00 as 50 + 50 and stops after the first note: 50.00 paid, the
+    # other 50.00 refunded to the customer's PayBy account, nothing owed.
+    SimControl(k.recycler_socket).call("payout_stop_after", notes=1)
+    _payby_cashout(k)
+
+
 def _cashii_cashout(k: Kiosk) -> None:
     k.cashii_cashout("100.00")
 
@@ -1445,6 +1548,22 @@ JOURNEYS: Final[dict[str, Journey]] = {
             "completed",
             False,
             "rapyd",
+        ),
+        Journey(
+            "payby-cashout",
+            "PayBy cash-out 100.00 (envelope), the order's QR paid in the app at once: paid out",
+            _payby_cashout,
+            "completed",
+            True,
+            "payby",
+        ),
+        Journey(
+            "payby-short-payout",
+            "PayBy cash-out 100.00, the SMART Payout stops after 50.00: the rest refunded",
+            _payby_short_payout,
+            "completed",
+            True,
+            "payby",
         ),
         Journey(
             "cashii-cashout",

@@ -32,6 +32,13 @@ the customer pays it in the app from an account of 500.00 (the sandbox's ``pay``
 kiosk reads it ``paid`` and the recycler pays 100.00, the journal completed; then a payment the
 customer rejects in the app (void, a receipt saying no cash was paid out, the recycler
 unchanged).
+
+Then PayBy's own cash-out at the same kiosk: the envelope
+(``kiosk:cashout?v=1&provider=payby&amount=100.00&currency=AED``); the kiosk creates a DYNQR
+order and prints its QR; the customer pays it in the PayBy app (the sandbox's ``app-pay`` hook);
+the recycler pays 100.00 (PAID OUT receipt); then the same with the recycler stopping after the
+first of two 50.00 notes: the other 50.00 is refunded to the customer (a partial refund,
+SUCCESS), nothing owed, the receipt says both.
 Prints what happened and exits 0 only if every step held.
 """
 
@@ -190,7 +197,9 @@ def _envelope(code: str, amount: str) -> str:
 
 
 def _aed(minor: int) -> str:
-    return f"AED {minor / 100:.2f}"
+    from kiosk.money import Money
+
+    return str(Money.of(minor, "AED"))
 
 
 class _Customers:
@@ -697,6 +706,98 @@ class _Cashii(_Customers):
         )
 
 
+PAYBY_PAYER = "100000777777"  # the customer's PayBy member id (their app)
+PAYBY_ENVELOPE = f"kiosk:cashout?v=1&provider=payby&amount={CASHOUT}&currency=AED"
+
+
+def _minor(amount: dict[str, Any]) -> int:
+    """A PayBy money object of the hooks (``{"currency", "amount"}``) in minor units."""
+    from kiosk.money import Money
+
+    return Money.from_decimal(str(amount["amount"]), str(amount["currency"])).minor
+
+
+class _PayBy(_Customers):
+    """PayBy's own cash-out: the kiosk, as a PayBy merchant, creates an order and prints its
+    QR; the customer pays it in the PayBy app; what the recycler cannot pay is refunded."""
+
+    provider = "payby"
+
+    def order(self, tx: sqlite3.Row) -> dict[str, Any]:
+        view: dict[str, Any] = self.hook(f"orders/{tx['provider_ref']}")
+        return view
+
+    def slip(self) -> tuple[sqlite3.Row, Path]:
+        before = self.start(PAYBY_ENVELOPE, "waiting", "refused", "pending", "void")
+        tx = _ended(self.files, before, "waiting", "refused", "pending", "void")
+        if tx["state"] != "waiting":
+            raise RuntimeError(f"PayBy cash-out ended {tx['state']} ({tx['reason']})")
+        slip = self.receipt(tx["ref"], "Amount to pay")
+        order = self.order(tx)
+        if str(order["tokenUrl"]) not in _words(slip) or order["status"] != "CREATED":
+            raise RuntimeError(f"the slip {slip} lacks the order's QR, or the order is not new")
+        return tx, slip
+
+    def paid(self, tx: sqlite3.Row) -> sqlite3.Row:
+        """The customer pays the QR in the PayBy app; the kiosk reads it paid and pays out."""
+        self.hook(f"orders/{tx['provider_ref']}/app-pay", {"payer": PAYBY_PAYER})
+        return _ended(self.files, tx["id"] - 1, "completed", "owed", "void", "pending", "unknown")
+
+    def cash_out(self) -> None:
+        levels, held = self.levels(), self.held()
+        tx, slip = self.slip()
+        self.rows.append(
+            ("customer shows envelope", f"kiosk:cashout?...&provider=payby&amount={CASHOUT}")
+        )
+        self.rows.append(
+            (
+                "pay slip (ESC/POS)",
+                f"{slip.with_suffix('.png')} (+ .txt): PayBy order {tx['provider_ref']}"
+                " (DYNQR), its QR to pay in the PayBy app",
+            )
+        )
+        tx = self.paid(tx)
+        paid = held - self.held()
+        if tx["state"] != "completed" or paid != 10000 or len(self.payouts(tx)) != 1:
+            raise RuntimeError(f"PayBy cash-out ended {tx['state']}, the recycler paid {paid}")
+        order = self.order(tx)
+        if order["status"] != "PAID_SUCCESS" or _minor(order["refundedAmount"]) != 0:
+            raise RuntimeError(f"PayBy's order: {order['status']}, {order['refundedAmount']}")
+        receipt = self.receipt(tx["ref"], "PAID OUT")
+        self.rows.append(
+            (
+                "PayBy cash-out",
+                f"{tx['ref']}: paid in the app (PAID_SUCCESS), the recycler paid out"
+                f" {_aed(paid)} ({self.paid_notes(levels)}); receipt {receipt.name}",
+            )
+        )
+
+    def short_payout(self) -> None:
+        """The recycler stops after one of the two notes: the other half is refunded."""
+        levels, held = self.levels(), self.held()
+        self.control.call("payout_stop_after", notes=1)
+        tx, _ = self.slip()
+        tx = self.paid(tx)
+        paid = held - self.held()
+        order = self.order(tx)
+        refunded = _minor(order["refundedAmount"])
+        if (tx["state"], tx["reason"], tx["owed"], paid) != ("completed", "refunded", 0, 5000):
+            raise RuntimeError(f"short payout: ended {tx['state']} ({tx['reason']}), paid {paid}")
+        if refunded != 5000:
+            raise RuntimeError(f"short payout: PayBy refunded {_aed(refunded)}")
+        receipt = self.receipt(tx["ref"], "refunded")
+        if "AED 50.00 refunded to your PayBy account" not in _words(receipt):
+            raise RuntimeError(f"short payout: the receipt {receipt} does not say the refund")
+        self.rows.append(
+            (
+                "PayBy short payout",
+                f"{tx['ref']}: the recycler stops after {self.paid_notes(levels)};"
+                f" AED 50.00 refunded to the customer (partial refund {tx['ref']}-refund,"
+                " SUCCESS); nothing owed; receipt: paid out 50.00, 50.00 refunded",
+            )
+        )
+
+
 def _payout_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> bool:
     """Paysera Wallet's, Rapyd POS's and Cashii's journeys at a kiosk whose validator is a
     SMART Payout (eSSP, its simulator on a pseudo-terminal inside the daemon), which pays
@@ -737,6 +838,10 @@ def _payout_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> b
         rows.append(("recycler", f"holds {_aed(cashii.held())} to pay out"))
         cashii.cash_out()
         cashii.rejected()
+        payby = _PayBy(sandbox.url, files, paysera.control, root, rows)
+        rows.append(("recycler", f"holds {_aed(payby.held())} to pay out"))
+        payby.cash_out()
+        payby.short_payout()
         return True
     except Exception as exc:  # the table says which step failed
         rows.append(("FAILED", f"{type(exc).__name__}: {exc} (log: {daemon.log_path})"))
@@ -859,8 +964,8 @@ def run_demo(out: Path | None, validator: str = "sim") -> int:
     width = max(len(name) for name, _ in rows)
     via = {"sim": "", "id003": " (JCM ID-003 on the wire)", "essp": " (ITL eSSP on the wire)"}
     print(
-        "\nkiosk demo: PayBy Cash Top Up, then Paysera Wallet and Rapyd POS (cash-out, cash-in)"
-        f" and Cashii (cash-out) on simulated hardware{via.get(validator, '')}\n"
+        "\nkiosk demo: PayBy Cash Top Up, then Paysera Wallet and Rapyd POS (cash-out, cash-in),"
+        f" Cashii and PayBy (cash-out) on simulated hardware{via.get(validator, '')}\n"
     )
     for name, result in rows:
         print(f"  {name:<{width}}  {result}")

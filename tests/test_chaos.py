@@ -82,3 +82,19 @@ def test_cashii_journeys_are_drawn_with_faults_at_cashii_only_among_those_chosen
     rng = random.Random(7)
     everyone = [draw(rng, {}) for _ in range(300)]
     assert {p.journey for p in everyone} >= set(names)  # drawn among all by default too
+
+
+def test_payby_cash_outs_are_drawn_with_the_cash_out_ops_and_cash_ins_with_theirs() -> None:
+    from kiosk.chaos import CASHIN_ONLY, CASHOUT_ONLY
+    from kiosk.crashpoints import JOURNEYS
+
+    names = sorted(n for n, j in JOURNEYS.items() if j.provider == "payby")
+    assert {"payby-cashout", "payby-short-payout"} <= set(names)
+    rng = random.Random(8)
+    plans = [draw(rng, {}, names) for _ in range(300)]
+    drawn = {True: set[str](), False: set[str]()}
+    for p in plans:
+        drawn[JOURNEYS[p.journey].recycler] |= {op for op, *_ in p.faults}
+    assert drawn[True] == {"getOrder"} | CASHOUT_ONLY["payby"]
+    assert drawn[False] == {"getOrder"} | CASHIN_ONLY["payby"]
+    assert {p.device for p in plans if JOURNEYS[p.journey].recycler} >= {"power_cut"}

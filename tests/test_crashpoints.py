@@ -3,6 +3,7 @@ of SIGKILLs before and after the durable steps of real journeys."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -555,6 +556,83 @@ def test_a_cashii_payment_paid_but_not_paid_out_nor_owed_or_twice_is_reported(
     out.close()
 
 
+# --- PayBy's cash-out, judged by the transaction's journey -----------------------------------
+
+ORDER_NO = "131658300517875854"
+
+
+def _payby_order(status: str = "PAID_SUCCESS", refunded: str = "0.00") -> dict[str, Any]:
+    return {"orderNo": ORDER_NO, "merchantOrderNo": "KT1-000001-order", "status": status,
+            "totalAmount": {"currency": "AED", "amount": "100.00"},
+            "refundedAmount": {"currency": "AED", "amount": refunded}}  # fmt: skip
+
+
+def _payby_obs(journal: Journal, order: dict[str, Any], **kw: Any) -> Observed:
+    paid = order["status"] == "PAID_SUCCESS"
+    fields: dict[str, Any] = {
+        "journal": Path(journal.db.conn.execute("PRAGMA database_list").fetchone()[2]),
+        "held_before": 80000,
+        "held_after": 75000 if paid else 80000,
+        "wallet_before": 100000,
+        "wallet_after": 100000 + (10000 if paid else 0) - 5000 * (order["refundedAmount"]
+                                                                   ["amount"] == "50.00"),
+        "payby_cashouts": {order["merchantOrderNo"]: order},
+    }  # fmt: skip
+    return Observed(**{**fields, **kw})
+
+
+def _payby_cashout(journal: Journal, end: str = "refunded") -> int:
+    """A PayBy cash-out of 100.00 whose order was paid in the app and whose payout stopped at
+    50.00; ``end``: refunded (the rest refunded: completed), owed (the refund failed)."""
+    import kiosk.flows.payby_cashout  # noqa: F401 - defines the journey
+
+    tx = journal.begin("payby_cashout", currency="AED")
+    journal.transition(tx.id, "creating", amount_due=10000)
+    journal.transition(tx.id, "waiting", provider_ref=ORDER_NO)
+    journal.transition(tx.id, "paid")
+    journal.transition(tx.id, "dispensing")
+    eff = journal.intent(tx.id, "payout", f"{tx.ref}-payout", amount=10000)
+    journal.outcome(eff.id, "failed", dispensed=5000)
+    journal.transition(tx.id, "refunding")
+    refund = journal.intent(tx.id, "refund", f"{tx.ref}-refund", amount=5000)
+    if end == "refunded":
+        journal.outcome(refund.id, "done")
+        journal.transition(tx.id, "completed")
+    else:
+        journal.outcome(refund.id, "failed")
+        journal.owe(tx.id, 5000, "refund_failed:62002")
+        journal.transition(tx.id, "owed")
+    return tx.id
+
+
+def test_a_payby_short_payout_refunded_or_owed_holds_every_invariant(
+    journal: Journal, tmp_path: Path
+) -> None:
+    _payby_cashout(journal)
+    assert check_invariants(_payby_obs(journal, _payby_order(refunded="50.00"))) == []
+    owed = Journal.open(tmp_path / "owed.db", kiosk_id="KT1", code_key=b"k" * 32)
+    _payby_cashout(owed, "owed")
+    assert check_invariants(_payby_obs(owed, _payby_order())) == []
+    owed.close()
+
+
+def test_a_payby_refund_the_journal_does_not_know_or_an_unpaid_payout_is_reported(
+    journal: Journal, tmp_path: Path
+) -> None:
+    _payby_cashout(journal, "owed")  # the journal says the refund failed; PayBy refunded it
+    found = check_invariants(_payby_obs(journal, _payby_order(refunded="50.00")))
+    assert _kinds(found) == ["cashout", "wallet"], found
+    # paid out although the order was never paid; and an order paid that no QR showed
+    unpaid = Journal.open(tmp_path / "unpaid.db", kiosk_id="KT1", code_key=b"k" * 32)
+    _payby_cashout(unpaid)
+    stray = {**_payby_order(), "merchantOrderNo": "KT1-000099-order"}
+    obs = _payby_obs(unpaid, _payby_order("FAILURE", "50.00"), held_after=75000)
+    obs = dataclasses.replace(obs, payby_cashouts={**obs.payby_cashouts, "KT1-000099-order":
+                                                   stray}, wallet_after=105000)  # fmt: skip
+    assert _kinds(check_invariants(obs)) == ["cashout", "wallet"], check_invariants(obs)
+    unpaid.close()
+
+
 def test_a_changed_event_breaks_the_chain(journal: Journal) -> None:
     _completed(journal)
     journal.db.execute("DROP TRIGGER events_no_update")
@@ -703,6 +781,28 @@ def test_cashii_crash_points_around_the_create_the_slip_and_the_payout(short_dir
                                 ("payout.intent", "after"))),
             ("cashii-rejected", (("create.done", "after"),)),
         ):  # fmt: skip
+            journey = JOURNEYS[name]
+            report = run_journey(bench, journey, only=set())  # the count run only
+            assert not report.error, report.error
+            for kinds, when in points:
+                step = next(n for n, k in report.steps if kinds in k)
+                assert bench.run_point(journey, report, step, when), (name, step, when)
+            assert [v.line() for v in report.violations] == []
+
+
+def test_payby_crash_points_around_the_order_the_payout_and_the_refund(short_dir: Path) -> None:
+    """A handful of PayBy cash-out points (the whole sweep is `kiosk bench crashpoints
+    --journeys payby-cashout,payby-short-payout`): killed once waiting (the customer pays
+    meanwhile: the cancel finds it paid, refunded in full), the payout's intent (the levels
+    settle it), the short payout's refund queued and done."""
+    from kiosk.sandbox.server import start_sandbox
+
+    with start_sandbox(short_dir / "sandbox") as sandbox:
+        bench = Bench(short_dir, sandbox)
+        for name, points in (
+            ("payby-cashout", (("receipt.printed", "after"), ("payout.intent", "after"))),
+            ("payby-short-payout", (("refund.intent", "after"), ("refund.done", "before"))),
+        ):
             journey = JOURNEYS[name]
             report = run_journey(bench, journey, only=set())  # the count run only
             assert not report.error, report.error

@@ -603,6 +603,17 @@ class PayBySandbox:
                 return None
             return wire_view(self._refresh(row), self._ledger.refunded(order_no))
 
+    def orders_of(self, payee: str, prefix: str = "") -> dict[str, dict[str, object]]:
+        """Every order ``payee`` created (a kiosk's cash-outs), by merchantOrderNo, as
+        :meth:`order_view` shows them; only those whose merchantOrderNo starts with ``prefix``."""
+        with self._ledger.tx():
+            return {
+                str(row["merchant_order_no"]): wire_view(
+                    self._refresh(row), self._ledger.refunded(row["order_no"])
+                )
+                for row in self._ledger.orders_of(payee, prefix)
+            }
+
     def balances(self, partner_id: str) -> dict[str, Money]:
         return self._ledger.balances(partner_id)
 

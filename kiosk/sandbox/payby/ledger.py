@@ -181,6 +181,15 @@ class Ledger:
     def find_order(self, order_no: str) -> Row | None:
         return self._one("SELECT * FROM orders WHERE order_no = ?", (order_no,))
 
+    def orders_of(self, payee: str, prefix: str) -> list[Row]:
+        """The payee's orders whose merchantOrderNo starts with ``prefix``, oldest first."""
+        rows: list[Row] = self._db.execute(
+            "SELECT * FROM orders WHERE payee_mid = ? AND substr(merchant_order_no, 1, ?) = ?"
+            " ORDER BY rowid",
+            (payee, len(prefix), prefix),
+        ).fetchall()
+        return rows
+
     def order_by_merchant_no(self, payee: str, merchant_order_no: str) -> Row | None:
         return self._one(
             "SELECT * FROM orders WHERE payee_mid = ? AND merchant_order_no = ?",
