@@ -39,6 +39,9 @@ IDLE_TICK_S = 30.0  # how often an idle kiosk checks its printer
 REOPEN_S = 2.0  # how often a lost validator is opened again
 NO_RECEIPT_CONFIRM_S = 10.0  # how long a customer has to accept a journey without a receipt
 RESULT_HOLD_S = 3.0  # how long DONE / REFUSED stay on the panel
+STALL_S = 4 * IDLE_TICK_S  # the idle loop comes round at least every IDLE_TICK_S
+JOURNEY_MAX_S = 15 * 60.0  # the longest a journey (or a technician's command) may hold the loop
+JOURNAL_PROBE_S = 10.0  # the journal's writer thread must answer within this
 
 
 class Daemon:
@@ -49,6 +52,7 @@ class Daemon:
         self.validator_ok = False
         self.busy = asyncio.Lock()  # held by whatever drives the devices: a journey, a test payout
         self._printer_word = ""
+        self.beat_at = time.monotonic()  # the idle loop's last round (the watchdog reads it)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -107,7 +111,7 @@ class Daemon:
             # The admin socket first: READY means a technician's command is answered.
             admin = await serve_admin(c.state_dir / "admin.sock", self._admin_handlers(ctx))
             self.notifier.ready(f"ready; recovered {len(settled)}")
-            watchdog = asyncio.create_task(self._watchdog())
+            watchdog = asyncio.create_task(self._watchdog(journal))
             # Pending payments are settled in the background, whatever the providers do.
             forwarder = asyncio.create_task(ctx.outbox().run())
             serve = asyncio.create_task(self._serve(ctx, hw))
@@ -154,17 +158,43 @@ class Daemon:
             except (DriverError, OSError) as exc:
                 log.error("validator: power-up acknowledgement failed: %s", exc)
 
-    async def _watchdog(self) -> None:
+    async def _watchdog(self, journal: AsyncJournal) -> None:
+        """Ping systemd's watchdog only while the main loop is alive: the idle loop came round
+        lately (a journey may hold it up to ``JOURNEY_MAX_S``) and the journal's writer thread
+        answers. A stalled kiosk stops pinging, and systemd restarts it (recovery settles what
+        was open)."""
         interval = watchdog_interval_s()
         if interval is None:
             return
+        said = ""
         while True:
-            self.notifier.watchdog()
+            problem = self.stalled() or await _journal_stalled(journal)
+            if problem is None:
+                self.notifier.watchdog()
+            if (problem or "") != said:
+                if problem:
+                    log.error("watchdog: %s; systemd will restart the daemon", problem)
+                else:
+                    log.warning("watchdog: the main loop is alive again")
+                said = problem or ""
             await asyncio.sleep(interval)
+
+    def stalled(self) -> str | None:
+        """Why the main loop looks stuck, or None: the idle loop has not come round for longer
+        than ``STALL_S`` (``JOURNEY_MAX_S`` while a journey or a technician's command runs)."""
+        since = time.monotonic() - self.beat_at
+        limit = JOURNEY_MAX_S if self.busy.locked() else STALL_S
+        if since > limit:
+            what = (
+                "a journey has held" if self.busy.locked() else "the idle loop has not come round"
+            )
+            return f"{what} for {since:.0f} s"
+        return None
 
     async def _serve(self, ctx: Context, hw: Hardware) -> None:
         """The idle loop: wait for a code, a panel event or a device event."""
         while True:
+            self.beat_at = time.monotonic()
             oos = ctx.out_of_service.is_set()
             hw.panel.show(PanelState.OUT_OF_SERVICE if oos else PanelState.READY)
             self.notifier.status("out of service" if oos else "ready")
@@ -179,6 +209,7 @@ class Daemon:
                 got = await sources.next(IDLE_TICK_S if self.validator_ok else REOPEN_S)
             finally:
                 left = await sources.close()
+            self.beat_at = time.monotonic()
             if got is None and not left:
                 await self._idle_tick(ctx, hw)
                 continue
@@ -424,6 +455,14 @@ class Daemon:
             "collect": technician,
         }
         return {name: _clean_errors(name, h) for name, h in handlers.items()}
+
+
+async def _journal_stalled(journal: AsyncJournal) -> str | None:
+    try:
+        await asyncio.wait_for(journal.call(lambda: journal.sync.schema_version), JOURNAL_PROBE_S)
+    except TimeoutError:
+        return f"the journal has not answered for {JOURNAL_PROBE_S:.0f} s"
+    return None
 
 
 def _clean_errors(name: str, handler: Handler) -> Handler:

@@ -156,3 +156,43 @@ def test_admin_payout_refuses_amounts_off_the_wire_before_any_transaction(
             assert await j.call(j.sync.transactions) == []
 
     run(scenario)
+
+
+def test_the_watchdog_is_fed_only_while_the_main_loop_comes_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from kiosk import daemon as daemon_module
+
+    class Pings:
+        def __init__(self) -> None:
+            self.count = 0
+
+        def watchdog(self) -> None:
+            self.count += 1
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            d, _, _ = _daemon(r)
+            pings = Pings()
+            d.notifier = pings  # type: ignore[assignment]
+            monkeypatch.setattr(daemon_module, "watchdog_interval_s", lambda: 0.01)
+            task = asyncio.create_task(d._watchdog(r.ctx.journal))
+            await r.until(lambda: pings.count >= 2)
+            assert d.stalled() is None
+            d.beat_at = time.monotonic() - daemon_module.STALL_S - 1  # the idle loop is stuck
+            assert "has not come round" in (d.stalled() or "")
+            await asyncio.sleep(0.05)
+            stuck = pings.count
+            await asyncio.sleep(0.1)
+            assert pings.count == stuck  # no more pings: systemd restarts the daemon
+            async with d.busy:  # a journey may hold the loop longer
+                assert d.stalled() is None
+                d.beat_at = time.monotonic() - daemon_module.JOURNEY_MAX_S - 1
+                assert "a journey has held" in (d.stalled() or "")
+            d.beat_at = time.monotonic()
+            await r.until(lambda: pings.count > stuck)
+            task.cancel()
+
+    run(scenario)
