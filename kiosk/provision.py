@@ -136,6 +136,14 @@ def _key(k: str) -> str:
     return k if _BARE_RE.fullmatch(k) else _string(k, multiline=False)
 
 
+class Unwritable(ValueError):
+    """A value TOML cannot hold as the config reader wants it (a date, NaN); ``key``: where."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: expected strings, numbers, booleans and lists")
+
+
 def _value(v: object, where: str) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -149,14 +157,16 @@ def _value(v: object, where: str) -> str:
         return "[" + ", ".join(_value(x, where) for x in v) + "]"
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{_key(k)} = {_value(x, where)}" for k, x in v.items()) + " }"
-    raise BundleError(f"{where}: expected strings, numbers, booleans and lists, not {v!r}")
+    raise Unwritable(where)
 
 
 def dumps(table: Mapping[str, Any], prefix: str = "") -> str:
     """TOML text of ``table`` (scalars, lists, nested tables), in its order."""
     scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
     lines = [f"[{prefix}]"] if prefix and (scalars or len(scalars) == len(table)) else []
-    lines += [f"{_key(k)} = {_value(v, prefix + '.' + k)}" for k, v in scalars.items()]
+    lines += [
+        f"{_key(k)} = {_value(v, f'{prefix}.{k}' if prefix else k)}" for k, v in scalars.items()
+    ]
     out = "".join(line + "\n" for line in lines)
     for k, v in table.items():
         if isinstance(v, dict):
@@ -222,7 +232,7 @@ def _text(value: object, base: Path, where: str) -> tuple[str, Path | None]:
     raise BundleError(f'{where}: expected a string or {{ file = "PATH" }}')
 
 
-def inline_files(raw: dict[str, Any], base: Path) -> list[Path]:
+def inline_files(raw: dict[str, Any], base: Path, where: str) -> list[Path]:
     """Replaces every ``{ file = ... }`` in ``raw``'s secrets and files by its text; returns
     the secrets' files. (The prompts read each provider's file relative to itself.)"""
     read: list[Path] = []
@@ -230,11 +240,11 @@ def inline_files(raw: dict[str, Any], base: Path) -> list[Path]:
     for name, table in secrets.items() if isinstance(secrets, dict) else ():
         for k, v in table.items() if isinstance(table, dict) else ():
             if isinstance(v, dict):
-                table[k], path = _text(v, base, f"secrets.{name}.{k}")
+                table[k], path = _text(v, base, f"{where}: secrets.{name}.{k}")
                 read += [path] if path else []
     if isinstance(files, dict):
         for name, v in files.items():
-            files[name] = _text(v, base, f"files.{name}")[0]
+            files[name] = _text(v, base, f"{where}: files.{name}")[0]
     return read
 
 
@@ -259,7 +269,7 @@ def parse_bundle(raw: dict[str, Any], base: Path, where: str) -> Bundle:
         )
     if raw.get("version") != 1:
         raise _expected(where, "version", "1 (the bundle format: version = 1)")
-    secret_files = inline_files(raw, base)
+    secret_files = inline_files(raw, base, where)
     cfg, sec = _table(raw, "config", where), _table(raw, "secrets", where)
     names = _providers()
     for key in cfg:
@@ -372,10 +382,18 @@ def _validated(bundle: Bundle) -> Config:
 
     from kiosk import config
 
+    texts = {}
+    for side, text in (("config", config_text), ("secrets", lambda b: secrets_text(b, "0" * 64))):
+        try:
+            texts[side] = text(bundle)
+        except Unwritable as exc:
+            raise _expected(
+                bundle.where, f"{side}.{exc.key}", "a string, number, boolean or list"
+            ) from None
     with tempfile.TemporaryDirectory() as tmp:
         cfg_file, sec_file = Path(tmp, "kiosk.toml"), Path(tmp, "secrets.toml")
-        cfg_file.write_text(config_text(bundle), encoding="utf-8")
-        _write(sec_file, secrets_text(bundle, "0" * 64).encode(), 0o600)
+        cfg_file.write_text(texts["config"], encoding="utf-8")
+        _write(sec_file, texts["secrets"].encode(), 0o600)
         try:
             cfg = config.load(cfg_file)
             config.load_secrets(sec_file)
@@ -1003,7 +1021,7 @@ def _ask_provider(ask: Callable[[str], str], name: str, raw: dict[str, Any]) -> 
     """Adds the provider's tables from the file the technician names."""
     path = Path(ask(f"{name}: the file with [config.{name}] and [secrets.{name}]: ").strip())
     part = _read_toml(path.expanduser(), "provider")
-    inline_files(part, path.expanduser().parent)
+    inline_files(part, path.expanduser().parent, str(path))
     for side in ("config", "secrets"):
         table = _table(part, side, str(path))
         if not isinstance(table.get(name), dict):
@@ -1026,7 +1044,11 @@ def _bundle(args: argparse.Namespace) -> Bundle:
         "kiosk provision: no --bundle given, a few questions (Ctrl-C stops; nothing is"
         " written before the last answer)."
     )
-    return parse_bundle(ask_bundle(input), Path.cwd(), "the answers")
+    try:
+        raw = ask_bundle(input)
+    except EOFError:
+        raise BundleError("no answer (end of input): give --bundle FILE") from None
+    return parse_bundle(raw, Path.cwd(), "the answers")
 
 
 def run_command(args: argparse.Namespace, system: System, out: TextIO) -> int:

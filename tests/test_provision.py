@@ -223,6 +223,7 @@ def test_dry_run_writes_nothing(
         ("version = 1\n[config.kiosk]\nid = 'K1'\n[config.frobpay]\nx = 1\n", "config.frobpay"),
         ("version = 1\n[config.kiosk]\nid = 'K1'\ncurrency = 'XXX'\n", "config.kiosk.currency"),
         ("version = 1\n[config.kiosk]\nid = 'K1'\ncolour = 'red'\n", "config.kiosk.colour"),
+        ("version = 1\n[config.kiosk]\nid = 'K1'\nwhen = 1979-05-27\n", "config.kiosk.when"),
         ("version = 1\n[config.kiosk]\nid = 'K1'\n[secrets]\njournal_key = 'ab'\n", "journal_key"),
         (
             "version = 1\n[config.kiosk]\nid = 'K1'\n"
@@ -452,6 +453,8 @@ def test_on_a_terminal_without_a_bundle_it_asks(
         def isatty(self) -> bool:
             return True
 
+    monkeypatch.setattr(sys, "stdin", Terminal("KSK-0042\n"))  # the answers stop short
+    assert cli("--root", str(root)) == 2
     answers = ["KSK-0042", "Mall", "eur", "sim", "", "rapyd", str(part)]
     monkeypatch.setattr(sys, "stdin", Terminal("\n".join(answers) + "\n"))
     assert cli("--root", str(root), "--skip-hardware") == 0
