@@ -36,7 +36,9 @@ the payment exists, paid out by the SMART Payout) and ``cashii-rejected`` (the s
 rejects it in the app: void); PayBy's own cash-out: ``payby-cashout`` (100.00 from the envelope,
 the order's QR paid in the PayBy app as soon as the kiosk committed the order,
 :meth:`Kiosk.payby_customer`, paid out by the SMART Payout) and ``payby-short-payout`` (the same,
-the SMART Payout stops after the first of its two 50.00 notes: the other 50.00 refunded). An OTP
+the SMART Payout stops after the first of its two 50.00 notes: the other 50.00 refunded) and
+``payby-cancelled`` (the customer presses the red button once the slip is out: the order
+cancelled through the outbox, void). An OTP
 lives 30 s and a restart takes longer: a journey killed before its OTP was used is not driven again
 (recovery decides; the second code of a cash-in has no journey left to read it). The Cashii
 customer is not the daemon's: a thread of the bench (:meth:`Kiosk. cashii_customer`) pays (or
@@ -1226,13 +1228,34 @@ class Kiosk:
         thread.start()
         self.customers.append(thread)
 
-    def payby_cashout(self, amount: str) -> None:
+    def payby_cashout(self, amount: str, *, pays: bool = True) -> None:
         """A customer shows the PayBy cash-out envelope with ``amount``; their app pays the
-        order's QR as soon as the kiosk committed the order (:meth:`payby_customer`)."""
+        order's QR as soon as the kiosk committed the order (:meth:`payby_customer`), or, not
+        ``pays``, they change their mind and press the red button once the slip is out."""
         payer = f"1000{self.seq:08d}"
-        self.payby_customer(payer)
+        if pays:
+            self.payby_customer(payer)
         envelope = f"kiosk:cashout?v=1&provider=payby&amount={amount}&currency=AED"
         self.show_code(envelope, f"payby-cashout-{payer}")
+        if pays:
+            return
+
+        def slip_out() -> bool:
+            rows = self.rows("SELECT t.state, (SELECT COUNT(*) FROM receipts r WHERE"
+                             " r.tx_id = t.id AND r.status = 'printed') AS printed"
+                             " FROM transactions t ORDER BY t.id DESC LIMIT 1")  # fmt: skip
+            if not rows:
+                return False
+            state = rows[0]["state"]
+            return (
+                state in TERMINAL
+                or state == "pending"
+                or (state == "waiting" and rows[0]["printed"] > 0)
+            )
+
+        self.until("the pay slip is out", slip_out)
+        if self.rows("SELECT state FROM transactions ORDER BY id DESC LIMIT 1")[0][0] == "waiting":
+            self.press("cancel")
 
     def paysera_wallet(self, balance: int) -> int:
         """A fresh customer wallet at the Paysera sandbox (AED, ``balance`` minor units)."""
@@ -1444,6 +1467,10 @@ def _payby_short_payout(k: Kiosk) -> None:
     _payby_cashout(k)
 
 
+def _payby_cancelled(k: Kiosk) -> None:
+    k.payby_cashout("100.00", pays=False)
+
+
 def _cashii_cashout(k: Kiosk) -> None:
     k.cashii_cashout("100.00")
 
@@ -1562,6 +1589,14 @@ JOURNEYS: Final[dict[str, Journey]] = {
             "PayBy cash-out 100.00, the SMART Payout stops after 50.00: the rest refunded",
             _payby_short_payout,
             "completed",
+            True,
+            "payby",
+        ),
+        Journey(
+            "payby-cancelled",
+            "PayBy cash-out 100.00, the red button once the slip is out: the order cancelled",
+            _payby_cancelled,
+            "void",
             True,
             "payby",
         ),

@@ -178,6 +178,12 @@ class Forwarder:
                 await op.settle(row, True, attempt.detail, inline=inline)
                 self.settled += 1
                 return "done"
+            if attempt.delivery is Delivery.REFUSED and attempt.detail.get("final") is True:
+                # a signed refusal that says for good how things stand (PayBy's ORDER_PAID
+                # to a cancel): no query needed, whatever went before
+                await op.settle(row, False, attempt.detail, inline=inline)
+                self.settled += 1
+                return str((await j.call(j.sync.outbox_row, row_id))["status"])
             row = await j.call(
                 j.sync.call_attempt,
                 row_id,

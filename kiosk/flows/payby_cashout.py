@@ -77,6 +77,8 @@ STARTS = frozenset({"payby_cashout"})
 KEEP_MS: Final = 30 * 24 * 3600 * 1000
 """How long the outbox follows a cancel or a refund before giving up (PayBy refunds within
 180 days; a refund still CREATED after this is a technician's matter)."""
+PAID_CODES: Final = frozenset({"62001", "62003"})
+"""PayBy's answers to a cancel of an order that is paid: ORDER_PAID, ORDER_SETTLED."""
 PENDING = (
     "VOID - do not pay this QR any more. If you paid it already, PayBy refunds you in full;"
     " if it cannot, support pays you. Keep this receipt."
@@ -282,6 +284,11 @@ class PayByCancel:
     async def send(self, row: dict[str, Any], request: dict[str, Any]) -> Attempt:
         try:
             order = await self.ctx.client("payby").cancel_order(order_no=request["order_no"])
+        except ProviderRefused as exc:
+            if exc.signed and exc.code in PAID_CODES:  # PayBy says, signed: the order is paid
+                detail = {"code": exc.code, "paid": True, "final": True}
+                return Attempt(Delivery.REFUSED, detail, str(exc))
+            return Attempt(classify(exc), {"code": exc.code} if exc.code else {}, str(exc))
         except ProviderError as exc:
             return Attempt(classify(exc), {"code": exc.code} if exc.code else {}, str(exc))
         if order.status is OrderStatus.FAILURE:

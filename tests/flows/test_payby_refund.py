@@ -233,3 +233,25 @@ def test_both_creates_lost_prints_no_qr_and_nobody_can_pay(tmp_path: Path) -> No
             assert rec.payouts == []
 
     run(scenario)
+
+
+def test_a_cancel_refused_as_order_paid_refunds_at_once_even_when_reads_fail(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            fast(r, timeout_s=0.6)
+            r.ctx.dispenser = rec = Recycler({5000: 4})
+            task, order_no = await start(r)
+            app_pay(r, order_no)  # paid just as the kiosk stops waiting…
+            r.hook("payby/faults", {"op": "getOrder", "mode": "error_500", "count": 50})
+            tx = await task
+            assert (tx.state, tx.reason) == ("pending", "pay_timeout")
+            # …PayBy's signed ORDER_PAID to the cancel is enough: no read needed
+            await settle_outbox(r, rounds=3)
+            j = r.ctx.journal
+            tx = await j.call(j.sync.get, tx.id)
+            assert (tx.state, tx.reason, tx.owed, rec.payouts) == ("void", "refunded_all", 0, [])
+            assert refunded(r, order_no) == "AED 100.00"
+
+    run(scenario)
