@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from drivers.errors import DriverError
 from kiosk.errors import ConfigError, KioskError
@@ -270,7 +271,11 @@ def cmd_liabilities(args: argparse.Namespace) -> int:
         if not args.note:
             print("--note is required to settle a liability", file=sys.stderr)
             return 2
-        j.settle_liability(args.settle, args.note)
+        try:
+            j.settle_liability(args.settle, args.note)
+        except ValueError as exc:
+            print(f"{exc}: see kiosk liabilities --all", file=sys.stderr)
+            return 1
         print(f"liability {args.settle} settled")
         return 0
     rows = j.liabilities(open_only=not args.all)
@@ -285,7 +290,7 @@ def cmd_liabilities(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin(args: argparse.Namespace, cmd: str, **kw: object) -> dict[str, object]:
+def _admin(args: argparse.Namespace, cmd: str, **kw: object) -> dict[str, Any]:
     from kiosk import admin, config
 
     cfg = config.load(config.resolve_path(args.config))
@@ -298,10 +303,10 @@ def _admin(args: argparse.Namespace, cmd: str, **kw: object) -> dict[str, object
 def cmd_receipt(args: argparse.Namespace) -> int:
     if args.receipt == "reprint":
         reply = _admin(args, "reprint", ref=args.ref)
-        for r in reply["receipts"]:  # type: ignore[attr-defined]
+        for r in reply["receipts"]:
             state = "printed" if r["printed"] else "NOT printed (still queued)"
             print(f"{reply['ref']}: receipt {r['receipt']} ({r['kind']}) {state}")
-        return 0 if all(r["printed"] for r in reply["receipts"]) else 1  # type: ignore[attr-defined]
+        return 0 if all(r["printed"] for r in reply["receipts"]) else 1
     reply = _admin(args, "test_page")
     print(
         f"test page {reply['ref']}: {'printed' if reply['printed'] else 'NOT printed'} "
@@ -310,12 +315,30 @@ def cmd_receipt(args: argparse.Namespace) -> int:
     return 0 if reply["printed"] else 1
 
 
-def cmd_collect(args: argparse.Namespace) -> int:
+def cmd_cash(args: argparse.Namespace) -> int:
+    """``kiosk cash collect|levels|refill``, through the running daemon."""
+    if args.cash == "levels":
+        reply = _admin(args, "levels")
+        print(f"the recycler holds {reply['total']}")
+        for line in reply["lines"]:
+            print(f"  {line}")
+        return 0
+    if args.cash == "refill":
+        print("feed the notes into the validator; press green when done (red stops too)")
+        reply = _admin(args, "refill", technician=args.technician)
+        print(f"{reply['ref']}: loaded {reply['loaded']}; the recycler holds {reply['total']}")
+        for line in reply["lines"]:
+            print(f"  in: {line}")
+        return 0
     reply = _admin(args, "collect", technician=args.technician)
-    print(
-        f"{reply['ref']}: collected {reply['notes']} (total {reply['total']} minor units); "
-        f"receipt {'printed' if reply['printed'] else 'NOT printed (queued)'}"
-    )
+    print(f"{reply['ref']}: collected {reply['total']} (counters reset)")
+    for line in reply["lines"] or ["no notes since the last collection"]:
+        print(f"  {line}")
+    kept = reply.get("kept")
+    if isinstance(kept, dict):
+        print(f"  kept in the recycler for payouts: {kept['total']}")
+    queued = "NOT printed (queued: kiosk receipt reprint)"
+    print(f"receipt {'printed' if reply['printed'] else queued}")
     return 0
 
 
@@ -367,10 +390,12 @@ def cmd_sim_printer(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from kiosk.status import words
+
     reply = _admin(args, "status")
     reply.pop("ok")
-    print(json.dumps(reply, indent=2))
-    return 0
+    print(json.dumps(reply, indent=2) if args.json else words(reply))
+    return 0 if reply["state"] != "out_of_service" else 3
 
 
 def cmd_payout(args: argparse.Namespace) -> int:
@@ -525,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc_.set_defaults(fn=cmd_reconcile)
 
     st = with_config(sub.add_parser("status", help="ask the running daemon how it is"))
+    st.add_argument("--json", action="store_true", help="the status document, for scripts")
     st.set_defaults(fn=cmd_status)
     po = with_config(sub.add_parser("payout", help="test dispense through the running daemon"))
     po.add_argument("amount", help="major units, e.g. 20.00")
@@ -536,9 +562,17 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("ref", help="the transaction reference on the receipt")
     rr.set_defaults(fn=cmd_receipt)
     with_config(rsub.add_parser("test", help="print a test page")).set_defaults(fn=cmd_receipt)
-    co = with_config(sub.add_parser("collect", help="record a cash collection, print its receipt"))
-    co.add_argument("--technician", default="unknown", help="who collects")
-    co.set_defaults(fn=cmd_collect)
+    ca = sub.add_parser("cash", help="the cashbox and the recycler, through the running daemon")
+    casub = ca.add_subparsers(dest="cash", required=True)
+    for name, text in (
+        ("collect", "record a cash collection (count per note, counters reset), print its receipt"),
+        ("levels", "what the recycler holds for payouts, per note"),
+        ("refill", "load the recycler: feed notes through the validator, press green when done"),
+    ):
+        cp = with_config(casub.add_parser(name, help=text))
+        if name != "levels":
+            cp.add_argument("--technician", default="unknown", help="who does it")
+        cp.set_defaults(fn=cmd_cash)
 
     rf = with_config(
         sub.add_parser(

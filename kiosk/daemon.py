@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
@@ -34,6 +34,16 @@ from kiosk.router import route
 from kiosk.sdnotify import Notifier, watchdog_interval_s
 
 log = logging.getLogger("kiosk.daemon")
+T = TypeVar("T")
+FAULT_WORDS = {
+    "jam": "a note is jammed in the bill validator: open it and clear the note path",
+    "fraud": "the bill validator detected a fraud attempt: check the note path and the door",
+    "cashbox_full": "the cashbox is full: empty it (kiosk cash collect)",
+    "cashbox_removed": "the cashbox is out of the bill validator: put it back",
+    "failure": "the bill validator reports a failure: power it off and on, then kiosk selftest",
+    "disconnected": "the bill validator does not answer",
+}
+Job = tuple[Callable[[], Awaitable[Any]], "asyncio.Future[Any]"]
 
 IDLE_TICK_S = 30.0  # how often an idle kiosk checks its printer
 REOPEN_S = 2.0  # how often a lost validator is opened again
@@ -52,6 +62,10 @@ class Daemon:
         self.validator_ok = False
         self.busy = asyncio.Lock()  # held by whatever drives the devices: a journey, a test payout
         self._printer_word = ""
+        self._printer_ready = True
+        self.service: str | None = None  # service mode: "door open" | "door closed" (confirm)
+        self._jobs: asyncio.Queue[Job] = asyncio.Queue()  # technicians' commands, for the loop
+        self._looping = False  # the idle loop runs (else a command runs where it is asked)
         self.beat_at = time.monotonic()  # the idle loop's last round (the watchdog reads it)
 
     async def run(self) -> int:
@@ -87,6 +101,8 @@ class Daemon:
             )
             if not self.validator_ok:
                 ctx.out_of_service.set()
+            if hw.panel.door_open:
+                await self._enter_service(ctx, "open at start")
             from kiosk.flows.recovery import recover
 
             settled = await recover(ctx, power_up or PowerUpReport())  # local only: fast
@@ -191,16 +207,45 @@ class Daemon:
             return f"{what} for {since:.0f} s"
         return None
 
+    async def _between_customers(self, job: Callable[[], Awaitable[T]]) -> T:
+        """Run a technician's command that drives the devices inside the idle loop, between
+        customers: the loop is the one reader of the devices' events (a refill's notes, a
+        payout's), so none is taken for a stray. Refused while a customer is served."""
+        if self.busy.locked():
+            raise ValueError("a journey is running; try again when the kiosk is idle")
+        if not self._looping:  # no idle loop (tests, start-up): run here
+            async with self.busy:
+                return await job()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.put_nowait((job, done))
+        result: T = await done
+        return result
+
+    async def _run_job(self, job: Job) -> None:
+        run, done = job
+        async with self.busy:
+            try:
+                result = await run()
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                return
+        if not done.done():
+            done.set_result(result)
+
     async def _serve(self, ctx: Context, hw: Hardware) -> None:
-        """The idle loop: wait for a code, a panel event or a device event."""
+        """The idle loop: wait for a code, a panel event, a device event or a technician's
+        command (:meth:`_between_customers`)."""
+        self._looping = True
         while True:
             self.beat_at = time.monotonic()
-            oos = ctx.out_of_service.is_set()
-            hw.panel.show(PanelState.OUT_OF_SERVICE if oos else PanelState.READY)
-            self.notifier.status("out of service" if oos else "ready")
+            why = self.reasons(ctx)
+            hw.panel.show(PanelState.OUT_OF_SERVICE if why else PanelState.READY)
+            self.notifier.status(f"out of service: {'; '.join(why)}" if why else "ready")
             waits: dict[str, Callable[[], Awaitable[object]]] = {
                 "code": hw.reader.next_code,
                 "panel": hw.panel.next_event,
+                "admin": self._jobs.get,
             }
             if self.validator_ok:
                 waits["validator"] = hw.validator.next_event
@@ -224,16 +269,56 @@ class Daemon:
 
     async def _idle_event(self, ctx: Context, hw: Hardware, name: str, event: object) -> None:
         j = ctx.journal
-        if name == "validator":
+        if name == "admin":
+            await self._run_job(event)  # type: ignore[arg-type]
+        elif name == "validator":
             await self._device_event(ctx, event)
             await self._drop_lost_validator(ctx, hw)
-        elif event in (PanelEvent.DOOR_OPEN, PanelEvent.DOOR_CLOSED):
-            word = "open" if event == PanelEvent.DOOR_OPEN else "closed"
-            await j.call(j.sync.log, f"door.{word}")
-            log.info("door %s", word)
+        elif event == PanelEvent.DOOR_OPEN:
+            await self._enter_service(ctx, "opened")
+        elif event == PanelEvent.DOOR_CLOSED:
+            await j.call(j.sync.log, "door.closed")
+            if self.service is not None:
+                self.service = "door closed"
+                log.warning("door closed: press the green button to return to service")
+        elif event == PanelEvent.CONFIRM and self.service == "door closed":
+            self.service = None
+            await j.call(j.sync.log, "service.left", {"by": "panel"})
+            log.warning("service mode ended on the panel: back in service")
+
+    async def _enter_service(self, ctx: Context, how: str) -> None:
+        """The door opened: out of service until it is closed and a technician presses green."""
+        j = ctx.journal
+        await j.call(j.sync.log, "door.open", {"how": how})
+        if self.service != "door open":
+            await j.call(j.sync.log, "service.entered", {"why": f"door {how}"})
+            log.warning("door %s: service mode (out of service until closed and confirmed)", how)
+        self.service = "door open"
+
+    def reasons(self, ctx: Context, *, providers: bool = False) -> list[str]:
+        """Why the kiosk is out of service, each in words; [] when it serves customers.
+        ``providers``: also when no provider answers (``kiosk status``; the panel stays
+        ready then: a journey may still run offline, and its own check refuses it)."""
+        why = []
+        if self.service == "door open":
+            why.append("door open (service mode)")
+        elif self.service == "door closed":
+            why.append("service mode: the door is closed, press the green button to end it")
+        if not self.validator_ok:
+            why.append("the bill validator does not answer")
+        elif ctx.fault is not None:
+            why.append(FAULT_WORDS.get(str(ctx.fault), f"the bill validator reports {ctx.fault}"))
+        elif ctx.out_of_service.is_set():
+            why.append("a device failed during a journey (see the last errors)")
+        if not self._printer_ready and not self.config.printer.allow_no_receipt:
+            why.append(f"printer: {self._printer_word.removeprefix('not ready (')[:-1]}")
+        down = [n for n in ctx.clients if ctx.reachability.is_down(n)]
+        if providers and ctx.clients and len(down) == len(ctx.clients):
+            why.append("no payment provider answers (" + ", ".join(down) + ")")
+        return why
 
     async def _code(self, ctx: Context, hw: Hardware, text: str) -> None:
-        if ctx.out_of_service.is_set():
+        if ctx.out_of_service.is_set() or self.service is not None:
             log.info("code refused: out of service")
             hw.panel.show(PanelState.REFUSED)
             await asyncio.sleep(RESULT_HOLD_S)
@@ -261,6 +346,7 @@ class Daemon:
             status = PrinterStatus(online=False, paper=PaperState.OUT, error=True)
             log.debug("printer: status failed: %s", exc)
         word = "ready" if status.ready else f"not ready ({_printer_problem(status)})"
+        self._printer_ready = status.ready
         if word != self._printer_word:
             log.log(logging.INFO if status.ready else logging.WARNING, "printer: %s", word)
             await ctx.journal.call(ctx.journal.sync.log, "printer.status", {"status": word})
@@ -354,28 +440,57 @@ class Daemon:
                 with contextlib.suppress(ProviderError):  # the probe's outcome is recorded
                     await provider.resolve("probe")(client, ctx.config)
 
+    async def _devices(self, ctx: Context, idle: bool) -> dict[str, str]:
+        """Each device in words, for ``kiosk status`` (the recycler's levels only when idle)."""
+        validator = getattr(ctx.validator, "name", "bill validator")
+        if not self.validator_ok:
+            v_state = "not answering (opened again every few seconds)"
+        elif ctx.fault is not None:
+            v_state = f"fault: {ctx.fault}"
+        else:
+            v_state = "ok"
+        out = {
+            "validator": f"{validator}: {v_state}",
+            "printer": self._printer_word or "not checked yet",
+            "door": "open" if ctx.panel.door_open else "closed",
+        }
+        if ctx.dispenser is not None:
+            out["recycler"] = "busy (a journey runs)"
+            if idle:
+                from kiosk.flows.cash import money_levels
+
+                try:
+                    held = money_levels(ctx.config.currency.code, await ctx.dispenser.levels())
+                    out["recycler"] = f"holds {held['total']}: " + ", ".join(held["lines"])
+                except (DriverError, OSError) as exc:
+                    out["recycler"] = f"levels unreadable ({exc})"
+        return out
+
     def _admin_handlers(self, ctx: Context) -> dict[str, Handler]:
         j = ctx.journal
 
         async def status(req: dict[str, Any]) -> dict[str, Any]:
+            from kiosk import status as words
+
             open_txs = await j.call(j.sync.transactions, open_only=True)
             owed = await j.call(j.sync.liabilities)
-            state = "busy" if self.busy.locked() else "ready"
+            idle = not self.busy.locked()  # the devices are a journey's while it runs
+            if idle:
+                await self._printer_status(ctx)
+            why = self.reasons(ctx, providers=True)
             return {
                 "kiosk": self.config.kiosk_id,
-                "state": "out_of_service" if ctx.out_of_service.is_set() else state,
-                "validator": getattr(ctx.validator, "name", "?"),
-                "recycler": ctx.dispenser is not None,
+                "state": "out_of_service" if why else ("ready" if idle else "busy"),
+                "reasons": why,
+                "service_mode": self.service,
+                "devices": await self._devices(ctx, idle),
                 "open_transactions": [t.ref for t in open_txs],
-                "pending": [
-                    {"ref": t.ref, "reason": t.reason, "since": t.updated_at}
-                    for t in open_txs
-                    if t.state == "pending"
-                ],
+                "pending": words.pending(open_txs),
+                "liabilities": words.liabilities(owed),
+                "open_liabilities": len(owed),
                 "outbox_queued": len(await j.call(j.sync.outbox_rows, queued_only=True)),
                 "providers": ctx.reachability.status(),
-                "printer": str((await self._printer_status(ctx)).paper),
-                "open_liabilities": sum(r["amount"] for r in owed),
+                "last_errors": words.last_errors(await j.call(j.sync.events, None, limit=500)),
             }
 
         async def payout(req: dict[str, Any]) -> dict[str, Any]:
@@ -397,8 +512,7 @@ class Daemon:
                     raise ValueError(f"the recycler holds {held} minor units; cannot pay {amount}")
             from kiosk.flows.cashout import local_cashout
 
-            async with self.busy:
-                tx = await local_cashout(ctx, amount)
+            tx = await self._between_customers(lambda: local_cashout(ctx, amount))
             return {
                 "ref": tx.ref,
                 "state": tx.state,
@@ -409,21 +523,23 @@ class Daemon:
             }
 
         async def levels(req: dict[str, Any]) -> dict[str, Any]:
-            if ctx.dispenser is None:
-                raise ValueError("this validator does not pay out")
-            return {"levels": {str(v): n for v, n in (await ctx.dispenser.levels()).items()}}
+            from kiosk.flows import cash
+
+            held = await self._between_customers(lambda: cash.levels(ctx))
+            return cash.money_levels(ctx.config.currency.code, held)
 
         async def technician(req: dict[str, Any]) -> dict[str, Any]:
             from kiosk import technician as tech
+            from kiosk.flows import cash
 
-            if self.busy.locked():
-                raise ValueError("a journey is running; try again when the kiosk is idle")
-            async with self.busy:
-                if req["cmd"] == "reprint":
-                    return await tech.reprint(ctx, str(req.get("ref", "")))
-                if req["cmd"] == "test_page":
-                    return await tech.test_page(ctx)
-                return await tech.collect(ctx, str(req.get("technician") or "unknown"))
+            who = str(req.get("technician") or "unknown")
+            jobs: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+                "reprint": lambda: tech.reprint(ctx, str(req.get("ref", ""))),
+                "test_page": lambda: tech.test_page(ctx),
+                "refill": lambda: cash.refill(ctx, who),
+                "collect": lambda: cash.collect(ctx, who),
+            }
+            return await self._between_customers(jobs[req["cmd"]])
 
         async def refund(req: dict[str, Any]) -> dict[str, Any]:
             from kiosk.providers.registry import journey_module
@@ -437,12 +553,10 @@ class Daemon:
             module = journey_module(tx.journey)
             if module is None or not hasattr(module, "refund"):
                 raise ValueError(f"{tx.ref} ({tx.journey}) has nothing the kiosk can refund")
-            if self.busy.locked():
-                raise ValueError("a journey is running; try again when the kiosk is idle")
-            async with self.busy:
-                reply: dict[str, Any] = await module.refund(
-                    ctx, tx, amount, str(req.get("technician") or "technician")
-                )
+            who = str(req.get("technician") or "technician")
+            reply: dict[str, Any] = await self._between_customers(
+                lambda: module.refund(ctx, tx, amount, who)
+            )
             return reply
 
         handlers: dict[str, Handler] = {
@@ -453,6 +567,7 @@ class Daemon:
             "reprint": technician,
             "test_page": technician,
             "collect": technician,
+            "refill": technician,
         }
         return {name: _clean_errors(name, h) for name, h in handlers.items()}
 

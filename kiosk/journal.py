@@ -560,6 +560,50 @@ class Journal:
                 receipt_id = self.queue_receipt(tx_id, *receipt)
         return self.get(tx_id), receipt_id
 
+    def cash_since_collection(self) -> tuple[int, dict[int, int]]:
+        """The notes stacked (``done``) since the last cash collection, value → count, and the
+        last stack effect they include (the next collection counts from there)."""
+        last = self.db.execute(
+            "SELECT data FROM events WHERE kind = 'cash.collected' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        since = int(json.loads(last[0]).get("last_effect", 0)) if last else 0
+        rows = self.db.execute(
+            "SELECT id, amount FROM effects WHERE kind = 'stack' AND status = 'done' AND id > ?"
+            " ORDER BY id",
+            [since],
+        ).fetchall()
+        notes: dict[int, int] = {}
+        for _, amount in rows:
+            notes[int(amount or 0)] = notes.get(int(amount or 0), 0) + 1
+        return max([since, *(int(r[0]) for r in rows)]), notes
+
+    def collect_cash(
+        self,
+        currency: str,
+        technician: str,
+        render: Callable[[str, dict[int, int]], dict[str, Any]],
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[Tx, dict[int, int], int | None]:
+        """A cash collection as **one** commit: its transaction (``cash_collection``, a
+        reference of its own), the count of the notes stacked since the last one (which resets
+        the counters), and its receipt (``render(ref, notes)``: the document). Returns the
+        transaction, the notes (value → count) and the receipt's id."""
+        with self.atomic():
+            last_effect, notes = self.cash_since_collection()
+            tx = self.begin("cash_collection", currency=currency)
+            total = sum(v * n for v, n in notes.items())
+            data = {
+                "technician": technician,
+                "notes": {str(v): n for v, n in sorted(notes.items())},
+                "total": total,
+                "last_effect": last_effect,
+                **(extra or {}),
+            }
+            self._event(tx.id, "cash.collected", data)
+            self.transition(tx.id, "completed")
+            receipt_id = self.queue_receipt(tx.id, "collection", render(tx.ref, notes))
+        return self.get(tx.id), notes, receipt_id
+
     def owe_stray(self, amount: int, reason: str, *, journey: str, currency: str) -> Tx:
         """A note credited that no transaction asked for: owed on the latest transaction, or
         on a new ``refused`` one when there is none, in one commit."""

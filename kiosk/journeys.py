@@ -86,8 +86,33 @@ LOCAL_CASHOUT = define(
 )
 
 
+CASH_COLLECTION = define(
+    "cash_collection",
+    "none",
+    "none",
+    "counting",
+    {"counting": "completed cancelled"},
+    {"counting": "nothing was recorded (a collection is one commit): cancelled"},
+)
+"""A technician empties the cashbox: the count since the last collection, its receipt."""
+
+CASH_REFILL = define(
+    "cash_refill",
+    "none",
+    "none",
+    "accepting",
+    {"accepting": "completed"},
+    {"accepting": "the notes stacked are the technician's float: completed with what went in"},
+)
+"""A technician loads the recycler through the validator; the notes are nobody's credit (no
+customer's money: direction ``none``, never owed)."""
+
+LOCAL: Final = {j.name: j for j in (LOCAL_CASHOUT, CASH_COLLECTION, CASH_REFILL)}
+"""The journeys that belong to no provider (the technician's)."""
+
+
 class _Journeys(Mapping[str, Journey]):
-    """Every journey of this build: ``local_cashout`` and each registered provider's journey
+    """Every journey of this build: the technician's (:data:`LOCAL`) and each registered provider's journey
     modules' ``JOURNEY`` (read on first use, so that this module imports no provider)."""
 
     def __init__(self) -> None:
@@ -97,7 +122,7 @@ class _Journeys(Mapping[str, Journey]):
         if self._all is None:
             from kiosk.providers.registry import journey_modules
 
-            found = {LOCAL_CASHOUT.name: LOCAL_CASHOUT}
+            found = dict(LOCAL)
             for module in journey_modules():
                 found[module.JOURNEY.name] = module.JOURNEY
             self._all = found

@@ -1,12 +1,11 @@
 """What a technician asks of a running kiosk through the admin socket: reprint a receipt, print
-a test page, record a cash collection. Each prints through the daemon, which owns the port,
-and each receipt is queued in the journal before it is printed.
+a test page (the cash: :mod:`kiosk.flows.cash`). Each prints through the daemon, which owns the
+port, and each receipt is queued in the journal before it is printed.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any
 
 from drivers.printer.base import Document
@@ -43,18 +42,9 @@ async def reprint(ctx: Context, ref: str) -> dict[str, Any]:
 
 
 def _fields(ctx: Context, kind: str, ref: str, **extra: str) -> dict[str, str]:
-    c = ctx.config
-    fields = receipts.blank_fields()
-    fields.update(
-        title=receipts.TITLES[kind],
-        kiosk_id=c.kiosk_id,
-        location=c.location,
-        support_line=c.support_line,
-        time=receipts.local_time(),
-        ref=ref,
-        **extra,
-    )
-    return fields
+    from kiosk.flows.cash import technician_fields
+
+    return {**technician_fields(ctx, kind, ref), **extra}
 
 
 async def _issue(ctx: Context, kind: str, doc: Document) -> bool:
@@ -76,49 +66,3 @@ async def test_page(ctx: Context) -> dict[str, Any]:
     )
     doc = receipts.load_templates(ctx.config.printer.templates_dir)["test"].render(fields, ref)
     return {"ref": ref, "printed": await _issue(ctx, "test", doc), "status": str(status.paper)}
-
-
-async def collect(ctx: Context, technician: str) -> dict[str, Any]:
-    """Record a cash collection: the notes stacked since the last one, and its receipt."""
-    j = ctx.journal
-    last = [
-        e for e in await j.call(j.sync.events, None, limit=100_000) if e["kind"] == "cash.collected"
-    ]
-    since = last[0]["at"] if last else ""
-    notes: Counter[int] = Counter()
-    for tx in await j.call(j.sync.transactions, limit=1_000_000):
-        for eff in await j.call(j.sync.effects, tx.id, kind="stack", status="done"):
-            if (eff.ended_at or "") > since:
-                notes[eff.amount or 0] += 1
-    code = ctx.config.currency.code
-    total = sum(v * n for v, n in notes.items())
-    counts = "\n".join(f"{Money.of(v, code)} x {n}" for v, n in sorted(notes.items()))
-    ref = f"{ctx.config.kiosk_id}-COLL-{time.strftime('%Y%m%d%H%M%S')}"
-    await j.call(
-        j.sync.log,
-        "cash.collected",
-        {
-            "ref": ref,
-            "technician": technician,
-            "total": total,
-            "notes": {str(v): n for v, n in sorted(notes.items())},
-        },
-    )
-    fields = _fields(
-        ctx,
-        "collection",
-        ref,
-        technician=technician,
-        since=since or "first use",
-        counts=counts or "no notes",
-        total=str(Money.of(total, code)),
-    )
-    doc = receipts.load_templates(ctx.config.printer.templates_dir)["collection"].render(
-        fields, ref
-    )
-    return {
-        "ref": ref,
-        "total": total,
-        "notes": {str(v): n for v, n in notes.items()},
-        "printed": await _issue(ctx, "collection", doc),
-    }

@@ -39,6 +39,8 @@ def test_every_journey_module_of_the_registry_is_drawn() -> None:
         "rapyd_cashout",
         "cashii_cashout",
         "local_cashout",
+        "cash_collection",
+        "cash_refill",
     }
 
 

@@ -132,10 +132,11 @@ async def credit_stray(ctx: Context, note: Note) -> None:
 
 
 def _cashin_journey() -> str:
-    """The journey a stray note is recorded under: the first cash-in journey registered."""
+    """The journey a stray note is recorded under: the first provider's cash-in journey
+    registered (not the technician's refill)."""
     from kiosk.journeys import JOURNEYS
 
-    return next(name for name, j in JOURNEYS.items() if j.direction == "in")
+    return next(n for n, j in JOURNEYS.items() if j.direction == "in" and j.provider != "none")
 
 
 async def note_returned(ctx: Context, note: Note) -> None:

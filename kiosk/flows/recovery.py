@@ -86,6 +86,10 @@ async def _recover_tx(ctx: Context, tx: Tx) -> Tx:
 
     if tx.journey == "local_cashout":
         return await _local_cashout(ctx, tx)
+    if tx.journey in ("cash_collection", "cash_refill"):
+        from kiosk.flows import cash
+
+        return await cash.recover(ctx, tx)
     module = journey_module(tx.journey)
     if module is None:
         log.error("%s: journey %s has no recovery in this build; left open", tx.ref, tx.journey)
