@@ -593,6 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--settle", type=int, metavar="ID", help="mark liability ID as settled")
     li.add_argument("--note", help="how it was settled (with --settle)")
     li.set_defaults(fn=cmd_liabilities)
+
+    from kiosk.provision import add_parser as provision_parser
+
+    provision_parser(sub)
     return p
 
 
