@@ -83,7 +83,7 @@ SYSUSERS = Path("/usr/lib/sysusers.d/kiosk.conf")
 UDEV = Path("/etc/udev/rules.d/99-kiosk.rules")
 UNIT_DIR = Path("/etc/systemd/system")
 UNITS = ("kiosk.service", "kiosk-firstboot.service")
-SOURCE = Path(__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[2]
 """The code's checkout (/opt/kiosk): provisioning/ and systemd/ come from here."""
 SECTIONS = ("kiosk", "hardware", "offline", "cashout")
 DEVICES = ("validator", "printer", "scanner")
