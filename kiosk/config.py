@@ -133,6 +133,30 @@ class CashoutConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """The fleet: signed heartbeats pushed to an endpoint, the same figures to a Prometheus
+    Pushgateway, and the local endpoints (``/healthz``, ``/heartbeat``, ``/metrics``)."""
+
+    url: str = ""
+    """Where heartbeats are POSTed (https); "": the device identity's ``fleet_url``, if any."""
+    interval_s: float = 60.0
+    """Seconds between heartbeats (and Pushgateway pushes)."""
+    timeout_s: float = 10.0
+    """Seconds one push may take (it never delays a customer: it runs beside the journeys)."""
+    pushgateway_url: str = ""
+    """A Prometheus Pushgateway (grouped by kiosk id); "": none."""
+    listen: str = "127.0.0.1"
+    """Address of the local endpoints (loopback by default)."""
+    port: int = 9464
+    """Port of the local endpoints; 0: none."""
+    identity_dir: Path = Path("/etc/kiosk")
+    """Where ``kiosk provision`` wrote the device identity (``device.key``, ``identity.toml``)."""
+    public_key_file: Path | None = None
+    """The fleet's Ed25519 public key (PEM): commands in heartbeat replies signed by it are run;
+    none: every command is refused."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     file: Path
     kiosk_id: str
@@ -151,6 +175,7 @@ class Config:
     """BCM pin numbers of the GPIO panel (defaults in ``drivers.panel.PanelPins``)."""
     offline: OfflineConfig = OfflineConfig()
     cashout: CashoutConfig = CashoutConfig()
+    fleet: FleetConfig = FleetConfig()
     providers: Mapping[str, Any] = field(default_factory=dict)
     """Each registered provider's section (:mod:`kiosk.providers.registry`), when present."""
 
@@ -475,6 +500,27 @@ def _offline(t: _Table, cur: Currency) -> OfflineConfig:
     return c
 
 
+def _optional_url(t: _Table, name: str) -> str:
+    """An https:// URL (http only on loopback), or "" for none."""
+    return url_in(t, name, "") if t.data.get(name, "") != "" else t.get(name, str, "", "a URL")
+
+
+def _fleet(t: _Table) -> FleetConfig:
+    key = t.get("public_key_file", str, "", "a path string")
+    c = FleetConfig(
+        url=_optional_url(t, "url"),
+        interval_s=seconds_in(t, "interval_s", 60.0, 5, 3600),
+        timeout_s=seconds_in(t, "timeout_s", 10.0, 0, 60),
+        pushgateway_url=_optional_url(t, "pushgateway_url"),
+        listen=t.get("listen", str, "127.0.0.1", "an IP address"),
+        port=int_in(t, "port", 9464, 0, 65535, "a TCP port (0: none)"),
+        identity_dir=path_in(t, "identity_dir", Path("/etc/kiosk")),
+        public_key_file=Path(key) if key else None,
+    )
+    t.done()
+    return c
+
+
 def _cashout(t: _Table, cur: Currency) -> CashoutConfig:
     expected = f'a list of up to 9 amounts in {cur.code} as strings, e.g. ["20.00", "50.00"]'
     texts = t.get("presets", list, [], expected)
@@ -540,6 +586,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
     hw.done()
     offline = _offline(top.sub("offline"), cur)
     cashout = _cashout(top.sub("cashout"), cur)
+    fleet = _fleet(top.sub("fleet"))
     from kiosk.providers.registry import sections  # the providers declare their own tables
 
     providers = {
@@ -557,6 +604,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
         panel=panel,
         offline=offline,
         cashout=cashout,
+        fleet=fleet,
         providers=providers,
         kiosk_id=kiosk_id,
         location=location,
