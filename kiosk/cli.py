@@ -595,8 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     li.set_defaults(fn=cmd_liabilities)
 
     from kiosk.provision import add_parser as provision_parser
+    from kiosk.selftest import add_parser as selftest_parser
 
     provision_parser(sub)
+    selftest_parser(sub)
     return p
 
 

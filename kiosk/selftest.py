@@ -187,7 +187,7 @@ class Step:
 
 FAULT_FIX: Final = {
     "jam": "clear the jam: open the validator's note path, take out the note or debris, close it",
-    "cashbox_full": "empty the cashbox and record it with `kiosk collect`",
+    "cashbox_full": "empty the cashbox and record it with `kiosk cash collect`",
     "cashbox_removed": "put the cashbox back and lock it",
     "fraud": "look for tape or string in the note path, clear it, then power-cycle the validator",
     "failure": "close the note path and power-cycle the validator; if it persists, replace it",
