@@ -79,7 +79,27 @@ def test_owed_receipt_says_what_is_owed(journal: Journal) -> None:
             status_text="NOT PAID",
         )
     )
-    assert "OWED TO YOU: AED 100.00" in text and "ended_by_cancel" in text
+    assert "OWED TO YOU: AED 100.00" in text
+    assert "What happened: You pressed cancel." in text and "ended_by_cancel" not in text
+
+
+def test_a_reason_without_a_sentence_prints_no_reason_line(journal: Journal) -> None:
+    tx = _tx(journal)
+    tx = journal.transition(tx.id, "owed", reason="something_new:42")
+    text = _text(
+        receipts.build(
+            tx,
+            "owed",
+            kiosk_id="KT1",
+            location="",
+            support_line="",
+            provider_name="PayBy",
+            notes=[],
+            references={},
+            status_text="NOT PAID",
+        )
+    )
+    assert "What happened" not in text and "something_new" not in text and "42" not in text
 
 
 def test_cashout_receipt(journal: Journal) -> None:
