@@ -13,10 +13,13 @@ that is one non-alphanumeric character repeated ``columns`` times at normal size
 ``Rule``; ``GS ( k`` print makes a ``QrBlock`` of the stored data (UTF-8) and module size (the
 ``LF`` right after it is the symbol's own feed, not an empty line). On each cut the receipt is
 rendered with :mod:`drivers.printer.render` to ``<out_dir>/<nnnn>-<slug>.txt`` and ``.png``:
-``nnnn`` counts the receipts cut since start (0001, ...), ``slug`` is the first non-empty text
-line in lower case with runs of other characters than ``a-z0-9`` as ``-`` (40 characters at
-most; ``receipt`` when there is no text). Names come from the paper alone, as on a real printer:
-the driver's ``Document.name`` is not on the wire. ``printed`` lists the names in order.
+``nnnn`` numbers the receipts on from the highest number already in ``out_dir`` (0001 in an
+empty folder; a second run in the same folder goes on after the first's and never replaces a
+file), ``slug`` is the first non-empty text line in lower case with runs of other characters
+than ``a-z0-9`` as ``-`` (40 characters at most; ``receipt`` when there is no text). Names come
+from the paper alone, as on a real printer: the driver's ``Document.name`` is not on the wire.
+``printed`` lists the names in order (sorted by name, the files are in printing order up to
+9999).
 
 Scripting (tests, ``kiosk sim``): :meth:`~EscposSimulator.set_paper`,
 :meth:`~EscposSimulator.set_cover_open`, :meth:`~EscposSimulator.set_online`,
@@ -63,6 +66,7 @@ from drivers.printer.base import (
     Rule,
     dots_for_columns,
 )
+from drivers.printer.sim import write_new
 from drivers.pty import DevicePort
 
 log = logging.getLogger(__name__)
@@ -111,6 +115,8 @@ _GS_PARAMS: Final = {
 }
 _CUT_WITH_FEED: Final = frozenset({65, 66, 97, 98, 103, 104})  # GS V m n
 _SLUG: Final = re.compile(r"[^a-z0-9]+")
+_NUMBERED: Final = re.compile(r"(\d+)-.*\.(?:txt|png)")  # a receipt's file
+_NUMBERED_NAME: Final = re.compile(r"(\d+)-(.*)")
 
 Output = bytes | Document
 """What :meth:`EscposSimulator.feed` asks of its server: bytes to send back, or a receipt to
@@ -473,32 +479,43 @@ class EscposSimulator:
             return
         if not blocks and not had_data:
             return
-        self._count += 1
+        self._count = max(self._count, self.highest_number()) + 1
         first = next((b.text for b in blocks if isinstance(b, Line) and b.text.strip()), "")
         out.append(Document(f"{self._count:04d}-{slug(first) or 'receipt'}", blocks))
+
+    def highest_number(self) -> int:
+        """The highest ``nnnn`` of the receipts in ``out_dir`` (0 if none)."""
+        try:
+            names = [p.name for p in self.out_dir.iterdir()]
+        except OSError:
+            return 0
+        return max((int(m[1]) for n in names if (m := _NUMBERED.fullmatch(n))), default=0)
 
     # -- output --------------------------------------------------------------------------------
 
     def render(self, doc: Document) -> tuple[Path, Path]:
-        """Write ``doc`` as text and PNG (atomically); CPU-bound, run it in a thread."""
+        """Write ``doc`` as text and PNG (atomically, the picture first); CPU-bound, run it in
+        a thread. A name taken meanwhile (another simulator on the folder) is never replaced:
+        the receipt takes the next number."""
         from drivers.printer.render import render_image, render_text  # Pillow: only to render
 
-        text_path, png_path = self.paths(doc.name)
         image = render_image(doc, self.columns, self.dots)
         buf = io.BytesIO()
         image.save(buf, format="PNG")
+        text = render_text(doc, self.columns).encode()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(png_path, buf.getvalue())
-        _write_atomic(text_path, render_text(doc, self.columns).encode())
-        self.printed.append(doc.name)
-        log.info("%s: printed %s", self.name, doc.name)
+        name = doc.name
+        while True:
+            text_path, png_path = self.paths(name)
+            if write_new(((png_path, buf.getvalue()), (text_path, text))):
+                break
+            m = _NUMBERED_NAME.fullmatch(name)
+            taken, rest = (int(m[1]), m[2]) if m else (0, name)
+            self._count = max(self._count, self.highest_number(), taken) + 1
+            name = f"{self._count:04d}-{rest}"
+        self.printed.append(name)
+        log.info("%s: printed %s", self.name, name)
         return text_path, png_path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 async def serve(sim: EscposSimulator, port: DevicePort, *, gap: float = 0.5) -> None:

@@ -1,8 +1,11 @@
 """A simulated receipt printer: writes each receipt as text and as a picture of the paper.
 
 ``print(doc)`` writes ``<out_dir>/<doc.name>.txt`` and ``<out_dir>/<doc.name>.png`` (see
-:mod:`drivers.printer.render` for the layout); both appear atomically (temp file + rename), so a
-watcher never sees half a receipt. Rendering runs in a worker thread.
+:mod:`drivers.printer.render` for the layout); both appear atomically (temp file + hard link),
+the picture first, so a watcher never sees half a receipt. A file is never replaced: when
+``<doc.name>`` is taken in the folder (a reprint, an earlier run), the receipt is written as
+``<doc.name>-2``, ``-3``, ...; ``printed`` lists the names used. Rendering runs in a worker
+thread.
 
 The status is scripted by a test or the control channel: :meth:`SimPrinter.set_paper`,
 :meth:`SimPrinter.set_cover_open`, :meth:`SimPrinter.set_online`, :meth:`SimPrinter.set_error`.
@@ -14,9 +17,13 @@ When the printer is not ready, ``print`` raises ``DeviceFault`` with kind ``offl
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import logging
+import os
 import re
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,10 +35,44 @@ log = logging.getLogger(__name__)
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def write_new(files: Sequence[tuple[Path, bytes]]) -> bool:
+    """Write each ``(path, data)`` atomically, in order, never over an existing file: all of
+    them, or (one of the paths being taken) none and False. Each is written to a temporary
+    file that is hard-linked to its name, which fails rather than replaces; where the file
+    system has no hard links, the name is checked just before the rename."""
+    written: list[Path] = []
+    try:
+        for path, data in files:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+            try:
+                tmp.write_bytes(data)
+                _link_new(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            written.append(path)
+    except BaseException as exc:
+        for done in written:
+            done.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            return False
+        raise
+    return True
+
+
+_NO_HARD_LINKS: Final = frozenset((errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV))
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(path)) from exc
+        tmp.replace(path)
 
 
 class SimPrinter:
@@ -86,9 +127,9 @@ class SimPrinter:
                 else "error"
             )
             raise DeviceFault(kind, f"{self.name}: cannot print {doc.name}")
-        await asyncio.to_thread(self._render_and_write, doc)
-        self.printed.append(doc.name)
-        log.info("%s: printed %s", self.name, doc.name)
+        name = await asyncio.to_thread(self._render_and_write, doc)
+        self.printed.append(name)
+        log.info("%s: printed %s", self.name, name)
 
     # -- scripted status -----------------------------------------------------------------------
 
@@ -133,8 +174,8 @@ class SimPrinter:
 
     # -- worker thread -------------------------------------------------------------------------
 
-    def _render_and_write(self, doc: Document) -> None:
-        text_path, png_path = self.paths(doc.name)
+    def _render_and_write(self, doc: Document) -> str:
+        """Render ``doc`` and write it under the first free name; returns that name."""
         from drivers.printer.render import render_image, render_text  # Pillow: only to render
 
         text = render_text(doc, self.columns)
@@ -142,5 +183,10 @@ class SimPrinter:
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(png_path, buf.getvalue())
-        _write_atomic(text_path, text.encode())
+        name, n = doc.name, 1
+        while True:
+            text_path, png_path = self.paths(name)
+            if write_new(((png_path, buf.getvalue()), (text_path, text.encode()))):
+                return name
+            n += 1
+            name = f"{doc.name}-{n}"
