@@ -560,6 +560,16 @@ class Journal:
                 receipt_id = self.queue_receipt(tx_id, *receipt)
         return self.get(tx_id), receipt_id
 
+    def last_completed(self) -> dict[str, str]:
+        """When each provider's last transaction completed (ISO 8601 UTC), by provider."""
+        return {
+            str(r["provider"]): str(r["at"])
+            for r in self.db.query(
+                "SELECT provider, MAX(updated_at) AS at FROM transactions"
+                " WHERE state = 'completed' GROUP BY provider"
+            )
+        }
+
     def cash_since_collection(self) -> tuple[int, dict[int, int]]:
         """The notes stacked (``done``) since the last cash collection, value → count, and the
         last stack effect they include (the next collection counts from there)."""
