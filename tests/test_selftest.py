@@ -1,4 +1,4 @@
-"""``kiosk selftest`` against simulated hardware (kiosk/selftest.py): an eSSP SMART Payout and an
+"""``kiosk selftest`` against simulated hardware (kiosk/selftest/): an eSSP SMART Payout and an
 ESC/POS printer simulated on ptys, the panel on gpiozero's MockFactory driven through the
 simulator's control socket, providers against the local sandbox on loopback."""
 
@@ -20,7 +20,7 @@ from kiosk import config, selftest
 from kiosk.hardware import build
 from kiosk.providers.payby.client import generate_key_pair
 from kiosk.sandbox.server import start_sandbox
-from kiosk.selftest import Check, run_checks
+from kiosk.selftest import Check, panel, run_checks, system
 from kiosk.simkiosk import KioskFiles, sandbox_kiosk, write_kiosk
 from kiosk.statelock import StateLock
 
@@ -30,8 +30,8 @@ SAY_YES = (sys.executable, "-c", "print('yes')")
 
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(selftest, "SHOW_S", 0.01)
-    monkeypatch.setattr(selftest, "CLOCK_COMMAND", SAY_YES)
+    monkeypatch.setattr(panel, "SHOW_S", 0.01)
+    monkeypatch.setattr(system, "CLOCK_COMMAND", SAY_YES)
 
 
 def _kiosk(tmp_path: Path, **options: Any) -> KioskFiles:
@@ -296,21 +296,21 @@ def test_a_technician_who_says_no_or_never_presses(tmp_path: Path) -> None:
 def test_clock_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = _kiosk(tmp_path)
     only_clock = set(selftest.check_names(config.load(files.config))) - {"clock"}
-    monkeypatch.setattr(selftest, "CLOCK_COMMAND", (sys.executable, "-c", "print('no')"))
+    monkeypatch.setattr(system, "CLOCK_COMMAND", (sys.executable, "-c", "print('no')"))
     clock = _on_hardware(files, skip=only_clock)["clock"]
     assert clock.ok is False and "NTP" in clock.fix
-    monkeypatch.setattr(selftest, "CLOCK_COMMAND", (str(tmp_path / "no-timedatectl"),))
+    monkeypatch.setattr(system, "CLOCK_COMMAND", (str(tmp_path / "no-timedatectl"),))
     assert _on_hardware(files, skip=only_clock)["clock"].ok is None
-    monkeypatch.setattr(selftest, "CLOCK_COMMAND", (sys.executable, "-c", "raise SystemExit(1)"))
+    monkeypatch.setattr(system, "CLOCK_COMMAND", (sys.executable, "-c", "raise SystemExit(1)"))
     assert _on_hardware(files, skip=only_clock)["clock"].ok is None
-    monkeypatch.setattr(selftest, "CLOCK_COMMAND", SAY_YES)
+    monkeypatch.setattr(system, "CLOCK_COMMAND", SAY_YES)
     assert _on_hardware(files, skip=only_clock)["clock"].ok is True
 
 
 def test_low_disk_and_a_check_that_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = _kiosk(tmp_path)
     names = set(selftest.check_names(config.load(files.config)))
-    monkeypatch.setattr(selftest, "MIN_FREE_BYTES", 1 << 62)
+    monkeypatch.setattr(system, "MIN_FREE_BYTES", 1 << 62)
     disk = _on_hardware(files, skip=names - {"disk"})["disk"]
     assert disk.ok is False and " free of " in disk.detail and "never delete" in disk.fix
 

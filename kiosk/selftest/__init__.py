@@ -15,6 +15,12 @@ call the provider over the network).
 The self-test holds the state directory's lock (:mod:`kiosk.statelock`) while it runs, so the
 daemon cannot start meanwhile. It journals nothing: the test page is printed straight to the
 printer (it carries no money and must not stay queued for a reprint).
+
+Here: the command (:func:`add_parser`, :func:`cmd_selftest`, :func:`run_cli` for provisioning) and
+the runner (:func:`steps`, :func:`run_checks`). The checks are in :mod:`kiosk.selftest.devices`,
+:mod:`kiosk.selftest.panel` and :mod:`kiosk.selftest.system`; what they are given and give back in
+:mod:`kiosk.selftest.session` and :mod:`kiosk.selftest.result`. The tunables (``SHOW_S``,
+``CLOCK_COMMAND``, ``MIN_FREE_BYTES``, ``MIN_FREE_FRACTION``) live in the module that reads them.
 """
 
 from __future__ import annotations
@@ -26,620 +32,60 @@ import json
 import logging
 import os
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
-from drivers.errors import DecoderUnavailable, DeviceFault, DriverError
+from drivers.errors import DriverError
 from kiosk.errors import KioskError
+from kiosk.selftest.devices import (
+    CAMERA_FIX,
+    PRINTER_FIX,
+    check_camera,
+    check_decoder,
+    check_printer,
+    check_recycler,
+    check_validator,
+    validator_fix,
+)
+from kiosk.selftest.panel import check_buttons, check_buzzer, check_door, check_leds
+from kiosk.selftest.result import Check, Verdict, failed, passed, skipped
+from kiosk.selftest.session import Prompt, Session, Step, Terminal
+from kiosk.selftest.system import check_clock, check_disk, provider_step
 
 if TYPE_CHECKING:  # the rest is imported when a check runs (`kiosk`'s start-up time)
-    from PIL import Image
-
-    from drivers.panel import PanelEvent
-    from drivers.printer.base import PrinterStatus
-    from drivers.validator.base import Fault
     from kiosk.config import Config, Secrets
     from kiosk.hardware import Hardware
 
+__all__ = [  # the command, the runner, and the types a check (or a test's stand-in) uses
+    "SYSTEMD_UNIT",
+    "Check",
+    "Prompt",
+    "Session",
+    "Step",
+    "Terminal",
+    "Verdict",
+    "add_parser",
+    "check_names",
+    "cmd_selftest",
+    "failed",
+    "passed",
+    "run_checks",
+    "run_cli",
+    "run_step",
+    "skipped",
+    "steps",
+]
+
 log = logging.getLogger("kiosk.selftest")
-
-DEVICE_TIMEOUT_S: Final = 60.0  # the longest one device check may take (a silent port: ~20 s)
-FRAME_TIMEOUT_S: Final = 10.0  # a camera's first frame
-ANSWER_TIMEOUT_S: Final = 120.0  # a technician's y/n answer
-SHOW_S = 0.4  # how long each LED stays lit when nobody is asked
-MIN_FREE_BYTES = 200 * 1024 * 1024
-MIN_FREE_FRACTION = 0.05
-CLOCK_COMMAND: tuple[str, ...] = ("timedatectl", "show", "-p", "NTPSynchronized", "--value")
-TEST_CARD = "KIOSK-SELFTEST"
 SYSTEMD_UNIT: Final = "kiosk"
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One line of the self-test. ``ok`` is None for a check that was skipped; ``fix`` says, in
-    plain words, what the technician does about a failure."""
-
-    name: str
-    ok: bool | None
-    detail: str
-    fix: str = ""
-
-    @property
-    def status(self) -> str:
-        return "SKIP" if self.ok is None else "PASS" if self.ok else "FAIL"
-
-    def line(self) -> str:
-        text = f"{self.detail} — {self.fix}" if self.ok is False and self.fix else self.detail
-        return f"{self.status}  {self.name:<9}  {text}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status.lower(),
-            "ok": self.ok,
-            "detail": self.detail,
-            "fix": self.fix,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    ok: bool | None
-    detail: str
-    fix: str = ""
-
-
-def passed(detail: str) -> Verdict:
-    return Verdict(True, detail)
-
-
-def failed(detail: str, fix: str) -> Verdict:
-    return Verdict(False, detail, fix)
-
-
-def skipped(detail: str) -> Verdict:
-    return Verdict(None, detail)
-
-
-class Prompt(Protocol):
-    """How the self-test talks to the technician: an instruction, or a yes/no question
-    (``None``: no answer in time)."""
-
-    def tell(self, text: str) -> None: ...
-
-    async def ask(self, question: str) -> bool | None: ...
-
-
-class Terminal:
-    """The technician at the terminal: prompts on stderr (stdout holds the results), answers
-    read from stdin without blocking the event loop."""
-
-    def __init__(self, out: Any = None, stdin: Any = None) -> None:
-        self.out, self.stdin = out or sys.stderr, stdin or sys.stdin
-
-    def tell(self, text: str) -> None:
-        print(f"  >> {text}", file=self.out, flush=True)
-
-    async def ask(self, question: str) -> bool | None:
-        while True:
-            self.tell(f"{question} [y/n]")
-            line = await self._readline(ANSWER_TIMEOUT_S)
-            if line is None:
-                return None
-            answer = line.strip().lower()
-            if answer in ("y", "yes", "n", "no"):
-                return answer.startswith("y")
-
-    async def _readline(self, timeout: float) -> str | None:
-        loop = asyncio.get_running_loop()
-        got: asyncio.Future[str] = loop.create_future()
-        fd = self.stdin.fileno()
-
-        def readable() -> None:  # a terminal hands over one line per read
-            if not got.done():
-                got.set_result(os.read(fd, 1024).decode(errors="replace"))
-
-        loop.add_reader(fd, readable)
-        try:
-            async with asyncio.timeout(timeout):
-                line = await got
-        except TimeoutError:
-            return None
-        finally:
-            loop.remove_reader(fd)
-        return line or None  # "" is the end of input
-
-
-@dataclass
-class Session:
-    config: Config
-    secrets: Secrets
-    hw: Hardware | None
-    interactive: bool
-    press_timeout_s: float
-    prompt: Prompt
-    validator_error: str | None = None  # why the validator did not open
-
-    @property
-    def devices(self) -> Hardware:
-        assert self.hw is not None  # device steps are skipped without hardware
-        return self.hw
-
-    def money(self, minor: int) -> str:
-        from kiosk.money import Money
-
-        return str(Money.of(minor, self.config.currency.code))
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    name: str
-    run: Callable[[Session], Awaitable[Verdict]]
-    fix: str  # what to do when the check itself raises
-    device: bool = True
-    timeout_s: float | None = DEVICE_TIMEOUT_S
-
-
-# -- the validator and the recycler ----------------------------------------------------------
-
-FAULT_FIX: Final = {
-    "jam": "clear the jam: open the validator's note path, take out the note or debris, close it",
-    "cashbox_full": "empty the cashbox and record it with `kiosk cash collect`",
-    "cashbox_removed": "put the cashbox back and lock it",
-    "fraud": "look for tape or string in the note path, clear it, then power-cycle the validator",
-    "failure": "close the note path and power-cycle the validator; if it persists, replace it",
-    "disconnected": "the validator does not answer: check its power and its cable",
-}
-
-OPEN_REFUSED_FIX: Final = (
-    "power-cycle the validator; if it persists, check its dataset (currency) and settings"
-    " against [hardware.validator] (driver, encrypted, address)"
-)
-
-
-def _validator_fix(port: str) -> str:
-    return (
-        f"check the validator's power (its bezel lights at power-on) and its cable; `ls -l {port}`"
-        " must show the device (udev rule 99-kiosk.rules names it)"
-    )
-
-
-async def check_validator(s: Session) -> Verdict:
-    v, cfg = s.devices.validator, s.config.validator
-    try:
-        report = await v.open()
-    except (DriverError, OSError) as exc:
-        s.validator_error = str(exc)
-        if isinstance(exc, DeviceFault) and exc.kind != "disconnected":
-            return failed(str(exc), OPEN_REFUSED_FIX)
-        return failed(str(exc), _validator_fix(cfg.port))
-    fault, stray = await _settle(v, 2 * cfg.poll_interval_s + 0.3)
-    what = _describe(v)
-    if fault is not None:
-        fix = FAULT_FIX.get(fault.kind, FAULT_FIX["failure"])
-        return failed(f"{what}: {fault.detail or fault.kind}", fix)
-    code = s.config.currency.code
-    values = _channel_values(v, code)
-    if not values:
-        return failed(
-            f"{what}: the unit reports no {code} note",
-            f"have the unit programmed with a {code} dataset (ITL: Validator Manager; JCM: "
-            "the acceptor's ROM), or set [kiosk] currency to the notes it takes",
-        )
-    remark = ""
-    if report.in_escrow or report.stacked or stray or getattr(v, "incomplete_payout", None):
-        remark = "; a note or payout was in flight at power-up: the daemon settles it at start"
-    return passed(f"{what}, channels: {', '.join(s.money(x) for x in values)}{remark}")
-
-
-async def _settle(v: Any, quiet_s: float) -> tuple[Fault | None, bool]:
-    """The fault the validator reports once its first polls settled, and whether a stray
-    credit waits (left for the daemon's recovery: never acknowledged here)."""
-    from drivers.validator.base import Fault, FaultCleared, NoteCredited
-
-    fault: Fault | None = None
-    stray = False
-    while True:
-        try:
-            event = await asyncio.wait_for(v.next_event(), quiet_s)
-        except TimeoutError:
-            return fault, stray
-        if isinstance(event, Fault):
-            fault = event
-        elif isinstance(event, FaultCleared):
-            fault = None
-        elif isinstance(event, NoteCredited):
-            stray = True
-
-
-def _channel_values(v: Any, currency: str) -> list[int]:
-    """The note values the unit takes in ``currency`` (eSSP: SETUP REQUEST's channels; ID-003:
-    the escrow table in use; the simulator: its channels)."""
-    from drivers.validator.base import Note
-
-    table = getattr(v, "escrow_table", None) or getattr(v, "channels", None) or {}
-    values = {
-        entry.value if isinstance(entry, Note) else int(entry)
-        for entry in table.values()
-        if not isinstance(entry, Note) or entry.currency == currency
-    }
-    return sorted(x for x in values if x > 0)
-
-
-def _describe(v: Any) -> str:
-    facts = []
-    if getattr(v, "is_payout", False):
-        facts.append("SMART Payout")
-    if (setup := getattr(v, "setup", None)) is not None:
-        facts.append(f"firmware {setup.firmware}")
-    if getattr(v, "serial_number", None):
-        facts.append(f"serial {v.serial_number}")
-    name = str(getattr(v, "name", "validator"))
-    return f"{name} ({', '.join(facts)})" if facts else name
-
-
-async def check_recycler(s: Session) -> Verdict:
-    dispenser = s.devices.dispenser
-    if dispenser is None:
-        return skipped("no recycler on this kiosk ([hardware.validator] payout = false)")
-    if s.validator_error is not None:
-        return failed(
-            "not checked: the validator did not open",
-            "the recycler is the validator's unit: fix the validator first (see above)",
-        )
-    levels = {value: n for value, n in sorted((await dispenser.levels()).items()) if n}
-    if not levels:
-        return failed(
-            "empty: no note stored for payout",
-            "load notes into the recycler (the float), or cash-out journeys cannot pay",
-        )
-    total = sum(value * n for value, n in levels.items())
-    notes = ", ".join(f"{s.money(value)} x {n}" for value, n in levels.items())
-    return passed(f"{notes} (total {s.money(total)})")
-
-
-# -- the printer -----------------------------------------------------------------------------
-
-PRINTER_FIX: Final = {  # a DeviceFault kind of drivers.escpos.status.fault_kind: words, fix
-    "paper_out": ("paper out", "load a paper roll (thermal side to the head), close the cover"),
-    "cover_open": ("cover open", "close the printer's cover until it clicks"),
-    "offline": ("offline", "check the printer's power and its cable (`ls -l {port}`)"),
-    "error": ("error", "power-cycle the printer; clear a paper jam or a stuck cutter"),
-}
-
-
-def _printer_failed(kind: str, port: str, prefix: str = "") -> Verdict:
-    words, fix = PRINTER_FIX.get(kind, PRINTER_FIX["error"])
-    return failed(f"{prefix}{words}", fix.format(port=port))
-
-
-async def check_printer(s: Session) -> Verdict:
-    from drivers.escpos.status import fault_kind
-    from drivers.printer.base import PaperState
-
-    printer, port = s.devices.printer, s.config.printer.port
-    try:
-        await printer.open()
-    except (DriverError, OSError) as exc:
-        return failed(str(exc), PRINTER_FIX["offline"][1].format(port=port))
-    status = await printer.status()
-    if (kind := fault_kind(status)) is not None:
-        return _printer_failed(kind, port)
-    ref = f"{s.config.kiosk_id}-SELFTEST-{time.strftime('%Y%m%d%H%M%S')}"
-    try:
-        await printer.print(_test_page(s, ref, status))
-    except DeviceFault as exc:
-        return _printer_failed(exc.kind, port, "test page not printed: ")
-    near = (
-        "; paper near its end: load a new roll soon" if status.paper == PaperState.NEAR_END else ""
-    )
-    detail = f"{printer.name}: ready, test page {ref} printed{near}"
-    if s.interactive and not await s.prompt.ask("Did the test page come out, cut and readable?"):
-        return failed(
-            f"{detail}, but it did not come out right",
-            "check the roll's direction (thermal side to the head), the cutter and the head",
-        )
-    return passed(detail)
-
-
-def _test_page(s: Session, ref: str, status: PrinterStatus) -> Any:
-    """The technician's test page (the ``test`` template, as ``kiosk receipt test``)."""
-    from kiosk import receipts
-
-    c, printer = s.config, s.devices.printer
-    fields = receipts.blank_fields()
-    fields.update(
-        title=receipts.TITLES["test"],
-        kiosk_id=c.kiosk_id,
-        location=c.location,
-        support_line=c.support_line,
-        time=receipts.local_time(),
-        ref=ref,
-        printer=printer.name,
-        paper=str(status.paper),
-        columns=str(printer.columns),
-    )
-    return receipts.load_templates(c.printer.templates_dir)["test"].render(fields, ref)
-
-
-# -- the camera and the decoder ---------------------------------------------------------------
-
-CAMERA_FIX: Final = (
-    "check the camera's cable (Pi camera: the ribbon at both ends, contacts the right way; USB:"
-    " replug it) and that nothing else uses it; `rpicam-hello --list-cameras` lists a Pi camera"
-)
-
-
-async def check_camera(s: Session) -> Verdict:
-    reader = s.devices.reader
-    source = getattr(reader, "source", None)  # a CameraReader's frame source
-    if source is not None:
-        try:
-            await source.open()
-            try:
-                frame = await asyncio.wait_for(source.next_frame(), FRAME_TIMEOUT_S)
-            finally:
-                await source.close()
-        except DeviceFault as exc:
-            return failed(str(exc), CAMERA_FIX if exc.kind != "picamera2-missing" else str(exc))
-        except TimeoutError:
-            return failed(f"no frame within {FRAME_TIMEOUT_S:.0f} s", CAMERA_FIX)
-        return _judge_frame(f"{source.name}", frame)
-    directory = getattr(reader, "directory", None)  # a ReplayReader
-    if directory is not None:
-        newest = _newest_image(Path(directory))
-        if newest is None:
-            return passed(f"replay of {directory}: no frame there yet (the test card stands in)")
-        from PIL import Image
-
-        with Image.open(newest) as image:
-            return _judge_frame(f"replay {newest.name}", image.convert("L"))
-    await reader.open()  # a serial scanner: it sends text, there is no frame
-    return passed(f"{reader.name}: port open (scan the test page's QR code to try it)")
-
-
-def _judge_frame(what: str, frame: Image.Image) -> Verdict:
-    from PIL import ImageStat
-
-    mean = ImageStat.Stat(frame.convert("L")).mean[0]
-    size = f"{what}: {frame.width}x{frame.height}, brightness {mean:.0f}/255"
-    if mean < 8:
-        return failed(f"{size}: black", "take the cover off the lens; check the light in the slot")
-    if mean > 247:
-        return failed(f"{size}: washed out", "shade the camera from direct light or a reflection")
-    return passed(size)
-
-
-def _newest_image(directory: Path) -> Path | None:
-    from drivers.reader.replay import IMAGE_SUFFIXES
-
-    images = [
-        p
-        for p in directory.glob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    ]
-    return max(images, key=lambda p: (p.stat().st_mtime, p.name), default=None)
-
-
-def make_test_card(text: str) -> Image.Image:
-    """A clean QR code of ``text`` as the kiosk's QR maker draws it (``kiosk.demo``)."""
-    import io
-
-    import segno
-    from PIL import Image
-
-    buf = io.BytesIO()
-    segno.make_qr(text, error="m").save(buf, kind="png", scale=8, border=4)
-    buf.seek(0)
-    with Image.open(buf) as image:
-        return image.convert("L")
-
-
-async def check_decoder(s: Session) -> Verdict:
-    decoder = getattr(s.devices.reader, "decoder", None)
-    if decoder is None:  # a scanner decodes by itself; the replay's default is zxing-cpp
-        from drivers.reader.decoders import make_decoder
-
-        decoder = make_decoder(s.config.reader.decoder)
-    text = f"{TEST_CARD} {s.config.kiosk_id}"
-    card = make_test_card(text)
-    started = time.perf_counter()
-    try:
-        texts = await asyncio.to_thread(decoder.decode, card)
-    except DecoderUnavailable as exc:
-        return failed(str(exc), "install what the message names, or set [hardware.reader] decoder")
-    ms = (time.perf_counter() - started) * 1000
-    if text not in texts:
-        return failed(
-            f"{decoder.name}: the test card was not read ({texts or 'nothing'})",
-            'reinstall the kiosk\'s software (uv sync --locked), or set decoder = "zxing"',
-        )
-    return passed(f"{decoder.name}: test card read in {ms:.0f} ms")
-
-
-# -- the panel -------------------------------------------------------------------------------
-
-LEDS: Final = (("green", "ready"), ("amber", "insert_notes"), ("red", "out_of_service"))
-
-
-async def check_leds(s: Session) -> Verdict:
-    from drivers.panel import PanelState
-
-    panel, pins = s.devices.panel, s.config.panel
-    await panel.open()
-    dark = []
-    for colour, state in LEDS:
-        panel.show(PanelState(state))
-        lit = {k for k, on in panel.outputs().items() if on and k != "buzzer"}
-        if lit != {colour}:
-            dark.append(f"{colour} (GPIO {getattr(pins, 'led_' + colour)} reads {sorted(lit)})")
-        elif s.interactive and not await s.prompt.ask(f"Is the {colour.upper()} light on?"):
-            dark.append(f"{colour} (GPIO {getattr(pins, 'led_' + colour)})")
-        elif not s.interactive:
-            await asyncio.sleep(SHOW_S)
-    if dark:
-        return failed(
-            f"did not light: {', '.join(dark)}",
-            "check the LED and its wire from that GPIO (through its resistor) to ground",
-        )
-    how = "seen by the technician" if s.interactive else "set without error; nobody watched"
-    return passed(f"green, amber and red lit in turn ({how})")
-
-
-async def check_buzzer(s: Session) -> Verdict:
-    panel = s.devices.panel
-    for _ in range(3):
-        panel.tick()
-        await asyncio.sleep(panel.timing.beep_short + panel.timing.beep_gap + 0.1)
-    if s.interactive and not await s.prompt.ask("Did you hear three short beeps?"):
-        return failed(
-            "not heard", f"check the buzzer and its transistor on GPIO {s.config.panel.buzzer}"
-        )
-    return passed("three beeps (heard)" if s.interactive else "three beeps sent; nobody listened")
-
-
-async def _await_event(s: Session, among: set[PanelEvent]) -> PanelEvent | None:
-    """The first of ``among`` within the press timeout (others are ignored), or None."""
-    panel = s.devices.panel
-    try:
-        async with asyncio.timeout(s.press_timeout_s):
-            while (got := await panel.next_event()) not in among:
-                pass
-    except TimeoutError:
-        return None
-    return got
-
-
-async def _drain(s: Session) -> None:
-    with contextlib.suppress(TimeoutError):
-        while True:
-            await asyncio.wait_for(s.devices.panel.next_event(), 0.05)
-
-
-async def check_buttons(s: Session) -> Verdict:
-    from drivers.panel import PanelEvent
-
-    if not s.interactive:
-        return skipped("not interactive (--no-buttons, or stdin is not a terminal)")
-    panel, pins = s.devices.panel, s.config.panel
-    await panel.open()
-    await _drain(s)
-    buttons = {PanelEvent.CONFIRM: ("GREEN", pins.confirm), PanelEvent.CANCEL: ("RED", pins.cancel)}
-    for want, (colour, pin) in buttons.items():
-        s.prompt.tell(f"Press the {colour} button (within {s.press_timeout_s:.0f} s)")
-        got = await _await_event(s, set(buttons))
-        if got is None:
-            return failed(
-                f"no press of {colour.lower()} in {s.press_timeout_s:.0f} s",
-                f"check the button and its wire from GPIO {pin} to ground (pressed = closed)",
-            )
-        if got is not want:
-            return failed(
-                f"pressing {colour.lower()} read as the other button",
-                f"the buttons are swapped: confirm goes to GPIO {pins.confirm}, cancel to "
-                f"GPIO {pins.cancel}",
-            )
-    return passed("green (confirm) and red (cancel) read")
-
-
-async def check_door(s: Session) -> Verdict:
-    from drivers.panel import PanelEvent
-
-    panel, pin = s.devices.panel, s.config.panel.door
-    where = "open" if panel.door_open else "closed"
-    if not s.interactive:
-        return skipped(f"not interactive; the switch reads {where}")
-    await panel.open()
-    await _drain(s)
-    steps = [("Open the door", PanelEvent.DOOR_OPEN), ("Close the door", PanelEvent.DOOR_CLOSED)]
-    if panel.door_open:
-        steps.insert(0, ("Close the door", PanelEvent.DOOR_CLOSED))
-    for text, want in steps:
-        s.prompt.tell(f"{text} (within {s.press_timeout_s:.0f} s)")
-        if await _await_event(s, {want}) is None:
-            return failed(
-                f"{text.lower()}: not seen in {s.press_timeout_s:.0f} s (the switch read {where})",
-                f"check the door switch and its wire from GPIO {pin} to ground",
-            )
-    return passed("opened and closed: the switch follows the door")
-
-
-# -- the system ------------------------------------------------------------------------------
-
-
-async def check_clock(s: Session) -> Verdict:
-    from datetime import UTC, datetime
-
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *CLOCK_COMMAND, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-    except (FileNotFoundError, PermissionError):
-        return skipped(f"{CLOCK_COMMAND[0]} not found here: the clock's sync cannot be read")
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 10)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return skipped(f"{CLOCK_COMMAND[0]} did not answer in 10 s")
-    if proc.returncode != 0:
-        why = (err.decode(errors="replace").strip().splitlines() or ["no reason"])[0]
-        return skipped(f"{CLOCK_COMMAND[0]} cannot say ({why})")
-    if out.decode().strip() == "yes":
-        return passed(f"synchronised (NTP), {now}")
-    return failed(
-        f"not synchronised ({now} here)",
-        "check the network and NTP (`timedatectl timesync-status`); providers refuse requests"
-        " signed by a clock that is off",
-    )
-
-
-def _size(n: int) -> str:
-    if n >= 1024**3:
-        return f"{n / 1024**3:.1f} GB"
-    return f"{n / 1024**2:.0f} MB"
-
-
-async def check_disk(s: Session) -> Verdict:
-    import shutil
-
-    usage = shutil.disk_usage(s.config.state_dir)
-    share = usage.free / usage.total if usage.total else 0.0
-    detail = (
-        f"{_size(usage.free)} free of {_size(usage.total)} ({share:.0%}) on {s.config.state_dir}"
-    )
-    if usage.free < MIN_FREE_BYTES or share < MIN_FREE_FRACTION:
-        return failed(
-            detail,
-            "make room: `sudo journalctl --vacuum-size=100M` trims the system's logs; never delete"
-            f" anything in {s.config.state_dir} (the journal holds the money); if it fills again,"
-            " move to a larger SD card",
-        )
-    return passed(detail)
-
-
-def _provider_step(name: str) -> Step:
-    async def run(s: Session) -> Verdict:
-        from kiosk.provider_check import check
-
-        ok, message = await asyncio.to_thread(check, s.config, s.secrets, name)
-        if ok:
-            return passed(message)
-        return failed(message, f"check the network, then the [{name}] credentials and the clock")
-
-    fix = f"check the network, then the [{name}] credentials (`kiosk provider check {name}`)"
-    return Step(f"provider:{name}", run, fix, device=False, timeout_s=None)
 
 
 def steps(config: Config) -> list[Step]:
     from kiosk.providers.registry import providers
 
     device = [
-        Step("validator", check_validator, _validator_fix(config.validator.port)),
+        Step("validator", check_validator, validator_fix(config.validator.port)),
         Step("recycler", check_recycler, "power-cycle the validator; if it persists, replace it"),
         Step("printer", check_printer, PRINTER_FIX["error"][1]),
         Step("camera", check_camera, CAMERA_FIX),
@@ -654,7 +100,7 @@ def steps(config: Config) -> list[Step]:
         Step("disk", check_disk, f"check {config.state_dir} exists and is readable", device=False),
     ]
     names = [n for n, p in providers().items() if p.configured(config)]
-    return [*device, *system, *(_provider_step(n) for n in names)]
+    return [*device, *system, *(provider_step(n) for n in names)]
 
 
 def check_names(config: Config) -> list[str]:
