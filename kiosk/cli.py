@@ -596,9 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from kiosk.provision import add_parser as provision_parser
     from kiosk.selftest import add_parser as selftest_parser
+    from kiosk.support import add_parser as support_bundle_parser
 
     provision_parser(sub)
     selftest_parser(sub)
+    support_bundle_parser(sub)
     return p
 
 
