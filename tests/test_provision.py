@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kiosk import config, identity, provision
-from kiosk.provision import Status
+from kiosk.provision import Status, verify
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "provisioning" / "bundle.toml.example"
@@ -414,13 +414,13 @@ def test_on_the_machine_each_provider_is_checked_after_the_config(
         return name != "rapyd", f"{name}: {'ok' if name != 'rapyd' else 'refused'}"
 
     monkeypatch.setattr("kiosk.provider_check.check", check)
-    results = {o.name: o for o in provision._provider_checks(plan)}
+    results = {o.name: o for o in verify._provider_checks(plan)}
     assert results["config check"].status is Status.OK
     assert seen == ["payby", "paysera", "rapyd", "cashii"]
     assert results["provider check rapyd"].status is Status.FAILED
     assert results["provider check payby"].detail == "payby: ok"
     config_file.write_text(text.replace('partner_id = "200000000888"', "partner_id = 7"))
-    [bad] = provision._provider_checks(plan)
+    [bad] = verify._provider_checks(plan)
     assert (bad.name, bad.status) == ("config check", Status.FAILED) and "partner_id" in bad.detail
 
 
