@@ -55,6 +55,9 @@ class ValidatorConfig:
     """eSSP: slave address (0 for validators and SMART Payout)."""
     payout: bool = False
     """The validator is a recycler that pays notes out (eSSP SMART Payout): cash-out on."""
+    cashbox_capacity: int = 0
+    """Notes the cashbox holds when full (NV200: 500 or 1,000 by model); 0: unknown. The fleet
+    is told how full it is (an alert at 90 %)."""
     country_code: int | None = None
     """ID-003: JCM's country byte of ``kiosk.currency`` in the acceptor's CURRENCY ASSIGN
     table (0-255); unset: a single-currency table is taken as the kiosk's currency."""
@@ -357,6 +360,7 @@ def _validator(t: _Table) -> ValidatorConfig:
             lambda on: not on or driver == "essp",
             "false unless the driver is essp (ID-003 recyclers are not supported)",
         ),
+        cashbox_capacity=int_in(t, "cashbox_capacity", 0, 0, 100_000, "notes (0: unknown)"),
         country_code=t.check(
             "country_code",
             t.get("country_code", int, d.country_code, "JCM's country byte, 0-255"),

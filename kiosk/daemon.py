@@ -25,6 +25,8 @@ from drivers.validator.base import FaultCleared, FaultKind, PowerUpReport
 from kiosk.admin import Handler, serve_admin
 from kiosk.config import Config, Secrets
 from kiosk.errors import PayloadError
+from kiosk.fleet.runner import Facts, Fleet
+from kiosk.fleet.view import DeviceView, ProviderView
 from kiosk.flows.context import Context, Sources
 from kiosk.hardware import Hardware, build
 from kiosk.journal import AsyncJournal
@@ -63,6 +65,9 @@ class Daemon:
         self.busy = asyncio.Lock()  # held by whatever drives the devices: a journey, a test payout
         self._printer_word = ""
         self._printer_ready = True
+        self._paper = "ok"
+        self._levels: dict[int, int] | None = None  # the recycler's, read by the idle loop
+        self.fleet_hold: str | None = None  # out of service by a fleet command: its reason
         self.service: str | None = None  # service mode: "door open" | "door closed" (confirm)
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()  # technicians' commands, for the loop
         self._looping = False  # the idle loop runs (else a command runs where it is asked)
@@ -131,10 +136,12 @@ class Daemon:
             # Pending payments are settled in the background, whatever the providers do.
             forwarder = asyncio.create_task(ctx.outbox().run())
             serve = asyncio.create_task(self._serve(ctx, hw))
+            fleet = await self._start_fleet(ctx)  # after the loop: customers come first
             stop = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({serve, stop, forwarder}, return_when=asyncio.FIRST_COMPLETED)
             self.notifier.stopping()
             admin.close()
+            await fleet.stop()
             for task in (serve, stop, watchdog, forwarder):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -206,6 +213,91 @@ class Daemon:
             )
             return f"{what} for {since:.0f} s"
         return None
+
+    async def _start_fleet(self, ctx: Context) -> Fleet:
+        """Heartbeats, metrics and the local endpoints (:mod:`kiosk.fleet`), beside the loop:
+        a fleet that is down or slow never delays a customer."""
+        fleet = Fleet(
+            self.config,
+            ctx.journal,
+            lambda: self.facts(ctx),
+            lambda cmd: self._fleet_command(ctx, cmd),
+            capacity=self.config.validator.cashbox_capacity,
+        )
+        try:
+            await fleet.start()
+        except OSError as exc:  # the port is taken: the kiosk serves customers all the same
+            log.error("fleet: local endpoints on %s:%d: %s", self.config.fleet.listen,
+                      self.config.fleet.port, exc)  # fmt: skip
+        return fleet
+
+    def facts(self, ctx: Context) -> Facts:
+        """The daemon's state for the fleet, from what it holds (no device I/O)."""
+        why = tuple(self.reasons(ctx, providers=True))
+        state = "out_of_service" if why else ("busy" if self.busy.locked() else "in_service")
+        fault = str(ctx.fault) if ctx.fault is not None else None
+        devices = [
+            DeviceView(
+                "validator",
+                self.validator_ok and fault is None,
+                "not answering" if not self.validator_ok else (fault or "ok"),
+                {"model": getattr(ctx.validator, "name", "?"), "fault": fault},
+            ),
+            DeviceView(
+                "printer",
+                self._printer_ready,
+                "ok" if self._printer_ready else self._printer_word or "?",
+                {"paper": self._paper},
+            ),
+            DeviceView(
+                "door", not ctx.panel.door_open, "open" if ctx.panel.door_open else "closed"
+            ),
+            DeviceView("camera", True, "ok"),
+        ]
+        if ctx.dispenser is not None:
+            levels = self._levels or {}
+            value = sum(v * n for v, n in levels.items())
+            devices.append(
+                DeviceView(
+                    "recycler",
+                    self._levels is not None,
+                    "ok" if self._levels is not None else "levels unread",
+                    {
+                        "levels": {str(v): n for v, n in sorted(levels.items())},
+                        "value": value,
+                        "currency": self.config.currency.code,
+                    },
+                )
+            )
+        providers = tuple(
+            ProviderView(
+                name,
+                bool(p.get("reachable", True)),
+                float(p.get("for_s", 0.0)),  # type: ignore[arg-type]
+                p.get("clock_skew_s"),  # type: ignore[arg-type]
+            )
+            for name, p in ctx.reachability.status().items()
+        )
+        return Facts(state=state, reasons=why, devices=tuple(devices), providers=providers)
+
+    async def _fleet_command(self, ctx: Context, cmd: dict[str, Any]) -> str:
+        """An accepted fleet command (verified and journaled by :mod:`kiosk.fleet.commands`)."""
+        name, args = cmd["cmd"], cmd.get("args") or {}
+        if name == "out_of_service":
+            self.fleet_hold = str(args.get("reason") or "no reason given")
+            return "out of service"
+        if name == "in_service":
+            self.fleet_hold = None
+            return "back in service"
+        if name == "reprint":
+            from kiosk import technician
+
+            reply = await self._between_customers(lambda: technician.reprint(ctx, args["ref"]))
+            return f"{len(reply['receipts'])} receipt(s) printed again"
+        if name == "restart":
+            self.stopping.set()  # systemd starts it again (Restart=always)
+            return "restarting"
+        return f"{name}: nothing to approve on this kiosk"
 
     async def _between_customers(self, job: Callable[[], Awaitable[T]]) -> T:
         """Run a technician's command that drives the devices inside the idle loop, between
@@ -310,6 +402,8 @@ class Daemon:
             why.append(FAULT_WORDS.get(str(ctx.fault), f"the bill validator reports {ctx.fault}"))
         elif ctx.out_of_service.is_set():
             why.append("a device failed during a journey (see the last errors)")
+        if self.fleet_hold is not None:
+            why.append(f"out of service by the fleet: {self.fleet_hold}")
         if not self._printer_ready and not self.config.printer.allow_no_receipt:
             why.append(f"printer: {self._printer_word.removeprefix('not ready (')[:-1]}")
         down = [n for n in ctx.clients if ctx.reachability.is_down(n)]
@@ -346,7 +440,7 @@ class Daemon:
             status = PrinterStatus(online=False, paper=PaperState.OUT, error=True)
             log.debug("printer: status failed: %s", exc)
         word = "ready" if status.ready else f"not ready ({_printer_problem(status)})"
-        self._printer_ready = status.ready
+        self._printer_ready, self._paper = status.ready, str(status.paper)
         if word != self._printer_word:
             log.log(logging.INFO if status.ready else logging.WARNING, "printer: %s", word)
             await ctx.journal.call(ctx.journal.sync.log, "printer.status", {"status": word})
@@ -423,6 +517,12 @@ class Daemon:
 
     async def _idle_tick(self, ctx: Context, hw: Hardware) -> None:
         await self._printer_status(ctx)
+        if ctx.dispenser is not None and self.validator_ok:
+            try:
+                self._levels = dict(await ctx.dispenser.levels())
+            except (DriverError, OSError) as exc:
+                log.debug("recycler: levels unreadable: %s", exc)
+                self._levels = None
         if not self.validator_ok:
             report = await self._open_validator(hw)
             if report is not None:

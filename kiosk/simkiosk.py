@@ -105,11 +105,18 @@ def write_kiosk(
     validator_port: str = "sim",
     payout: bool = False,
     printer: str = "escpos",
+    fleet_url: str = "",
+    fleet_port: int = 0,
+    fleet_interval_s: float = 60.0,
+    fleet_public_key_file: Path | None = None,
 ) -> KioskFiles:
     """Config, secrets and keys of a simulated kiosk under ``root`` (receipts rendered in
     ``receipts_dir``, default ``root/receipts``). ``validator`` picks the driver: ``sim``
     (interface-level simulator), ``essp`` or ``id003`` on ``validator_port`` (``sim``: the
-    protocol's simulator inside the daemon on a pty; a path: an external one)."""
+    protocol's simulator inside the daemon on a pty; a path: an external one). A device
+    identity (a fresh Ed25519 key) is written in ``root/etc``, as ``kiosk provision`` does;
+    ``fleet_url``/``fleet_port``: where it pushes heartbeats ("": nowhere) and its local
+    endpoints (0: none, so that many simulated kiosks run side by side)."""
     from kiosk.providers.payby.client import generate_key_pair
 
     root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +129,7 @@ def write_kiosk(
     rapyd_key = secrets.token_hex(24)
     cashii_key = "ck_sim_" + secrets.token_hex(20)
     (etc / "payby_public.pem").write_bytes(payby_public_pem)
+    _write_identity(etc, kiosk_id)
     secrets_file = etc / "secrets.toml"
     fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -179,6 +187,13 @@ poll_interval_s = 0.5
 [cashout]
 presets = ["50.00", "100.00", "200.00"]
 
+[fleet]
+url = "{fleet_url}"
+port = {fleet_port}
+interval_s = {fleet_interval_s}
+identity_dir = "{etc}"
+{f'public_key_file = "{fleet_public_key_file}"' if fleet_public_key_file else ""}
+
 [paysera]
 base_url = "{payby_url}/rest/v1"
 client_id = "{PAYSERA_CLIENT_ID}"
@@ -215,6 +230,17 @@ timeout_s = 5
     return KioskFiles(
         root, config, state, receipts, frames, public_pem, mac_key, rapyd_key, cashii_key
     )
+
+
+def _write_identity(etc: Path, kiosk_id: str) -> None:
+    """``device.key`` (0600) and ``identity.toml``, as ``kiosk provision`` writes them."""
+    from kiosk import identity
+
+    me = identity.Identity(f"sim-{kiosk_id.lower()}", identity.new_key())
+    fd = os.open(etc / identity.KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(identity.private_pem(me.key))
+    (etc / identity.INFO_FILE).write_text(me.info_toml(), encoding="utf-8")
 
 
 class DaemonProcess:

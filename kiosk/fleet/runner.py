@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.config import Config
+from kiosk.errors import KioskError
 from kiosk.fleet.view import DeviceView, KioskView, ProviderView
 from kiosk.journal import AsyncJournal, Journal, Tx
 
@@ -173,3 +174,125 @@ async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Fleet:
+    """The fleet's tasks beside the daemon: every ``fleet.interval_s`` the view is read, the
+    metrics follow the journal, a heartbeat is built, signed and pushed (only the latest kept
+    while the fleet is unreachable), the Pushgateway gets the metrics; the local endpoints
+    answer from the latest of each. ``facts``: the daemon's own state (no device I/O);
+    ``run_command``: what an accepted fleet command does (its result in words)."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: AsyncJournal,
+        facts: Callable[[], Facts],
+        run_command: Callable[[dict[str, Any]], Awaitable[str]],
+        *,
+        capacity: int = 0,
+    ) -> None:
+        from kiosk import identity
+        from kiosk.fleet.metrics import Metrics
+
+        self.config, self.journal, self.facts = config, journal, facts
+        self.run_command, self.capacity = run_command, capacity
+        self.started_at = time.time()
+        self.seq = 0
+        self.me: identity.Identity | None = None
+        try:
+            self.me = identity.load(config.fleet.identity_dir)
+            device = self.me.device_id
+        except identity.IdentityError as exc:
+            log.warning("fleet: %s; heartbeats are not pushed", exc)
+            try:
+                device = identity.device_id()
+            except identity.IdentityError:
+                device = "unprovisioned"
+        self.device_id = device
+        self.metrics = Metrics(config.kiosk_id, device, version())
+        self.latest: dict[str, Any] | None = None
+        self.last_view: KioskView | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.server: asyncio.AbstractServer | None = None
+        self.http: Any = None
+        self.pusher: Any = None
+
+    @property
+    def url(self) -> str:
+        return self.config.fleet.url or (self.me.fleet_url if self.me is not None else "")
+
+    async def start(self) -> None:
+        import httpx
+
+        from kiosk.fleet import http
+        from kiosk.fleet.push import HeartbeatPusher
+
+        c = self.config.fleet
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(c.timeout_s))
+        if self.me is not None and self.url:
+            self.pusher = HeartbeatPusher(
+                self.http, self.url, self.me, timeout_s=c.timeout_s, on_commands=self._commands
+            )
+        await self.beat(send=False)  # the endpoints answer from the first second
+        if c.port:
+            self.server = await http.serve(
+                c.listen,
+                c.port,
+                health=self.health,
+                heartbeat=lambda: self.latest or {},
+                metrics=self.metrics.exposition,
+            )
+            log.info("fleet: /healthz /heartbeat /metrics on %s:%d", c.listen, c.port)
+        self.tasks.append(asyncio.create_task(every(c.interval_s, self.beat, "heartbeat")))
+
+    async def stop(self) -> None:
+        await cancel_all(self.tasks)
+        if self.server is not None:
+            self.server.close()
+        if self.http is not None:
+            await self.http.aclose()
+
+    def health(self) -> tuple[bool, list[str]]:
+        facts = self.facts()
+        return (not facts.reasons, list(facts.reasons))
+
+    async def beat(self, send: bool = True) -> None:
+        """One round: the view, the metrics, the heartbeat; pushed unless ``send`` is off."""
+        from kiosk.fleet import heartbeat
+
+        current = await current_view(
+            self.config,
+            self.journal,
+            device_id=self.device_id,
+            started_at=self.started_at,
+            facts=self.facts(),
+            capacity=self.capacity,
+        )
+        self.last_view = current
+        await asyncio.to_thread(self.metrics.follow, self.config.journal_path)
+        missed = self.pusher.missed if self.pusher is not None else 0
+        last = self.pusher.last_sent_at if self.pusher is not None else None
+        self.metrics.update(current, missed=missed, last_sent=last)
+        self.seq += 1
+        self.latest = heartbeat.build(current, self.seq, missed)
+        if not send:
+            return
+        if self.pusher is not None:
+            self.pusher.offer(self.latest)
+            await self.pusher.send()
+        if self.config.fleet.pushgateway_url:
+            await self.metrics.push(self.config.fleet.pushgateway_url, self.config.kiosk_id,
+                                    self.http)  # fmt: skip
+
+    async def _commands(self, commands: list[dict[str, Any]]) -> None:
+        from kiosk.fleet.commands import CommandGate, handle, load_public_key
+
+        key_file, key = self.config.fleet.public_key_file, None
+        if key_file is not None:
+            try:
+                key = load_public_key(key_file)
+            except KioskError as exc:  # every command is refused (and journaled so)
+                log.error("fleet: %s", exc)
+        gate = CommandGate(key, self.config.kiosk_id, self.config.state_dir / "fleet-commands.json")
+        await handle(commands, gate, self.run_command, self.journal)
