@@ -125,6 +125,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return footprint(idle_s=args.idle_s, runs=args.runs)
 
 
+def cmd_bench_heartbeat(args: argparse.Namespace) -> int:
+    from kiosk.fleet.bench import heartbeat
+
+    return heartbeat(transactions=args.transactions, runs=args.runs, footprint=not args.no_daemon)
+
+
 def cmd_bench_qr(args: argparse.Namespace) -> int:
     from kiosk.qrbench import run_qr_bench
 
@@ -482,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--idle-s", type=float, default=10.0, help="idle window for the CPU figure")
     fp.add_argument("--runs", type=int, default=3, help="start-ups to time (median printed)")
     fp.set_defaults(fn=cmd_bench)
+    bh = bsub.add_parser(
+        "heartbeat", help="CPU to build and sign a heartbeat and to serve a scrape; the daemon"
+        " with the fleet on"
+    )  # fmt: skip
+    bh.add_argument("--transactions", type=int, default=5000, help="in the bench's journal")
+    bh.add_argument("--runs", type=int, default=50, help="heartbeats and scrapes timed")
+    bh.add_argument("--no-daemon", action="store_true", help="skip the daemon's footprint")
+    bh.set_defaults(fn=cmd_bench_heartbeat)
     bv = bsub.add_parser("validator", help="escrow -> credit committed latency, p50 and p99")
     bv.add_argument("--protocol", choices=["essp", "id003"], default="essp")
     bv.add_argument("--notes", type=int, default=100)

@@ -68,6 +68,7 @@ class Daemon:
         self._paper = "ok"
         self._levels: dict[int, int] | None = None  # the recycler's, read by the idle loop
         self.fleet_hold: str | None = None  # out of service by a fleet command: its reason
+        self._http: dict[str, Any] = {}  # each provider's HTTP client (connect_all's order)
         self.service: str | None = None  # service mode: "door open" | "door closed" (confirm)
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()  # technicians' commands, for the loop
         self._looping = False  # the idle loop runs (else a command runs where it is asked)
@@ -93,6 +94,7 @@ class Daemon:
             clients, connections = connect_all(
                 c, self.secrets, reach.recorder, reach.clock_recorder
             )
+            self._http = dict(zip(clients, (conn.http for conn in connections), strict=True))
             ctx = Context(
                 config=c,
                 journal=journal,
@@ -224,6 +226,8 @@ class Daemon:
             lambda cmd: self._fleet_command(ctx, cmd),
             capacity=self.config.validator.cashbox_capacity,
         )
+        for name, http in self._http.items():  # each provider's request times, by provider
+            http.event_hooks = fleet.metrics.httpx_hooks(name)
         try:
             await fleet.start()
         except OSError as exc:  # the port is taken: the kiosk serves customers all the same

@@ -573,19 +573,38 @@ class Journal:
     def cash_since_collection(self) -> tuple[int, dict[int, int]]:
         """The notes stacked (``done``) since the last cash collection, value → count, and the
         last stack effect they include (the next collection counts from there)."""
-        last = self.db.execute(
-            "SELECT data FROM events WHERE kind = 'cash.collected' ORDER BY seq DESC LIMIT 1"
+        tx = self.db.execute(
+            "SELECT id FROM transactions WHERE journey = 'cash_collection' ORDER BY id DESC"
+            " LIMIT 1"
+        ).fetchone()
+        last = tx and self.db.execute(  # through the events' tx index, not a scan of them all
+            "SELECT data FROM events WHERE tx_id = ? AND kind = 'cash.collected'", [tx[0]]
         ).fetchone()
         since = int(json.loads(last[0]).get("last_effect", 0)) if last else 0
         rows = self.db.execute(
-            "SELECT id, amount FROM effects WHERE kind = 'stack' AND status = 'done' AND id > ?"
-            " ORDER BY id",
+            "SELECT amount, COUNT(*), MAX(id) FROM effects"
+            " WHERE id > ? AND kind = 'stack' AND status = 'done' GROUP BY amount",
             [since],
         ).fetchall()
-        notes: dict[int, int] = {}
-        for _, amount in rows:
-            notes[int(amount or 0)] = notes.get(int(amount or 0), 0) + 1
-        return max([since, *(int(r[0]) for r in rows)]), notes
+        notes = {int(amount or 0): int(n) for amount, n, _ in rows}
+        return max([since, *(int(r[2]) for r in rows)]), notes
+
+    def liability_totals(self) -> dict[str, tuple[int, int]]:
+        """Open liabilities by currency: (how many, their sum in minor units)."""
+        return {
+            str(code): (int(n), int(total))
+            for code, n, total in self.db.execute(
+                "SELECT currency, COUNT(*), SUM(amount) FROM liabilities WHERE status = 'open'"
+                " GROUP BY currency"
+            ).fetchall()
+        }
+
+    def pending_summary(self) -> tuple[int, str | None]:
+        """How many transactions are pending at a provider, and the oldest one's last step."""
+        n, oldest = self.db.execute(
+            "SELECT COUNT(*), MIN(updated_at) FROM transactions WHERE state = 'pending'"
+        ).fetchone()
+        return int(n), oldest
 
     def collect_cash(
         self,

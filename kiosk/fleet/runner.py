@@ -18,7 +18,7 @@ from typing import Any
 from kiosk.config import Config
 from kiosk.errors import KioskError
 from kiosk.fleet.view import DeviceView, KioskView, ProviderView
-from kiosk.journal import AsyncJournal, Journal, Tx
+from kiosk.journal import AsyncJournal, Journal
 
 log = logging.getLogger("kiosk.fleet")
 
@@ -56,23 +56,19 @@ class Facts:
 def journal_figures(j: Journal) -> dict[str, Any]:
     """The heartbeat's journal figures, read in one go on the writer thread."""
     _, notes = j.cash_since_collection()
-    open_txs: list[Tx] = j.transactions(open_only=True, limit=10_000)
-    pending = [t for t in open_txs if t.state == "pending"]
+    pending, pending_oldest = j.pending_summary()
     queued = j.outbox_rows(queued_only=True)
-    owed = j.liabilities()
-    totals: dict[str, int] = {}
-    for r in owed:
-        totals[r["currency"]] = totals.get(r["currency"], 0) + int(r["amount"])
+    owed = j.liability_totals()
     last = j.last_completed()
     return {
         "cashbox_notes": sum(notes.values()),
         "cashbox_value": sum(v * n for v, n in notes.items()),
-        "pending": len(pending),
-        "pending_oldest": min((t.updated_at for t in pending), default=None),
+        "pending": pending,
+        "pending_oldest": pending_oldest,
         "outbox_depth": len(queued),
         "outbox_oldest": min((str(r["created_at"]) for r in queued), default=None),
-        "liabilities": totals,
-        "liabilities_count": len(owed),
+        "liabilities": {code: total for code, (_, total) in owed.items()},
+        "liabilities_count": sum(n for n, _ in owed.values()),
         "last_success": last,
     }
 
