@@ -211,7 +211,10 @@ def cmd_journal(args: argparse.Namespace) -> int:
             "outbox": j.outbox_rows(tx.id),
             "events": j.events(tx.id),
         }
-        print(json.dumps(shown, indent=2, default=str))
+        if args.json:
+            print(json.dumps(shown, indent=2, default=str))
+        else:
+            print(_transaction_words(shown))
         return 0
     txs = j.transactions(open_only=args.open, limit=args.limit)
     if args.json:
@@ -225,6 +228,43 @@ def cmd_journal(args: argparse.Namespace) -> int:
             f"{'  (' + tx.reason + ')' if tx.reason and tx.state == 'pending' else ''}"
         )
     return 0
+
+
+def _transaction_words(shown: dict[str, Any]) -> str:
+    """One transaction as a technician reads it: amounts as money, each step on a line."""
+    from kiosk.money import Money
+
+    tx = shown["transaction"]
+    code = tx["currency"]
+
+    def m(minor: int | None) -> str:
+        return str(Money.of(minor or 0, code))
+
+    lines = [
+        f"{tx['ref']}  {tx['journey']}  {tx['state'].upper()}"
+        + (f" ({tx['reason']})" if tx["reason"] else ""),
+        f"  created {tx['created_at'][:19].replace('T', ' ')} UTC, last step"
+        f" {tx['updated_at'][:19].replace('T', ' ')} UTC",
+        f"  due {m(tx['amount_due'])}, cash in {m(tx['credited'])}, paid out"
+        f" {m(tx['dispensed'])}, owed {m(tx['owed'])}",
+    ]
+    if tx["provider_ref"]:
+        lines.append(f"  {tx['provider']} reference: {tx['provider_ref']}")
+    lines.append("money steps:")
+    for e in shown["effects"]:
+        lines.append(f"  {e['kind']:<10} {m(e['amount']):>14}  {e['status']:<8} {e['idem_key']}")
+    for r in shown["liabilities"]:
+        settled = f" - settled: {r['settled_note']}" if r["status"] == "settled" else ""
+        lines.append(f"owed: {Money.of(r['amount'], r['currency'])} ({r['reason']}), {r['status']}"
+                     f"{settled}  [liability #{r['id']}]")  # fmt: skip
+    for row in shown["outbox"]:
+        lines.append(f"provider call: {row['op']} {row['status']} after {row['attempts']}"
+                     f" attempt(s)")  # fmt: skip
+    lines.append("events:")
+    for e in shown["events"]:
+        move = f" {e['from_state']} -> {e['to_state']}" if e["to_state"] else ""
+        lines.append(f"  {e['at'][:19].replace('T', ' ')}  {e['kind']}{move}")
+    return "\n".join(lines)
 
 
 def _journal_verify(j, *, as_json: bool) -> int:  # type: ignore[no-untyped-def]

@@ -52,7 +52,12 @@ def test_journal_and_liabilities_commands(
     assert main(["journal", "--config", str(config_file)]) == 0
     assert "KT1-000001" in capsys.readouterr().out
     assert main(["journal", "KT1-000001", "--config", str(config_file)]) == 0
+    shown = capsys.readouterr().out
+    assert "KT1-000001  payby_cashin  ACCEPTING" in shown and "owed AED 50.00" in shown
+    assert "15000" not in shown and "{" not in shown  # money, not minor units or dicts
+    assert main(["journal", "KT1-000001", "--json", "--config", str(config_file)]) == 0
     assert '"accepting"' in capsys.readouterr().out
+    assert main(["liabilities", "--settle", "9", "--note", "x", "--config", str(config_file)]) == 1
     assert main(["journal", "nope", "--config", str(config_file)]) == 1
     assert main(["liabilities", "--config", str(config_file)]) == 0
     assert "AED 50.00" in capsys.readouterr().out
