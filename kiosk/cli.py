@@ -18,12 +18,24 @@ from typing import Any
 from drivers.errors import DriverError
 from kiosk.errors import ConfigError, KioskError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 def _setup_logging(verbose: bool) -> None:
+    """stderr (journald under systemd), every record through the redacting filter: no code,
+    OTP, tokenUrl or key reaches a log, whoever wrote the line (:mod:`kiosk.redact`)."""
+    from kiosk.redact import RedactingFilter
+
     level = os.environ.get("KIOSK_LOG_LEVEL", "DEBUG" if verbose else "INFO").upper()
+    if level not in LOG_LEVELS:
+        print(f"KIOSK_LOG_LEVEL={level.lower()}: one of {', '.join(LOG_LEVELS)}; using INFO",
+              file=sys.stderr)  # fmt: skip
+        level = "INFO"
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:  # on the handlers: child loggers' records too
+        handler.addFilter(RedactingFilter())
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
