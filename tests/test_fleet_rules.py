@@ -5,7 +5,8 @@
   (rules/kiosk.rules.test.yml) pass; with amtool (``prometheus-alertmanager``): the
   Alertmanager config is valid and routes pages and tickets apart. Skipped without them.
 - Always: every metric the rules, their annotations and their tests name is one the kiosk
-  exports (the list below, from issue 15), with its labels and their known values; every alert
+  exports (the list below, from issue 15, checked against kiosk.fleet.metrics), with its
+  labels and their known values; every alert
   has a severity (page or ticket), a summary and a description, and a test that fires it and
   one that does not.
 
@@ -171,6 +172,26 @@ def test_the_name_check_catches_a_wrong_name_a_wrong_label_and_a_wrong_value() -
         "kiosk_validator_fault{kind} has no value 'frauds'"
     ]
     assert _problems_with('kiosk_out_of_service{job="kiosk", reason="service_mode"}') == []
+
+
+def test_the_list_is_what_kiosk_fleet_metrics_exports() -> None:
+    from kiosk.fleet import metrics
+    from kiosk.journeys import TERMINAL
+
+    exported: dict[str, set[str]] = {
+        name: set(labels) - COMMON_LABELS for name, (_, labels) in metrics.GAUGES.items()
+    }
+    for family in metrics.Metrics("KSK-TEST", "device", "0").registry.collect():
+        if family.type == "counter":
+            exported.setdefault(f"{family.name}_total", set(METRICS[f"{family.name}_total"]))
+        elif family.type == "histogram":
+            for suffix in ("_bucket", "_sum", "_count"):
+                exported[family.name + suffix] = set(METRICS[family.name + suffix])
+    assert {name: set(labels) for name, labels in METRICS.items()} == exported
+    assert {slug for _, slug in metrics.REASON_SLUGS} | {"other"} == REASONS
+    assert set(metrics.VALIDATOR_FAULTS) == FAULTS
+    assert set(TERMINAL) == OUTCOMES
+    assert metrics.PAPER == {"ok": 0, "near_end": 1, "out": 2}  # the paper alerts' 1 and 2
 
 
 def test_recorded_names_used_are_recorded_here() -> None:
