@@ -574,12 +574,14 @@ class Journal:
         """The notes stacked (``done``) since the last cash collection, value → count, and the
         last stack effect they include (the next collection counts from there)."""
         tx = self.db.execute(
-            "SELECT id FROM transactions WHERE journey = 'cash_collection' ORDER BY id DESC"
-            " LIMIT 1"
+            "SELECT id FROM transactions WHERE journey = 'cash_collection' ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        last = tx and self.db.execute(  # through the events' tx index, not a scan of them all
-            "SELECT data FROM events WHERE tx_id = ? AND kind = 'cash.collected'", [tx[0]]
-        ).fetchone()
+        last = (
+            tx
+            and self.db.execute(  # through the events' tx index, not a scan of them all
+                "SELECT data FROM events WHERE tx_id = ? AND kind = 'cash.collected'", [tx[0]]
+            ).fetchone()
+        )
         since = int(json.loads(last[0]).get("last_effect", 0)) if last else 0
         rows = self.db.execute(
             "SELECT amount, COUNT(*), MAX(id) FROM effects"

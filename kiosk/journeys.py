@@ -112,8 +112,9 @@ LOCAL: Final = {j.name: j for j in (LOCAL_CASHOUT, CASH_COLLECTION, CASH_REFILL)
 
 
 class _Journeys(Mapping[str, Journey]):
-    """Every journey of this build: the technician's (:data:`LOCAL`) and each registered provider's journey
-    modules' ``JOURNEY`` (read on first use, so that this module imports no provider)."""
+    """Every journey of this build: the technician's (:data:`LOCAL`) and each registered
+    provider's journey modules' ``JOURNEY`` (read on first use, so that this module imports no
+    provider)."""
 
     def __init__(self) -> None:
         self._all: dict[str, Journey] | None = None
