@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = {"ready_s": 1.5, "rss_mb": 60.0, "idle_cpu_pct": 1.0}
-UNIT_ENV = {"MALLOC_ARENA_MAX": "2"}  # as systemd/kiosk.service runs the daemon
 
 
 def _rss_mb(pid: int) -> float:
@@ -58,7 +57,7 @@ def footprint(*, idle_s: float = 10.0, runs: int = 3, fleet: bool = False) -> in
     ready: list[float] = []
     rss = cpu_pct = 0.0
     for i in range(max(1, runs)):
-        daemon = DaemonProcess(files, env=UNIT_ENV)
+        daemon = DaemonProcess(files)
         try:
             ready.append(daemon.start())
             if i == runs - 1:

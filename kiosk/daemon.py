@@ -22,6 +22,7 @@ from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import PaperState, PrinterStatus
 from drivers.validator.base import FaultCleared, FaultKind, PowerUpReport
+from kiosk import memory
 from kiosk.admin import Handler, serve_admin
 from kiosk.config import Config, Secrets
 from kiosk.errors import PayloadError
@@ -139,6 +140,7 @@ class Daemon:
             forwarder = asyncio.create_task(ctx.outbox().run())
             serve = asyncio.create_task(self._serve(ctx, hw))
             fleet = await self._start_fleet(ctx)  # after the loop: customers come first
+            memory.trim()  # what start-up freed goes back to the system
             stop = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({serve, stop, forwarder}, return_when=asyncio.FIRST_COMPLETED)
             self.notifier.stopping()
@@ -520,6 +522,7 @@ class Daemon:
             log.warning("validator: close failed: %s", exc)
 
     async def _idle_tick(self, ctx: Context, hw: Hardware) -> None:
+        memory.trim()
         await self._printer_status(ctx)
         if ctx.dispenser is not None and self.validator_ok:
             try:

@@ -105,6 +105,7 @@ def write_kiosk(
     validator_port: str = "sim",
     payout: bool = False,
     printer: str = "escpos",
+    printer_port: str = "sim",
     fleet_url: str = "",
     fleet_port: int = 0,
     fleet_interval_s: float = 60.0,
@@ -166,7 +167,7 @@ payout = {"true" if payout else "false"}
 
 [hardware.printer]
 driver = "{printer}"
-port = "sim"
+port = "{printer_port}"
 paper_mm = 80
 out_dir = "{receipts}"
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiosk import memory
 from kiosk.config import Config
 from kiosk.errors import KioskError
 from kiosk.fleet.view import DeviceView, KioskView, ProviderView
@@ -280,6 +281,7 @@ class Fleet:
         if self.config.fleet.pushgateway_url:
             await self.metrics.push(self.config.fleet.pushgateway_url, self.config.kiosk_id,
                                     self.http)  # fmt: skip
+        memory.trim()  # a round's buffers (and the first request's imports) back to the system
 
     async def _commands(self, commands: list[dict[str, Any]]) -> None:
         from kiosk.fleet.commands import CommandGate, handle, load_public_key
