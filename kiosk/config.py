@@ -12,6 +12,8 @@ its values from ``repr``.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 import stat
@@ -20,10 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from drivers.panel import PanelPins
 from drivers.serialport import LineSettings
-from kiosk.errors import ConfigError, MoneyError
+from kiosk.errors import ConfigError, KioskError, MoneyError
 from kiosk.money import Currency, Money, currency
 
 DEFAULT_CONFIG = Path("/etc/kiosk/kiosk.toml")
@@ -136,6 +139,17 @@ class CashoutConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Lockouts against someone trying codes at the kiosk: after ``refused_codes`` refused
+    codes within ``refused_window_s`` the kiosk takes no code for ``lockout_s`` (red on the
+    panel, ``kiosk status`` says why and until when; journaled, so a restart keeps it)."""
+
+    refused_codes: int = 5
+    refused_window_s: float = 300.0
+    lockout_s: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
 class FleetConfig:
     """The fleet: signed heartbeats pushed to an endpoint, the same figures to a Prometheus
     Pushgateway, and the local endpoints (``/healthz``, ``/heartbeat``, ``/metrics``)."""
@@ -179,6 +193,7 @@ class Config:
     offline: OfflineConfig = OfflineConfig()
     cashout: CashoutConfig = CashoutConfig()
     fleet: FleetConfig = FleetConfig()
+    limits: LimitsConfig = LimitsConfig()
     providers: Mapping[str, Any] = field(default_factory=dict)
     """Each registered provider's section (:mod:`kiosk.providers.registry`), when present."""
 
@@ -225,9 +240,14 @@ class _Table:
             return default
         value = self.data[name]
         if kind is float and type(value) is int:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # TOML integers of any size reach here: 10**400
+                raise self.error(name, f"{expected}, a finite number") from None
         if type(value) is not kind:
             raise self.error(name, expected)
+        if type(value) is float and not math.isfinite(value):  # TOML has inf, -inf and nan
+            raise self.error(name, f"{expected}, a finite number (not inf or nan)")
         return value
 
     def check(self, name: str, value: T, ok: Callable[[T], bool], expected: str) -> T:
@@ -268,18 +288,69 @@ def path_in(t: _Table, name: str, default: Path, expected: str = "a path string"
     return Path(t.get(name, str, str(default), expected))
 
 
+_HOST_RE = re.compile(
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+URL_EXPECTED = (
+    "an https:// URL (plain http only to localhost, 127.x.y.z or [::1]; no user@, no"
+    " backslash, a numeric port)"
+)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, an IPv4 address in 127.0.0.0/8 or ``[::1]``, exactly (not a name that
+    starts with them: ``localhost.evil.example``, ``127.0.0.1.evil.example``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        if host.startswith("[") and host.endswith("]"):
+            return ipaddress.IPv6Address(host[1:-1]) == ipaddress.IPv6Address("::1")
+        return ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def https_or_loopback(url: str) -> bool:
+    """``url`` is an absolute ``https://`` URL, or ``http://`` to a loopback host (a sandbox,
+    a test fleet). The URL is parsed, not matched by prefix; refused: whitespace and control
+    characters, non-ASCII, a backslash (browsers and some clients read it as ``/``), userinfo
+    (``user@host``), a port that is not a number from 1 to 65535, a host that is not a DNS
+    name, an IPv4 address or a bracketed IPv6 address."""
+    if not url.isascii() or not url.isprintable() or " " in url or "\\" in url:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced [ in the host
+        return False
+    m = _HOST_RE.fullmatch(parts.netloc)
+    if m is None:  # userinfo, an empty or non-numeric port, an empty host
+        return False
+    host, port = m["host"], m["port"]
+    if port is not None and not 0 < int(port) <= 65535:
+        return False
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+    elif not all(_LABEL_RE.fullmatch(label) for label in host.split(".")):
+        return False
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and is_loopback_host(host)
+
+
 def url_in(t: _Table, name: str, default: str) -> str:
-    """An https:// URL; plain http only on loopback (a sandbox)."""
-    return t.check(
-        name,
-        t.get(name, str, default, "a URL"),
-        lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
-        "an https:// URL (http only on loopback)",
-    )
+    """An https:// URL; plain http only on loopback (a sandbox): :func:`https_or_loopback`."""
+    return t.check(name, t.get(name, str, default, "a URL"), https_or_loopback, URL_EXPECTED)
 
 
 def seconds_in(t: _Table, name: str, default: float, low: float, high: float) -> float:
-    """Seconds in ``(low, high]`` when ``low`` is 0, else ``[low, high]``."""
+    """Seconds in ``(low, high]`` when ``low`` is 0, else ``[low, high]``; ``low`` and
+    ``high`` are finite, and :meth:`_Table.get` refuses inf and nan before the range check."""
+    assert math.isfinite(low) and math.isfinite(high), (low, high)
     if low == 0:
         ok, expected = (lambda v: 0 < v <= high), f"seconds, more than 0 and at most {high:g}"
     else:
@@ -504,6 +575,16 @@ def _offline(t: _Table, cur: Currency) -> OfflineConfig:
     return c
 
 
+def _limits(t: _Table) -> LimitsConfig:
+    c = LimitsConfig(
+        refused_codes=int_in(t, "refused_codes", 5, 1, 1000, "codes"),
+        refused_window_s=seconds_in(t, "refused_window_s", 300.0, 1, 86_400),
+        lockout_s=seconds_in(t, "lockout_s", 900.0, 0, 86_400),
+    )
+    t.done()
+    return c
+
+
 def _optional_url(t: _Table, name: str) -> str:
     """An https:// URL (http only on loopback), or "" for none."""
     return url_in(t, name, "") if t.data.get(name, "") != "" else t.get(name, str, "", "a URL")
@@ -591,6 +672,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
     offline = _offline(top.sub("offline"), cur)
     cashout = _cashout(top.sub("cashout"), cur)
     fleet = _fleet(top.sub("fleet"))
+    limits = _limits(top.sub("limits"))
     from kiosk.providers.registry import sections  # the providers declare their own tables
 
     providers = {
@@ -609,6 +691,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
         offline=offline,
         cashout=cashout,
         fleet=fleet,
+        limits=limits,
         providers=providers,
         kiosk_id=kiosk_id,
         location=location,
@@ -618,6 +701,42 @@ def load(path: Path, *, simulate: bool = False) -> Config:
         inactivity_timeout_s=inactivity,
         support_line=support_line,
     )
+
+
+def check_fleet_key(cfg: Config) -> None:
+    """The fleet's public key file, when ``fleet.public_key_file`` is set, read and parsed as
+    the daemon will (:func:`kiosk.fleet.commands.load_public_key`); ConfigError naming it.
+
+    Not done by :func:`load`: the key file is not part of the config file (a bundle's config
+    is checked before the file is written, and ``kiosk journal`` or ``support-bundle`` must
+    work with a broken key); ``kiosk config check`` runs it through :func:`check_key_files`."""
+    if cfg.fleet.public_key_file is None:
+        return
+    from kiosk.fleet.commands import load_public_key
+
+    try:
+        load_public_key(cfg.fleet.public_key_file)
+    except KioskError as exc:
+        raise ConfigError(
+            str(cfg.file),
+            "fleet.public_key_file",
+            f"the fleet's Ed25519 public key file (PEM, or its raw 32 bytes in base64): {exc}"
+            " (or leave fleet.public_key_file unset: every fleet command is then refused)",
+        ) from None
+
+
+def check_key_files(cfg: Config, secrets: Secrets) -> None:
+    """Every key the config names, parsed with cryptography as it will be used: the fleet's
+    public key (:func:`check_fleet_key`) and each configured provider's keys (its section's
+    ``local_check``: PayBy's public key file and the store's private key). ConfigError naming
+    the file, the key and what to do. For ``kiosk config check``, ``kiosk provision``'s check
+    and the daemon before it opens a device (a key that only looks like PEM is found here)."""
+    check_fleet_key(cfg)
+    from kiosk.providers.registry import sections
+
+    for name, section in sections().items():
+        if name in cfg.providers and section.local_check is not None:
+            section.local_check(cfg, secrets)
 
 
 def load_secrets(path: Path) -> Secrets:

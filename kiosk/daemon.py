@@ -31,6 +31,7 @@ from kiosk.fleet.view import DeviceView, ProviderView
 from kiosk.flows.context import Context, Sources
 from kiosk.hardware import Hardware, build
 from kiosk.journal import AsyncJournal
+from kiosk.lockout import Lockout
 from kiosk.providers.registry import connect_all, providers, starter
 from kiosk.reachability import Reachability
 from kiosk.router import route
@@ -69,6 +70,7 @@ class Daemon:
         self._paper = "ok"
         self._levels: dict[int, int] | None = None  # the recycler's, read by the idle loop
         self.fleet_hold: str | None = None  # out of service by a fleet command: its reason
+        self.lockout = Lockout(config.limits)  # too many refused codes: no code for a while
         self._http: dict[str, Any] = {}  # each provider's HTTP client (connect_all's order)
         self.service: str | None = None  # service mode: "door open" | "door closed" (confirm)
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()  # technicians' commands, for the loop
@@ -111,6 +113,7 @@ class Daemon:
                 ctx.out_of_service.set()
             if hw.panel.door_open:
                 await self._enter_service(ctx, "open at start")
+            await self._restore_lockout(journal)
             from kiosk.flows.recovery import recover
 
             settled = await recover(ctx, power_up or PowerUpReport())  # local only: fast
@@ -410,6 +413,8 @@ class Daemon:
             why.append("a device failed during a journey (see the last errors)")
         if self.fleet_hold is not None:
             why.append(f"out of service by the fleet: {self.fleet_hold}")
+        if (locked := self.lockout.reason()) is not None:
+            why.append(locked)
         if not self._printer_ready and not self.config.printer.allow_no_receipt:
             why.append(f"printer: {self._printer_word.removeprefix('not ready (')[:-1]}")
         down = [n for n in ctx.clients if ctx.reachability.is_down(n)]
@@ -418,7 +423,7 @@ class Daemon:
         return why
 
     async def _code(self, ctx: Context, hw: Hardware, text: str) -> None:
-        if ctx.out_of_service.is_set() or self.service is not None:
+        if ctx.out_of_service.is_set() or self.service is not None or self.lockout.reason():
             log.info("code refused: out of service")
             hw.panel.show(PanelState.REFUSED)
             await asyncio.sleep(RESULT_HOLD_S)
@@ -481,6 +486,7 @@ class Daemon:
             log.info("code refused: %s", exc)  # the message never holds the code
             await ctx.journal.call(ctx.journal.sync.log, "code.refused", {"reason": str(exc)})
             ctx.panel.show(PanelState.REFUSED)
+            await self._code_refused(ctx)
             return
         if not await self._receipt_possible(ctx):
             log.info("code refused: the printer is not ready (%s)", self._printer_word)
@@ -500,6 +506,24 @@ class Daemon:
         ctx.panel.show(PanelState.READING)
         tx = await module.run(ctx, request)
         log.info("%s: ended %s", tx.ref, tx.state)
+        if tx.state == "refused":  # the provider or the kiosk said no, nothing moved
+            await self._code_refused(ctx)
+
+    async def _restore_lockout(self, journal: AsyncJournal) -> None:
+        """A restart does not lift a lock on codes: its end is in the journal."""
+        for event in await journal.call(journal.sync.events, None, limit=2000):
+            if event["kind"] == "codes.locked":
+                self.lockout.until = float(event["data"].get("until", 0))
+                return
+
+    async def _code_refused(self, ctx: Context) -> None:
+        until = self.lockout.refused()
+        if until is not None:
+            n = self.config.limits.refused_codes
+            await ctx.journal.call(
+                ctx.journal.sync.log, "codes.locked", {"until": until, "refused": n}
+            )
+            log.warning("%d codes refused in a row: %s", n, self.lockout.reason())
 
     async def _device_event(self, ctx: Context, event: object) -> None:
         """A validator event in the idle loop (no journey listens): see flows.device_events."""

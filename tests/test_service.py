@@ -172,3 +172,33 @@ def test_a_refill_loads_the_recycler_until_green(tmp_path: Path) -> None:
             )
 
     run(scenario)
+
+
+def test_too_many_refused_codes_lock_the_kiosk_and_a_restart_keeps_the_lock(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            d, serve, reader = await serving(r)
+            j = r.ctx.journal
+            for i in range(5):  # someone tries codes
+                reader.codes.put_nowait(f"garbage-{i}")
+                await r.until(lambda i=i: len(_refused(d)) > i or d.lockout.reason())
+            await r.until(lambda: d.lockout.reason() is not None)
+            (why,) = (await status(d, r))["reasons"]
+            assert why.startswith("too many refused codes: no code is taken until")
+            await r.until_state(PanelState.OUT_OF_SERVICE)
+            kinds = [e["kind"] for e in await j.call(j.sync.events, None)]
+            assert "codes.locked" in kinds and kinds.count("code.refused") == 5
+            serve.cancel()
+            # a new daemon on the same journal reads the lock back
+            again, _, _ = _daemon(r)
+            assert again.lockout.reason() is None
+            await again._restore_lockout(j)
+            assert again.lockout.reason() is not None
+
+    run(scenario)
+
+
+def _refused(d: Daemon) -> list[float]:
+    return list(d.lockout._refused)
