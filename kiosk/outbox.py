@@ -124,10 +124,14 @@ class Forwarder:
         backoff: Backoff | None = None,
         parallel: int = 8,
         seed: int | None = None,
+        ahead_ms: Callable[[str], int] | None = None,
     ) -> None:
+        """``ahead_ms(provider)``: how far our clock is measured ahead of the provider's (0 if
+        behind or unknown); a request is void only once the provider's clock says so."""
         self.j = journal
         self.ops = ops
         self.clock_ms = clock_ms
+        self.ahead_ms = ahead_ms or (lambda provider: 0)
         self.backoff = backoff or Backoff()
         self._rng = random.Random(seed)
         self._locks: dict[int, asyncio.Lock] = {}
@@ -170,7 +174,7 @@ class Forwarder:
         if op is None:
             log.error("outbox %s: no operation %r in this build; left queued", row_id, row["op"])
             return "queued"
-        now = self.clock_ms()
+        now = self.provider_now_ms(row)
         request = await j.call(j.sync.unseal, row)
         if request is not None and now < row["void_after_ms"]:
             attempt = await op.send(row, request)
@@ -225,6 +229,12 @@ class Forwarder:
             return "queued"
         self.settled += 1
         return str((await j.call(j.sync.outbox_row, row_id))["status"])
+
+    def provider_now_ms(self, row: dict[str, Any]) -> int:
+        """Now as the row's provider sees it, never later than our clock: a kiosk whose clock
+        runs ahead (a bad NTP step) must not settle a request as void that the provider may
+        still apply (the op's name starts with its provider: ``payby.pay``)."""
+        return self.clock_ms() - max(0, self.ahead_ms(str(row["op"]).split(".")[0]))
 
     def _delay_ms(self, attempts: int) -> int:
         return int(self.backoff.delay_s(attempts, self._rng) * 1000)

@@ -44,6 +44,12 @@ class Reachability:
         (``None``: not measurable); ``refused``: it refused our request's time outright."""
         self._clocks[provider] = (skew_s, refused)
 
+    def ahead_ms(self, provider: str) -> int:
+        """How far our clock was last measured ahead of ``provider``'s, ms (0: behind or not
+        measured): the outbox waits that much longer before a request is void."""
+        skew, _ = self._clocks.get(provider, (None, False))
+        return max(0, int((skew or 0.0) * 1000))
+
     def clock_recorder(self, provider: str) -> Callable[[float | None, bool], None]:
         """The ``on_clock`` callback of ``provider``'s client."""
         return lambda skew_s, refused: self.clock(provider, skew_s, refused)

@@ -22,3 +22,17 @@ def test_status_shows_reachability_and_the_measured_clock() -> None:
     reach.clock_recorder("payby")(None, True)  # refused outright, skew not measurable
     assert reach.status()["payby"]["clock_refused"] is True
     assert "clock_skew_s" not in reach.status()["payby"]
+
+
+def test_the_outbox_waits_for_the_providers_clock_before_a_request_is_void() -> None:
+    """Our clock 5 minutes ahead of PayBy's (measured from its replies): a row whose void
+    moment has passed by our clock but not by PayBy's is not void yet; behind: no change."""
+    from kiosk.outbox import Forwarder
+
+    reach = Reachability()
+    reach.clock("payby", 300.0)
+    reach.clock("rapyd", -40.0)
+    fw = Forwarder(None, {}, clock_ms=lambda: 1_000_000, ahead_ms=reach.ahead_ms)  # type: ignore[arg-type]
+    assert fw.provider_now_ms({"op": "payby.pay"}) == 1_000_000 - 300_000
+    assert fw.provider_now_ms({"op": "rapyd.withdraw"}) == 1_000_000
+    assert fw.provider_now_ms({"op": "cashii.watch"}) == 1_000_000  # not measured

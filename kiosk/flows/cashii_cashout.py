@@ -297,7 +297,10 @@ class CashiiWatch:
         j = self.ctx.journal
         tx = await j.call(j.sync.get, row["tx_id"])
         verdict, detail = await self._state(tx.provider_ref or "", tx)
-        if verdict is Verdict.UNKNOWN and self.ctx.clock_ms() >= row["void_after_ms"]:
+        if (
+            verdict is Verdict.UNKNOWN
+            and self.ctx.outbox().provider_now_ms(row) >= row["void_after_ms"]
+        ):
             return Verdict.NOT_APPLIED, {**detail, "gave_up": True}
         return verdict, detail
 

@@ -67,7 +67,9 @@ class Context:
                 if module.JOURNEY.provider in self.clients:
                     for op in module.operations(self):
                         ops[op.name] = op
-            self.forwarder = Forwarder(self.journal, ops, clock_ms=self.clock_ms)
+            self.forwarder = Forwarder(
+                self.journal, ops, clock_ms=self.clock_ms, ahead_ms=self.reachability.ahead_ms
+            )
         return self.forwarder
 
 

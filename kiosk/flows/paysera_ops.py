@@ -284,7 +284,7 @@ class PayseraCashInConfirm:
         j, client = self.ctx.journal, self.ctx.client("paysera")
         tx = await j.call(j.sync.get, row["tx_id"])
         key = tx.provider_ref or ""
-        if self.ctx.clock_ms() >= row["void_after_ms"]:
+        if self.ctx.outbox().provider_now_ms(row) >= row["void_after_ms"]:
             verdict, detail, why = await resolve(client, key)  # lapsed: make it final
             return verdict, ({**detail, "error": why} if why else detail)
         try:

@@ -421,7 +421,7 @@ class RapydLogout:
         return Attempt(Delivery.DONE, {"settled_by": "logout"})
 
     async def query(self, row: dict[str, Any]) -> tuple[Verdict, dict[str, Any]]:
-        if self.ctx.clock_ms() >= row["void_after_ms"]:
+        if self.ctx.outbox().provider_now_ms(row) >= row["void_after_ms"]:
             return Verdict.NOT_APPLIED, {"error": "gave up: the session has long expired"}
         return Verdict.UNKNOWN, {"error": "close again"}
 
