@@ -1,7 +1,10 @@
 """The ``kiosk`` command. Subcommands import what they need when they run (start-up time).
 
 Exit status: 0 success, 1 failure, 2 bad configuration or usage (the message names the file,
-the key and the expected form).
+the key and the expected form), 3 where a command documents it, 70 an internal error (a bug: one
+line, the traceback with ``-v``), 130 interrupted, 141 the reader of the output went away
+(``kiosk journal | head``: as a process killed by SIGPIPE). No command prints a traceback
+but ``kiosk run``, whose crash systemd must see.
 """
 
 from __future__ import annotations
@@ -13,12 +16,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from drivers.errors import DriverError
-from kiosk.errors import ConfigError, KioskError
+from kiosk.errors import ConfigError, KioskError, StorageError, UsageError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EX_SOFTWARE = 70  # sysexits.h: an internal error
+EXIT_PIPE = 128 + 13  # SIGPIPE, as the shell shows a process the signal killed
+
+log = logging.getLogger("kiosk.cli")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -47,12 +55,61 @@ def _load(args: argparse.Namespace, simulate: bool = False):  # type: ignore[no-
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gpiozero.exc import GPIOZeroError
+
     from kiosk.daemon import Daemon
+    from kiosk.errors import DeviceError
     from kiosk.statelock import StateLock
 
     cfg, secrets = _load(args, simulate=args.simulate)
-    with StateLock(cfg.state_dir):  # one daemon per state directory
+    lock = StateLock(cfg.state_dir)  # one daemon per state directory
+    try:
+        lock.acquire()
+    except OSError as exc:
+        if isinstance(exc, KioskError):  # StateLocked: another daemon runs here
+            raise
+        raise StorageError(
+            f"state directory {cfg.state_dir}: {exc.strerror or exc}: check kiosk.state_dir in"
+            f" {cfg.file} and that the daemon's user may write there"
+        ) from exc
+    try:
         return asyncio.run(Daemon(cfg, secrets).run())
+    except DriverError as exc:  # a device the daemon could not open and does not wait for
+        log.debug("kiosk run: stopped by a device", exc_info=True)
+        raise DeviceError(*_device_of(cfg, exc)) from exc
+    except GPIOZeroError as exc:
+        raise DeviceError(
+            "gpio panel",
+            f"{str(exc).rstrip('!.')}: on a Raspberry Pi install lgpio (sudo apt install"
+            " python3-lgpio) and give the daemon's user the gpio group; elsewhere run with"
+            " --simulate",
+        ) from exc
+    finally:
+        lock.release()
+
+
+def _device_of(cfg: Any, exc: DriverError) -> tuple[str, str]:
+    """(device, message) for a driver error at start-up: the device whose configured port the
+    error names, and what to check (a camera's or a missing library's message says it)."""
+    from drivers.errors import DecoderUnavailable
+
+    text, v, p, r = str(exc), cfg.validator, cfg.printer, cfg.reader
+    if isinstance(exc, DecoderUnavailable):
+        return "code reader", text
+    serial = [
+        ("validator", v.driver != "sim" and v.port, "[hardware.validator] port"),
+        ("printer", p.driver == "escpos" and p.port, "[hardware.printer] port"),
+        ("code reader", r.driver == "scanner" and r.port, "[hardware.reader] port"),
+    ]
+    for device, port, key in serial:
+        if port and port in text:
+            return (
+                device,
+                f"{text}: check that it is plugged in and powered, and {key} in {cfg.file}",
+            )
+    if r.driver in ("usb", "picamera2") and "camera" in text:
+        return "camera", text
+    return "a device", f"{text}: check the devices and the [hardware] section of {cfg.file}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -68,11 +125,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
-class UsageError(KioskError):
-    """Bad arguments on the command line: exit status 2, the message says what to change."""
-
-
 def _check_link(link: str) -> Path:
+    """``--link``: not a file we did not make, in a directory we may write (made if missing)."""
     from drivers.errors import PortError
     from drivers.pty import check_link_path
 
@@ -80,7 +134,28 @@ def _check_link(link: str) -> Path:
         check_link_path(Path(link))
     except PortError as exc:
         raise UsageError(f"--link {exc}") from exc
+    _writable_dir("--link", Path(link).parent, "the link to the pty")
     return Path(link)
+
+
+def _writable_dir(flag: str, path: Path, what: str) -> Path:
+    """``path`` made if missing and proved writable, or :class:`UsageError` naming ``flag``."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise UsageError(
+            f"{flag} {path}: a file is in the way, not a directory: name a directory for {what}"
+        ) from exc
+    except OSError as exc:
+        raise UsageError(
+            f"{flag} {path}: cannot write there ({exc.strerror or exc}): name a directory you"
+            f" may write, for {what}"
+        ) from exc
+    return path
 
 
 def cmd_sim_setup(args: argparse.Namespace) -> int:
@@ -101,22 +176,69 @@ def cmd_sim_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_validator(args: argparse.Namespace) -> int:
+    from kiosk.errors import MoneyError
     from kiosk.money import currency
 
-    _check_link(args.link)
+    try:
+        currency(args.currency)  # refuse an unknown currency before anything starts
+    except MoneyError as exc:
+        raise UsageError(f"--currency: {exc}") from exc
     from kiosk.simserve import DEFAULT_NOTES, serve_validator
 
-    currency(args.currency)  # refuse an unknown currency before anything starts
-    notes = tuple(int(n) for n in args.notes.split(",")) if args.notes else DEFAULT_NOTES
+    notes = _notes(args.notes, args.protocol) if args.notes else DEFAULT_NOTES
+    levels = _levels(args.levels, args.protocol, notes) if args.levels else None
+    _check_link(args.link)
     control = Path(args.control) if args.control else None
-    levels = None
-    if args.levels:
-        pairs = (item.split("x") for item in args.levels.split(","))
-        levels = {int(value): int(count) for value, count in pairs}
+    if control is not None:
+        _writable_dir("--control", control.parent, "the control socket")
     asyncio.run(
         serve_validator(args.protocol, Path(args.link), args.currency, control, notes, levels)
     )
     return 0
+
+
+_CHANNELS = {"essp": 24, "id003": 8}  # eSSP channels 1-24; ID-003 escrow codes 0x61-0x68
+
+
+def _minor(text: str) -> int | None:
+    """A count or an amount in minor units, or None (int() alone would take '1_000', and
+    fail on '²' or on five thousand digits)."""
+    text = text.strip()
+    return int(text) if text.isdecimal() and text.isascii() and len(text) <= 12 else None
+
+
+def _notes(text: str, protocol: str) -> tuple[int, ...]:
+    """``--notes 500,1000,2000``: each channel's value, positive minor units."""
+    most = _CHANNELS[protocol]
+    values = [_minor(item) for item in text.split(",")]
+    if not all(values) or len(values) > most:  # None or 0 among them
+        raise UsageError(
+            f"--notes {text}: expected up to {most} note values in minor units separated by"
+            " commas, e.g. 500,1000,2000"
+        )
+    return tuple(v for v in values if v)
+
+
+def _levels(text: str, protocol: str, notes: tuple[int, ...]) -> dict[int, int]:
+    """``--levels 1000x10,2000x10``: the SMART Payout's float, note value -> count."""
+    if protocol != "essp":
+        raise UsageError("--levels is the eSSP SMART Payout's float: use it with --protocol essp")
+    levels: dict[int, int] = {}
+    for item in text.split(","):
+        value_text, _, count_text = item.partition("x")
+        value, count = _minor(value_text), _minor(count_text)
+        if value is None or count is None:
+            raise UsageError(
+                f"--levels {text}: expected VALUExCOUNT pairs separated by commas, in minor"
+                " units, e.g. 1000x10,2000x10,5000x10"
+            )
+        if value not in notes:
+            raise UsageError(
+                f"--levels {text}: {value} is not a note of this validator"
+                f" ({', '.join(map(str, notes))}; see --notes)"
+            )
+        levels[value] = count
+    return levels
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -196,11 +318,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _journal(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _journal(args: argparse.Namespace, *, write: bool = False):  # type: ignore[no-untyped-def]
+    """The kiosk's journal, read-only unless ``write``: a technician's command never creates
+    the state directory or an empty journal (:class:`~kiosk.errors.NoJournal` when absent)."""
     from kiosk.journal import Journal
 
     cfg, secrets = _load(args)
-    return Journal.open(cfg.journal_path, kiosk_id=cfg.kiosk_id, code_key=secrets.journal_key)
+    path, kiosk_id, key = cfg.journal_path, cfg.kiosk_id, secrets.journal_key
+    reader = Journal.open_read_only(path, kiosk_id=kiosk_id, code_key=key)
+    if not write:
+        return reader
+    reader.close()  # it is there and readable: a write needs the daemon's journal, never a new one
+    return Journal.open(path, kiosk_id=kiosk_id, code_key=key)
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
@@ -318,17 +447,18 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from kiosk.reconcile import main as reconcile
 
     cfg, secrets = _load(args)
+    _journal(args).close()  # refuse cleanly, creating nothing, when there is no journal to read
     return reconcile(cfg, secrets, args.since, args.json)
 
 
 def cmd_liabilities(args: argparse.Namespace) -> int:
     from kiosk.money import Money
 
-    j = _journal(args)
     if args.settle is not None:
         if not args.note:
             print("--note is required to settle a liability", file=sys.stderr)
             return 2
+        j = _journal(args, write=True)
         try:
             j.settle_liability(args.settle, args.note)
         except ValueError as exc:
@@ -336,6 +466,7 @@ def cmd_liabilities(args: argparse.Namespace) -> int:
             return 1
         print(f"liability {args.settle} settled")
         return 0
+    j = _journal(args)
     rows = j.liabilities(open_only=not args.all)
     for r in rows:
         tx = j.get(r["tx_id"])
@@ -352,7 +483,16 @@ def _admin(args: argparse.Namespace, cmd: str, **kw: object) -> dict[str, Any]:
     from kiosk import admin, config
 
     cfg = config.load(config.resolve_path(args.config))
-    reply = admin.call(cfg.state_dir / "admin.sock", {"cmd": cmd, **kw})
+    sock = cfg.state_dir / "admin.sock"
+    try:
+        reply = admin.call(sock, {"cmd": cmd, **kw})
+    except (OSError, ValueError) as exc:  # cut off, timed out, or not a JSON line back
+        if isinstance(exc, KioskError):
+            raise
+        raise KioskError(
+            f"the daemon on {sock} did not answer {cmd!r} ({type(exc).__name__}: {exc}):"
+            " see journalctl -u kiosk"
+        ) from exc
     if not reply.get("ok"):
         raise KioskError(str(reply.get("error")))
     return reply
@@ -417,6 +557,7 @@ def cmd_sim_printer(args: argparse.Namespace) -> int:
     from drivers.escpos.sim import run_simulator
 
     _check_link(args.link)
+    out = _writable_dir("--out", Path(args.out), "the rendered receipts")
 
     async def serve() -> None:
         import signal
@@ -428,9 +569,9 @@ def cmd_sim_printer(args: argparse.Namespace) -> int:
         from drivers.escpos.sim import EscposSimulator
         from drivers.sim.control import PrinterRig, serve_control
 
-        sim = EscposSimulator(Path(args.out), columns=args.columns)
+        sim = EscposSimulator(out, columns=args.columns)
         task = asyncio.create_task(
-            run_simulator(Path(args.link), Path(args.out), columns=args.columns, sim=sim)
+            run_simulator(Path(args.link), out, columns=args.columns, sim=sim)
         )
         server = await serve_control(PrinterRig(sim), Path(args.control)) if args.control else None
         print(
@@ -674,21 +815,66 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        return int(args.fn(args))
+        return _run(args)
+    except BrokenPipeError:  # the reader went away (``| head``): quiet, as after SIGPIPE
+        _stdout_to_devnull()
+        return EXIT_PIPE
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, each error mapped to one line on stderr and an exit status."""
+    try:
+        status = int(args.fn(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:
+        raise
     except ConfigError as exc:
         print(f"kiosk: configuration error: {exc}", file=sys.stderr)
         return 2
-    except UsageError as exc:
-        print(f"kiosk: {exc}", file=sys.stderr)
-        return 2
     except KioskError as exc:
         print(f"kiosk: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_status", 1))  # 2 for a refusal like StateLocked
+        return int(getattr(exc, "exit_status", 1))  # 2 for UsageError, a refusal (StateLocked)
     except DriverError as exc:  # a device or port the command could not use
         print(f"kiosk: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: one line for the technician, never a traceback
+        what = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if args.command == "run":  # the daemon: systemd (and journald) must see the crash
+            log.error("kiosk run: crashed: %s", what, exc_info=True)
+            _quiet_excepthook(exc)
+            raise
+        from kiosk.redact import redact
+
+        log.debug("kiosk %s: internal error", args.command, exc_info=True)
+        print(f"kiosk: internal error: {redact(what)} (run it again with -v for the details;"
+              " please report it)", file=sys.stderr)  # fmt: skip
+        return EX_SOFTWARE
+
+
+def _quiet_excepthook(logged: BaseException) -> None:
+    """The interpreter's last word on ``logged`` is dropped: its traceback is in the log
+    already, through the redacting filter (printed again it would not be redacted)."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if value is not logged:
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null: the interpreter flushes stdout once more on its way out, and
+    that flush would fail again (the Python docs' recipe for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real fd 1 (stdout replaced in-process)
+        pass
 
 
 if __name__ == "__main__":

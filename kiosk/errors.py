@@ -4,9 +4,13 @@
 
     KioskError
      ├── ConfigError(KioskError, ValueError)   bad configuration: fix the file named; exit 2
+     ├── UsageError(KioskError, ValueError)    bad command-line arguments: change them; exit 2
+     ├── ListenError(KioskError, OSError)      a local server cannot listen (port taken)
      ├── MoneyError(KioskError, ValueError)    an amount that cannot be represented exactly
      ├── PayloadError(KioskError, ValueError)  a scanned code the kiosk does not accept
      ├── StorageError(KioskError, OSError)     the journal cannot be read or written
+     │    └── NoJournal                        no journal where the config says: the kiosk
+     │                                         never ran here, or kiosk.state_dir is wrong
      ├── DeviceError(KioskError, OSError)      a device is missing or misbehaves
      └── ProviderError(KioskError)             a provider call failed
           ├── ProviderRefused                  the provider said no, for good: nothing moved
@@ -37,6 +41,18 @@ class ConfigError(KioskError, ValueError):
         super().__init__(f"{where}: expected {expected}")
 
 
+class UsageError(KioskError, ValueError):
+    """Bad arguments on the command line (a value, a host, a port, a path): exit status 2,
+    the message names the argument and says what to change."""
+
+    exit_status = 2
+
+
+class ListenError(KioskError, OSError):
+    """A local server (``kiosk sandbox``) cannot listen on its address: the port is taken or
+    needs privileges. Exit status 1; the message names the address and what to do."""
+
+
 class MoneyError(KioskError, ValueError):
     """An amount or currency that cannot be represented exactly in minor units."""
 
@@ -47,6 +63,16 @@ class PayloadError(KioskError, ValueError):
 
 class StorageError(KioskError, OSError):
     """The journal cannot be opened, migrated or written: check the disk and the state dir."""
+
+
+class NoJournal(StorageError):
+    """There is no journal at ``path``: the kiosk never ran with this config, or the config's
+    ``kiosk.state_dir`` points somewhere else. Technicians' commands refuse instead of creating
+    an empty one."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        super().__init__(f"no journal at {path}: has the kiosk run here? (check kiosk.state_dir)")
 
 
 class DeviceError(KioskError, OSError):

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
 from kiosk.crashhook import CrashHook
-from kiosk.errors import StorageError
+from kiosk.errors import NoJournal, StorageError
 from kiosk.journeys import JOURNEYS, TERMINAL
 
 P = ParamSpec("P")
@@ -263,6 +263,44 @@ class Journal:
         except sqlite3.Error as exc:
             raise StorageError(f"journal {path}: {exc}; check the disk and the state dir") from exc
         return journal
+
+    @classmethod
+    def open_read_only(cls, path: Path, *, kiosk_id: str, code_key: bytes) -> Journal:
+        """Open the journal at ``path`` for reading only (technicians' commands): never creates
+        the state directory or a journal, never migrates, never writes. Raises
+        :class:`~kiosk.errors.NoJournal` when there is none, :class:`StorageError` when it
+        cannot be read or its schema is older than this kiosk's (the daemon migrates it).
+
+        A journal in WAL mode needs its ``-shm`` file to be read; when the daemon is stopped and
+        the directory is not ours to write, SQLite cannot create it, so the file is read as
+        immutable then (no ``-wal`` file: no writer has it open)."""
+        try:
+            present = path.is_file()
+        except OSError as exc:  # a directory on the way we may not search
+            raise StorageError(f"journal {path}: cannot read it ({exc}); {_AS_KIOSK}") from exc
+        if not present:
+            raise NoJournal(path)
+        conn = _connect_ro(path)  # connecting reads nothing yet: the first query does
+        try:
+            try:
+                version = _schema_version(conn)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorname not in _NEEDS_SHM or _wal_of(path).exists():
+                    raise
+                conn.close()
+                conn = _connect_ro(path, immutable=True)
+                version = _schema_version(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StorageError(f"journal {path}: cannot read it ({exc}); {_AS_KIOSK}") from exc
+        if version < len(MIGRATIONS):
+            conn.close()
+            behind = "has no kiosk tables" if version == 0 else f"is at schema {version}"
+            raise StorageError(
+                f"journal {path} {behind}, this kiosk reads schema {len(MIGRATIONS)}: start the"
+                " daemon once (systemctl restart kiosk) to migrate it"
+            )
+        return cls(_Db(conn), kiosk_id, code_key)
 
     def close(self) -> None:
         self.db.conn.close()
@@ -986,6 +1024,35 @@ def read_rows(path: Path, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Ro
         return []
     finally:
         conn.close()
+
+
+_AS_KIOSK: Final = "run the command as the kiosk's user (sudo -u kiosk) or as root"
+_NEEDS_SHM: Final = frozenset({"SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN"})
+"""What SQLite says when a read-only WAL reader cannot create the ``-shm`` file."""
+
+
+def _connect_ro(path: Path, *, immutable: bool = False) -> sqlite3.Connection:
+    """A read-only connection to ``path`` (``mode=ro``, and query_only on top of it)."""
+    uri = path.absolute().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
+        conn.execute("PRAGMA query_only=ON")
+    except sqlite3.Error as exc:
+        raise StorageError(f"journal {path}: cannot open it ({exc}); {_AS_KIOSK}") from exc
+    return conn
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """The highest migration applied; 0 when the file has no ``_migrations`` table."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+    ).fetchone():
+        return 0
+    return int(conn.execute("SELECT MAX(version) FROM _migrations").fetchone()[0] or 0)
+
+
+def _wal_of(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
 
 
 def chain_hash(prev: str, row: Sequence[Any]) -> str:

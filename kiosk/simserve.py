@@ -15,6 +15,9 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from drivers.errors import DriverError
+from kiosk.errors import DeviceError, UsageError
+
 DEFAULT_NOTES = (500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
 
@@ -57,7 +60,14 @@ async def serve_validator(
     from drivers.sim.control import ValidatorRig, serve_control
 
     script, device = build_simulator(protocol, link, currency, notes, levels)
-    server = await serve_control(ValidatorRig(script), control) if control else None
+    try:
+        server = await serve_control(ValidatorRig(script), control) if control else None
+    except OSError as exc:  # start-up: a refusal naming the socket, never a traceback
+        device.close()  # never started
+        raise UsageError(
+            f"--control {control}: cannot listen there ({exc.strerror or exc}): name a socket"
+            " path in a directory you may write"
+        ) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,7 +84,11 @@ async def serve_validator(
         )
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        if server is not None:
-            server.close()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except (OSError, DriverError) as exc:  # the pty or its link could not be made
+            raise DeviceError(f"{protocol} simulator", f"{exc}") from exc
+        finally:
+            if server is not None:
+                server.close()

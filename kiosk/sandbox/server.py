@@ -19,9 +19,11 @@ server honours after the operation took effect.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlsplit
 
+from kiosk.errors import ListenError, UsageError
 from kiosk.sandbox.kit import (
     MAX_DELAY_S,
     Fault,
@@ -200,7 +203,52 @@ def _loopback(host: str) -> str:
             return address
     except ValueError:
         pass
-    raise ValueError(f"the sandbox binds loopback only (127.0.0.1, ::1, localhost), not {host!r}")
+    raise UsageError(
+        f"host {host!r}: the sandbox binds loopback only (127.0.0.1, ::1 or localhost)"
+    )
+
+
+# --- start-up: each refusal a message saying what to change (kiosk.errors), never a traceback ---
+
+
+def _port(port: int) -> int:
+    if isinstance(port, bool) or not 0 <= port <= 65535:
+        raise UsageError(f"port {port}: expected 0-65535 (0: any free port)")
+    return port
+
+
+def _state_dir(state_dir: Path) -> None:
+    """Make ``state_dir`` and prove a file can be written there (the providers' ledgers and
+    keys are), or refuse naming it."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=state_dir):
+            pass
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise UsageError(
+            f"sandbox state directory {state_dir}: a file is in the way: name a directory"
+            " (it is created if missing)"
+        ) from exc
+    except OSError as exc:
+        raise UsageError(
+            f"sandbox state directory {state_dir}: cannot write there"
+            f" ({exc.strerror or exc}): name a directory you may write"
+        ) from exc
+
+
+def _listen(address: tuple[str, int], app: SandboxApp) -> _Server:
+    try:
+        return _Server(address, app)
+    except OSError as exc:
+        host, port = address
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        why = {
+            errno.EADDRINUSE: "the port is in use (another kiosk sandbox?): stop that one, or"
+            " choose another port",
+            errno.EACCES: "ports below 1024 need privileges: choose another port",
+            errno.EADDRNOTAVAIL: "this machine has no such address: use 127.0.0.1",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        raise ListenError(f"the sandbox cannot listen on {shown}: {why}") from exc
 
 
 def default_providers(state_dir: Path, clock: SandboxClock) -> list[Provider]:
@@ -215,11 +263,15 @@ class Sandbox:
     """A running sandbox: ``url`` (``http://127.0.0.1:<port>``), ``payby``, ``clock``."""
 
     def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        """Raises :class:`~kiosk.errors.UsageError` for a host that is not loopback, a port out
+        of range or a ``state_dir`` that is a file or not writable, and
+        :class:`~kiosk.errors.ListenError` when the address cannot be bound (port in use)."""
+        address = (_loopback(host), _port(port))  # refused before anything is written
+        _state_dir(state_dir)
         self.clock = SandboxClock(state_dir)
         self.app = SandboxApp(self.clock, default_providers(state_dir, self.clock))
         try:
-            self._server = _Server((_loopback(host), port), self.app)
+            self._server = _listen(address, self.app)
         except BaseException:
             self.app.close()
             raise
