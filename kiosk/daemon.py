@@ -261,8 +261,7 @@ class Daemon:
             DeviceView(
                 "door", not ctx.panel.door_open, "open" if ctx.panel.door_open else "closed"
             ),
-            DeviceView("camera", True, "ok"),
-        ]
+        ]  # the camera is not monitored yet: absent rather than always "up"
         if ctx.dispenser is not None:
             levels = self._levels or {}
             value = sum(v * n for v, n in levels.items())
@@ -340,6 +339,9 @@ class Daemon:
         self._looping = True
         while True:
             self.beat_at = time.monotonic()
+            if hw.panel.door_open and self.service != "door open":
+                # opened while a journey held the panel (it takes only its buttons' events)
+                await self._enter_service(ctx, "opened during a journey")
             why = self.reasons(ctx)
             hw.panel.show(PanelState.OUT_OF_SERVICE if why else PanelState.READY)
             self.notifier.status(f"out of service: {'; '.join(why)}" if why else "ready")

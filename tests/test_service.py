@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from drivers.panel import PanelState
+from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import PaperState
 from drivers.validator.base import FaultKind
 from kiosk import status as status_words
@@ -202,3 +202,19 @@ def test_too_many_refused_codes_lock_the_kiosk_and_a_restart_keeps_the_lock(
 
 def _refused(d: Daemon) -> list[float]:
     return list(d.lockout._refused)
+
+
+def test_a_door_opened_during_a_journey_is_not_lost(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            d, hw, _ = _daemon(r)
+            r.factory.pin(DOOR).drive_high()  # opened while a journey runs…
+            assert await r.panel.next_event() == PanelEvent.DOOR_OPEN  # …which took the event
+            serve = asyncio.create_task(d._serve(r.ctx, hw))  # the idle loop comes round
+            await r.until(lambda: d.service == "door open")
+            j = r.ctx.journal
+            (ev,) = [e for e in await j.call(j.sync.events, None) if e["kind"] == "door.open"]
+            assert ev["data"] == {"how": "opened during a journey"}
+            serve.cancel()
+
+    run(scenario)
