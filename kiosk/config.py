@@ -239,14 +239,14 @@ class _Table:
         if name not in self.data:
             return default
         value = self.data[name]
+        if kind in (int, float) and type(value) is int and not -(2**63) <= value < 2**63:
+            # TOML integers are 64-bit; tomllib takes any size (10**400, too big for a float)
+            raise self.error(name, f"{expected}, a 64-bit integer")
         if kind is float and type(value) is int:
-            try:
-                value = float(value)
-            except OverflowError:  # TOML integers of any size reach here: 10**400
-                raise self.error(name, f"{expected}, a finite number") from None
+            value = float(value)
         if type(value) is not kind:
             raise self.error(name, expected)
-        if type(value) is float and not math.isfinite(value):  # TOML has inf, -inf and nan
+        if isinstance(value, float) and not math.isfinite(value):  # TOML: inf, -inf, nan
             raise self.error(name, f"{expected}, a finite number (not inf or nan)")
         return value
 
@@ -729,8 +729,10 @@ def check_key_files(cfg: Config, secrets: Secrets) -> None:
     """Every key the config names, parsed with cryptography as it will be used: the fleet's
     public key (:func:`check_fleet_key`) and each configured provider's keys (its section's
     ``local_check``: PayBy's public key file and the store's private key). ConfigError naming
-    the file, the key and what to do. For ``kiosk config check``, ``kiosk provision``'s check
-    and the daemon before it opens a device (a key that only looks like PEM is found here)."""
+    the file, the key and what to do: a key that only looks like PEM is found here, not by the
+    daemon after it opened the devices. The one call for ``kiosk config check``, ``kiosk
+    provision``'s check and ``kiosk run`` before it starts the daemon (its second half is the
+    provider loop those run today)."""
     check_fleet_key(cfg)
     from kiosk.providers.registry import sections
 

@@ -190,10 +190,14 @@ class Identity:
 
 
 def check_fleet_url(url: str) -> bool:
-    """https://, or plain http on loopback (a test fleet); no quotes, spaces or backslashes."""
-    if any(c in url for c in "\"'\\ ") or not url.isprintable():
-        return False
-    return url == "" or url.startswith(("https://", "http://127.", "http://localhost"))
+    """Empty (none), or a URL :func:`kiosk.config.https_or_loopback` takes: https://, or plain
+    http to loopback (a test fleet), parsed rather than matched by prefix. No quotes either:
+    :meth:`Identity.info_toml` writes it into TOML as it is."""
+    from kiosk.config import https_or_loopback
+
+    if url == "":
+        return True
+    return not any(c in url for c in "\"'") and https_or_loopback(url)
 
 
 def load(etc: Path = ETC) -> Identity:

@@ -160,3 +160,334 @@ def test_validator_protocol_settings(tmp_path: Path) -> None:
         True,
     )
     assert v.line == LineSettings(38400, 8, "N", 2)
+
+
+# -- hostile input (issue 16) -------------------------------------------------------------------
+
+PROVIDERS = (
+    '[payby]\npartner_id = "200000000888"\n'
+    '[paysera]\nclient_id = "wkVd93h2uS"\n'
+    '[rapyd]\naccess_key = "8C6223151345345D"\npos_id = "pos-1"\n'
+    "[cashii]\n"
+)
+
+
+def _with(tmp_path: Path, table: str, line: str) -> Path:
+    """A config with every provider's table, and ``line`` added to ``table``."""
+    text = f'[kiosk]\nid = "K"\n{PROVIDERS}'
+    head = f"[{table}]\n"
+    text = text.replace(head, head + line + "\n") if head in text else f"{text}{head}{line}\n"
+    path = tmp_path / "kiosk.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_provider_table_loads_as_written(tmp_path: Path) -> None:
+    cfg = config.load(_with(tmp_path, "kiosk", 'location = "here"'))
+    assert set(cfg.providers) == {"payby", "paysera", "rapyd", "cashii"}
+
+
+@pytest.mark.parametrize("number", ["inf", "-inf", "nan", "+inf", "-nan"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "kiosk.inactivity_timeout_s",
+        "hardware.validator.escrow_timeout_s",
+        "hardware.validator.stack_s",
+        "hardware.reader.poll_s",
+        "hardware.reader.hold_s",
+        "hardware.reader.budget_ms",
+        "fleet.interval_s",
+        "fleet.timeout_s",
+        "payby.timeout_s",
+        "payby.pay_wait_s",
+        "payby.clock_margin_s",
+        "payby.poll_interval_s",
+        "paysera.timeout_s",
+        "paysera.confirm_wait_s",
+        "rapyd.otp_wait_s",
+        "rapyd.timeout_s",
+        "cashii.poll_interval_s",
+        "cashii.pay_timeout_s",
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, key: str, number: str) -> None:
+    """Before: ``inactivity_timeout_s = inf`` and ``payby.timeout_s = inf`` passed the
+    positive-number checks (nan passed none, but was refused by luck of the comparison)."""
+    table, _, name = key.rpartition(".")
+    with pytest.raises(ConfigError) as err:
+        config.load(_with(tmp_path, table, f"{name} = {number}"))
+    assert err.value.key == key
+    assert "a finite number (not inf or nan)" in err.value.expected
+
+
+@pytest.mark.parametrize(
+    "key", ["kiosk.inactivity_timeout_s", "payby.timeout_s", "paysera.allowance_id"]
+)
+def test_an_integer_beyond_64_bits_is_refused(tmp_path: Path, key: str) -> None:
+    """tomllib reads integers of any size; 10**400 is no float at all, and no allowance id."""
+    table, _, name = key.rpartition(".")
+    with pytest.raises(ConfigError) as err:
+        config.load(_with(tmp_path, table, f"{name} = 1{'0' * 400}"))
+    assert err.value.key == key and "64-bit integer" in err.value.expected
+
+
+def test_a_large_finite_timeout_is_still_a_range_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load(_with(tmp_path, "payby", "timeout_s = 1e300"))
+    assert err.value.key == "payby.timeout_s" and "at most 60" in err.value.expected
+
+
+URLS_OK = [
+    "https://api.payby.com/sgs/api",
+    "https://api.payby.com:8443/sgs/api?x=1#f",
+    "HTTPS://API.EXAMPLE.COM",
+    "https://203.0.113.7",
+    "https://[2001:db8::1]:443/x",
+    "http://localhost",
+    "http://localhost:8700/payby",
+    "http://LOCALHOST/x",
+    "http://127.0.0.1:8700",
+    "http://127.1.2.3/x",
+    "http://[::1]:8700/x",
+]
+URLS_REFUSED = [
+    "http://localhost.evil.example/sgs",  # a prefix check took these two
+    "http://127.0.0.1.evil.example/",
+    "http://127.evil.example/",
+    "http://localhostx/",
+    "http://127.1/",  # not a dotted quad
+    "http://10.0.0.1/",  # not loopback
+    "http://[::ffff:127.0.0.1]/",
+    "http://evil.example",
+    "https://user@api.example.com",  # userinfo
+    "https://api.example.com@evil.example",
+    "http://localhost@evil.example/",
+    "http://evil.example#@localhost",
+    "https://api.example.com\\@evil.example",  # backslash
+    "https://api.example.com\\x",
+    "https://api.example.com:port/",  # port
+    "https://api.example.com:/",
+    "https://api.example.com:99999/",
+    "https://api.example.com:0/",
+    "https:///path",  # no host
+    "https:api.example.com",
+    "https://",
+    "https://-bad-.example",
+    "https://a..b",
+    "https://[::1",
+    "https://ex ample.com",  # whitespace, control characters, non-ASCII
+    "https://example.com/\t",
+    "http://local\thost/",
+    "https://exämple.com",
+    "ftp://example.com",
+    "//example.com",
+    "",
+]
+
+
+@pytest.mark.parametrize("url", URLS_OK)
+def test_https_or_loopback_takes(url: str) -> None:
+    assert config.https_or_loopback(url)
+
+
+@pytest.mark.parametrize("url", URLS_REFUSED)
+def test_https_or_loopback_refuses(url: str) -> None:
+    assert not config.https_or_loopback(url)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "payby.base_url",  # it had its own prefix check
+        "paysera.base_url",
+        "rapyd.base_url",
+        "cashii.base_url",
+        "cashii.payment_page_url",
+        "fleet.url",
+        "fleet.pushgateway_url",
+    ],
+)
+@pytest.mark.parametrize(
+    "url", ["http://localhost.evil.example/x", "https://u@h.example", "http://127.0.0.1:x"]
+)
+def test_every_url_key_parses_its_url(tmp_path: Path, key: str, url: str) -> None:
+    table, _, name = key.rpartition(".")
+    with pytest.raises(ConfigError) as err:
+        config.load(_with(tmp_path, table, f'{name} = "{url}"'))
+    assert err.value.key == key and "http only to localhost" in err.value.expected
+    ok = config.load(_with(tmp_path, table, f'{name} = "http://127.0.0.1:8700/x"'))
+    assert ok.file.exists()
+
+
+@pytest.mark.parametrize("url", URLS_REFUSED[:-1])
+def test_the_identity_fleet_url_is_parsed_too(url: str) -> None:
+    from kiosk.identity import check_fleet_url
+
+    assert not check_fleet_url(url)
+
+
+def test_the_identity_fleet_url_takes_https_loopback_and_none() -> None:
+    from kiosk.identity import check_fleet_url
+
+    assert check_fleet_url("") and check_fleet_url("https://fleet.example.com/register?a=1")
+    assert check_fleet_url("http://127.0.0.1:9000/register")
+    assert not check_fleet_url('https://fleet.example.com/"x')  # written into TOML as is
+
+
+# -- key files: parsed with cryptography by kiosk config check ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa_pair() -> tuple[bytes, bytes]:
+    from kiosk.providers.payby.wire import generate_key_pair
+
+    return generate_key_pair()
+
+
+def _payby_kiosk(
+    tmp_path: Path, rsa_pair: tuple[bytes, bytes], *, public: bytes | None = None,
+    private: bytes | None = None, fleet_key: bytes | None = None,
+) -> Path:  # fmt: skip
+    public_file, fleet_file = tmp_path / "payby_public.pem", tmp_path / "fleet.pem"
+    public_file.write_bytes(rsa_pair[1] if public is None else public)
+    pem = (rsa_pair[0] if private is None else private).decode()
+    secrets = write_secrets(
+        tmp_path / "secrets.toml",
+        f'journal_key = "{"ab" * 32}"\n[payby]\nprivate_key = """\n{pem}"""\n',
+    )
+    fleet = ""
+    if fleet_key is not None:
+        fleet_file.write_bytes(fleet_key)
+        fleet = f'[fleet]\npublic_key_file = "{fleet_file}"\n'
+    path = tmp_path / "kiosk.toml"
+    path.write_text(
+        f'[kiosk]\nid = "K"\nstate_dir = "{tmp_path / "state"}"\nsecrets_file = "{secrets}"\n'
+        f'[payby]\npartner_id = "1"\npublic_key_file = "{public_file}"\n{fleet}'
+    )
+    return path
+
+
+LOOKALIKE_PUBLIC = b"-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n"
+LOOKALIKE_PRIVATE = b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"
+
+
+def _ed25519_pems() -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+def test_config_check_passes_real_keys(
+    tmp_path: Path, rsa_pair: tuple[bytes, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _payby_kiosk(tmp_path, rsa_pair)
+    assert main(["config", "check", "--config", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("public", "why"),
+    [
+        (LOOKALIKE_PUBLIC, "cryptography cannot parse it"),
+        (b"-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n", "cannot parse"),
+        (b"ssh-rsa AAAAB3NzaC1yc2E", "no PUBLIC KEY PEM block"),
+        (b"", "no PUBLIC KEY PEM block"),
+        (_ed25519_pems()[1], "not an RSA key"),
+    ],
+)
+def test_config_check_refuses_a_payby_public_key_that_only_looks_like_pem(
+    tmp_path: Path,
+    rsa_pair: tuple[bytes, bytes],
+    capsys: pytest.CaptureFixture[str],
+    public: bytes,
+    why: str,
+) -> None:
+    """Before: any file holding "PUBLIC KEY-----" passed; ``kiosk run`` failed on it later,
+    after the devices were open."""
+    path = _payby_kiosk(tmp_path, rsa_pair, public=public)
+    assert main(["config", "check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: payby.public_key_file" in err and why in err
+    assert str(tmp_path / "payby_public.pem") in err and "merchant portal" in err
+
+
+@pytest.mark.parametrize(
+    ("private", "why"),
+    [
+        (LOOKALIKE_PRIVATE, "cryptography cannot parse it"),
+        (_ed25519_pems()[0], "not an RSA key"),
+    ],
+)
+def test_config_check_refuses_a_private_key_that_only_looks_like_pem(
+    tmp_path: Path,
+    rsa_pair: tuple[bytes, bytes],
+    capsys: pytest.CaptureFixture[str],
+    private: bytes,
+    why: str,
+) -> None:
+    path = _payby_kiosk(tmp_path, rsa_pair, private=private)
+    assert main(["config", "check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'secrets.toml'}: payby.private_key" in err and why in err
+    assert "bm90IGEga2V5" not in err  # no part of a key is ever shown
+
+
+def test_the_payby_client_refuses_a_lookalike_key_with_a_config_error(
+    tmp_path: Path, rsa_pair: tuple[bytes, bytes]
+) -> None:
+    """The daemon's connect: a ConfigError (exit 2, a message), never ValueError's traceback."""
+    from kiosk.providers.payby.config import connect
+
+    path = _payby_kiosk(tmp_path, rsa_pair, private=LOOKALIKE_PRIVATE)
+    cfg = config.load(path)
+    secrets = config.load_secrets(cfg.secrets_file)  # the form is right: PEM markers
+    with pytest.raises(ConfigError, match=r"payby\.private_key"):
+        connect(cfg, secrets, lambda ok: None)
+
+
+def test_check_key_files_parses_the_fleet_key(
+    tmp_path: Path, rsa_pair: tuple[bytes, bytes]
+) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    raw = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    for good in (_ed25519_pems()[1], base64.b64encode(raw) + b"\n"):
+        path = _payby_kiosk(tmp_path, rsa_pair, fleet_key=good)
+        cfg = config.load(path)
+        config.check_key_files(cfg, config.load_secrets(cfg.secrets_file))
+    for bad in (LOOKALIKE_PUBLIC, rsa_pair[1], b"", base64.b64encode(raw[:31])):
+        path = _payby_kiosk(tmp_path, rsa_pair, fleet_key=bad)
+        cfg = config.load(path)  # the config file itself is fine: the key file is checked
+        with pytest.raises(ConfigError) as err:
+            config.check_key_files(cfg, config.load_secrets(cfg.secrets_file))
+        assert err.value.file == str(path) and err.value.key == "fleet.public_key_file"
+        assert str(tmp_path / "fleet.pem") in str(err.value) and "fleet's operator" in str(
+            err.value
+        )
+    (tmp_path / "fleet.pem").unlink()
+    with pytest.raises(ConfigError, match="cannot read the fleet's public key"):
+        config.check_key_files(cfg, config.load_secrets(cfg.secrets_file))
+
+
+def test_check_key_files_runs_each_providers_check(
+    tmp_path: Path, rsa_pair: tuple[bytes, bytes]
+) -> None:
+    cfg = config.load(_payby_kiosk(tmp_path, rsa_pair, public=LOOKALIKE_PUBLIC))
+    with pytest.raises(ConfigError, match=r"payby\.public_key_file"):
+        config.check_key_files(cfg, config.load_secrets(cfg.secrets_file))

@@ -17,9 +17,9 @@ from kiosk.config import (
     Table,
     amount_in,
     path_in,
-    positive,
     seconds_in,
     str_list,
+    url_in,
 )
 from kiosk.errors import ConfigError
 from kiosk.money import Currency
@@ -71,12 +71,7 @@ def of(cfg: Config) -> PayByConfig | None:
 def read(t: Table, cur: Currency) -> PayByConfig:
     d = PayByConfig()
     c = PayByConfig(
-        base_url=t.check(
-            "base_url",
-            t.get("base_url", str, d.base_url, "a URL"),
-            lambda u: u.startswith(("https://", "http://127.", "http://localhost")),
-            "an https:// URL (http only on loopback)",
-        ),
+        base_url=url_in(t, "base_url", d.base_url),
         partner_id=t.check(
             "partner_id",
             t.get("partner_id", str, d.partner_id, "a string"),
@@ -87,12 +82,7 @@ def read(t: Table, cur: Currency) -> PayByConfig:
         token_hosts=str_list(t, "token_hosts", d.token_hosts, "a non-empty list of host names"),
         resolve_token_path=t.get("resolve_token_path", str, d.resolve_token_path, "a path"),
         pay_order_path=t.get("pay_order_path", str, d.pay_order_path, "a path"),
-        timeout_s=t.check(
-            "timeout_s",
-            t.get("timeout_s", float, d.timeout_s, "seconds"),
-            positive,
-            "a positive number of seconds",
-        ),
+        timeout_s=seconds_in(t, "timeout_s", d.timeout_s, 0, 60),  # as the other providers
         pay_wait_s=t.check(
             "pay_wait_s",
             t.get("pay_wait_s", float, d.pay_wait_s, "seconds"),
@@ -119,11 +109,56 @@ def read(t: Table, cur: Currency) -> PayByConfig:
 
 
 def read_secrets(t: Table) -> PayBySecrets:
+    """The store's key as text: its form only (a PEM private key block). It is parsed by
+    :func:`local_check` (``kiosk config check``), not here: the secrets a bundle is checked
+    with before provisioning may hold a placeholder, and ``kiosk journal`` needs no PayBy key."""
     pem = t.get("private_key", str, "", "a PEM private key string")
     if "PRIVATE KEY-----" not in pem:
-        raise t.error("private_key", "a PEM private key ('-----BEGIN PRIVATE KEY-----...')")
+        raise t.error("private_key", PRIVATE_KEY)
     t.done()
     return PayBySecrets(pem.encode())
+
+
+PRIVATE_KEY = (
+    "the store's RSA private key, PEM ('-----BEGIN PRIVATE KEY-----...'), unencrypted:"
+    " paste the whole key, its BEGIN and END lines included"
+)
+
+
+def check_private_key(secrets: PayBySecrets, secrets_file: Path) -> None:
+    """The store's key parsed as the client's :class:`~kiosk.providers.payby.wire.Signer` will
+    parse it; ConfigError naming the secrets file and what to put there."""
+    why = _unusable(secrets.private_key, _signer)
+    if why:
+        raise ConfigError(str(secrets_file), "payby.private_key", f"{PRIVATE_KEY} ({why})")
+
+
+def _signer(pem: bytes) -> object:
+    from kiosk.providers.payby.wire import Signer
+
+    return Signer(pem)
+
+
+def _verifier(pem: bytes) -> object:
+    from kiosk.providers.payby.wire import Verifier
+
+    return Verifier(pem)
+
+
+def _unusable(pem: bytes, parse: Callable[[bytes], object]) -> str:
+    """Why ``parse`` (the client's own :class:`Signer` or :class:`Verifier`) refuses ``pem``;
+    "" when it takes it. Only the exception's kind is told: never a part of a key."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        parse(pem)
+    except UnsupportedAlgorithm:
+        return "cryptography does not support its algorithm"
+    except (ValueError, TypeError) as exc:
+        if "must be an RSA" in str(exc):  # Signer's and Verifier's own refusal
+            return "it is not an RSA key"
+        return "cryptography cannot parse it"
+    return ""
 
 
 def local_check(cfg: Config, secrets: Secrets) -> None:
@@ -131,8 +166,10 @@ def local_check(cfg: Config, secrets: Secrets) -> None:
     if p is None:
         return
     read_public_key(p, cfg.file)
-    if "payby" not in secrets.providers:
-        raise ConfigError(str(cfg.secrets_file), "payby.private_key", "a PEM private key")
+    s: PayBySecrets | None = secrets.providers.get("payby")
+    if s is None:
+        raise ConfigError(str(cfg.secrets_file), "payby.private_key", PRIVATE_KEY)
+    check_private_key(s, cfg.secrets_file)
 
 
 SECTION = Section(read, read_secrets, local_check)
@@ -160,6 +197,7 @@ def connect(
             "payby.private_key",
             "the store's PEM private key (the [payby] table is configured)",
         )
+    check_private_key(s, cfg.secrets_file)  # a ConfigError, not a traceback from Signer
     timeout = httpx.Timeout(p.timeout_s)
     http = httpx.AsyncClient(timeout=timeout)
     client = PayByClient(
@@ -183,7 +221,9 @@ async def probe(client: Any, cfg: Config) -> None:
 
 
 def read_public_key(cfg: PayByConfig, config_file: Path) -> bytes:
-    """PayBy's public key (PEM) from ``public_key_file``; ConfigError if unreadable."""
+    """PayBy's public key (PEM) from ``public_key_file``, parsed as the client's
+    :class:`~kiosk.providers.payby.wire.Verifier` will; ConfigError if unreadable or unusable
+    (``kiosk config check`` runs it through :func:`local_check`)."""
     try:
         pem = cfg.public_key_file.read_bytes()
     except OSError:
@@ -192,6 +232,13 @@ def read_public_key(cfg: PayByConfig, config_file: Path) -> bytes:
             "payby.public_key_file",
             f"a readable PEM public key file ({cfg.public_key_file})",
         ) from None
-    if b"PUBLIC KEY-----" not in pem:
-        raise ConfigError(str(config_file), "payby.public_key_file", "a PEM public key")
+    why = "it has no PUBLIC KEY PEM block" if b"PUBLIC KEY-----" not in pem else ""
+    why = why or _unusable(pem, _verifier)
+    if why:
+        raise ConfigError(
+            str(config_file),
+            "payby.public_key_file",
+            f"PayBy's RSA public key, PEM ('-----BEGIN PUBLIC KEY-----...'), in"
+            f" {cfg.public_key_file} ({why}): download it again from PayBy's merchant portal",
+        )
     return pem

@@ -69,7 +69,7 @@ def read(t: Table, cur: Currency) -> PayseraConfig:
             t.check(
                 "allowance_id",
                 t.get("allowance_id", int, 0, "an integer"),
-                lambda v: v > 0,
+                lambda v: v > 0,  # and 64-bit (Table.get): it goes to Paysera in JSON
                 "the positive allowance id Paysera provided",
             )
             if "allowance_id" in t.data

@@ -1,0 +1,1 @@
+"""Fuzzing: hostile input for the kiosk's readers, long runs behind ``kiosk bench fuzz``."""
