@@ -80,12 +80,24 @@ def call(path: Path, request: dict[str, Any], timeout: float = 120.0) -> dict[st
             sock.connect(str(path))
         except OSError as exc:
             raise KioskError(f"no daemon answers on {path} ({exc}): is kiosk running?") from exc
-        sock.sendall(json.dumps(request).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply: dict[str, Any] = json.loads(data)
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as exc:  # a timeout, a daemon that went away mid-reply
+            raise KioskError(
+                f"the daemon on {path} did not answer ({exc}): journalctl -u kiosk"
+            ) from exc
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise KioskError(
+            f"the daemon on {path} did not answer (it hung up): see journalctl -u kiosk"
+        ) from None
+    if not isinstance(reply, dict):
+        raise KioskError(f"the daemon on {path} answered something that is not a reply")
     return reply

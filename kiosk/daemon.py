@@ -67,6 +67,8 @@ class Daemon:
         self.busy = asyncio.Lock()  # held by whatever drives the devices: a journey, a test payout
         self._printer_word = ""
         self._printer_ready = True
+        self.printer_ok = True  # opened (else the idle tick opens it again)
+        self.reader_ok = True
         self._paper = "ok"
         self._levels: dict[int, int] | None = None  # the recycler's, read by the idle loop
         self.fleet_hold: str | None = None  # out of service by a fleet command: its reason
@@ -86,12 +88,13 @@ class Daemon:
         journal = await AsyncJournal.open(
             c.journal_path, kiosk_id=c.kiosk_id, code_key=self.secrets.journal_key
         )
-        hw = await build(c)
+        hw: Hardware | None = None
         connections: list[Any] = []  # each provider client's HTTP client, closed at the end
         try:
+            hw = await build(c)
             await hw.panel.open()
-            await hw.printer.open()
-            await hw.reader.open()
+            await self._open_printer(hw)
+            await self._open_reader(hw)
             power_up = await self._open_validator(hw)
             reach = Reachability()
             clients, connections = connect_all(
@@ -161,15 +164,58 @@ class Daemon:
         finally:
             for conn in connections:
                 await conn.aclose()
-            await hw.close()
+            if hw is not None:
+                await hw.close()
             await journal.close()
+
+    async def _open_printer(self, hw: Hardware) -> None:
+        """A printer that cannot be opened is not ready (out of service unless receipts are
+        optional); the idle tick opens it again: it may be plugged in later, and a daemon that
+        refused to start would soon hit systemd's start limit and stay down."""
+        try:
+            await hw.printer.open()
+        except (DriverError, OSError) as exc:
+            if self.printer_ok:
+                log.error(
+                    "printer: cannot open (%s): out of service until it answers; check its"
+                    " cable, power and [hardware.printer] port",
+                    exc,
+                )
+            self.printer_ok, self._printer_ready = False, False
+            self._printer_word = "not ready (cannot open)"
+            return
+        if not self.printer_ok:
+            log.info("printer: open")
+        self.printer_ok = True
+
+    async def _open_reader(self, hw: Hardware) -> None:
+        """The same for the code reader (a camera or a scanner)."""
+        try:
+            await hw.reader.open()
+        except (DriverError, OSError) as exc:
+            if self.reader_ok:
+                log.error(
+                    "code reader: cannot open (%s): out of service until it answers; check its"
+                    " cable and [hardware.reader]",
+                    exc,
+                )
+            self.reader_ok = False
+            return
+        if not self.reader_ok:
+            log.info("code reader: open")
+        self.reader_ok = True
 
     async def _open_validator(self, hw: Hardware) -> PowerUpReport | None:
         try:
             report = await hw.validator.open()
         except (DriverError, OSError) as exc:
             if self.validator_ok or not hasattr(self, "_validator_logged"):
-                log.error("validator: cannot open (%s): out of service", exc)
+                log.error(
+                    "validator: cannot open (%s): out of service; check its cable, power and"
+                    " [hardware.validator] port; opening it again every %.0f s",
+                    exc,
+                    REOPEN_S,
+                )
                 self._validator_logged = True
             self.validator_ok = False
             return None
@@ -346,15 +392,17 @@ class Daemon:
             hw.panel.show(PanelState.OUT_OF_SERVICE if why else PanelState.READY)
             self.notifier.status(f"out of service: {'; '.join(why)}" if why else "ready")
             waits: dict[str, Callable[[], Awaitable[object]]] = {
-                "code": hw.reader.next_code,
                 "panel": hw.panel.next_event,
                 "admin": self._jobs.get,
             }
+            if self.reader_ok:
+                waits["code"] = hw.reader.next_code
             if self.validator_ok:
                 waits["validator"] = hw.validator.next_event
             sources = Sources(**waits)
+            all_open = self.validator_ok and self.printer_ok and self.reader_ok
             try:
-                got = await sources.next(IDLE_TICK_S if self.validator_ok else REOPEN_S)
+                got = await sources.next(IDLE_TICK_S if all_open else REOPEN_S)
             finally:
                 left = await sources.close()
             self.beat_at = time.monotonic()
@@ -417,6 +465,8 @@ class Daemon:
             why.append(f"out of service by the fleet: {self.fleet_hold}")
         if (locked := self.lockout.reason()) is not None:
             why.append(locked)
+        if not self.reader_ok:
+            why.append("the code reader (camera or scanner) does not answer")
         if not self._printer_ready and not self.config.printer.allow_no_receipt:
             why.append(f"printer: {self._printer_word.removeprefix('not ready (')[:-1]}")
         down = [n for n in ctx.clients if ctx.reachability.is_down(n)]
@@ -549,7 +599,12 @@ class Daemon:
 
     async def _idle_tick(self, ctx: Context, hw: Hardware) -> None:
         memory.trim()
-        await self._printer_status(ctx)
+        if not self.printer_ok:
+            await self._open_printer(hw)
+        if not self.reader_ok:
+            await self._open_reader(hw)
+        if self.printer_ok:
+            await self._printer_status(ctx)
         if ctx.dispenser is not None and self.validator_ok:
             try:
                 self._levels = dict(await ctx.dispenser.levels())
@@ -608,7 +663,7 @@ class Daemon:
             open_txs = await j.call(j.sync.transactions, open_only=True)
             owed = await j.call(j.sync.liabilities)
             idle = not self.busy.locked()  # the devices are a journey's while it runs
-            if idle:
+            if idle and self.printer_ok:
                 await self._printer_status(ctx)
             why = self.reasons(ctx, providers=True)
             return {
