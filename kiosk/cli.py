@@ -669,6 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--columns", type=int, default=48, help="48 for 80 mm paper, 32 for 58 mm")
     sp.add_argument("--control", help="a Unix socket to script paper, cover and online state")
     sp.set_defaults(fn=cmd_sim_printer)
+    from kiosk.fleet.sim import add_sim_parser as sim_fleet_parser
+
+    sim_fleet_parser(simsub)
 
     dc = with_config(sub.add_parser("decode", help="decode images: one JSON line per file"))
     dc.add_argument("files", nargs="+", metavar="FILE")
