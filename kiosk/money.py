@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Final
 
 from kiosk.errors import MoneyError
@@ -37,7 +37,11 @@ CURRENCIES: Final[dict[str, Currency]] = {
     )
 }
 
-_DECIMAL_RE: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+_DECIMAL_RE: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?", re.ASCII)
+
+MAX_MINOR_DIGITS: Final = 24
+"""A decimal read as money has at most 24 digits of minor units: more than any wire format
+carries (PayBy's Decimal(12,8) has 20), and no ``1`` and sixty zeros from outside."""
 
 
 def currency(code: str) -> Currency:
@@ -114,7 +118,9 @@ class Money:
 
     @classmethod
     def from_decimal(cls, value: Decimal | int | str, code: str) -> Money:
-        """Exact conversion from a major-unit decimal; refuses extra precision, NaN, floats."""
+        """Exact conversion from a major-unit decimal; refuses extra precision, NaN, floats,
+        digits other than ASCII and amounts of more than :data:`MAX_MINOR_DIGITS` digits of
+        minor units."""
         cur = currency(code)
         if isinstance(value, (bool, float)):
             raise MoneyError(f"refusing {type(value).__name__} amount {value!r}: not exact")
@@ -127,7 +133,12 @@ class Money:
             dec = Decimal(value)
             if not dec.is_finite():
                 raise MoneyError(f"not a finite amount: {value!r}")
-            scaled = dec.scaleb(cur.exponent)
+            if dec and dec.adjusted() + cur.exponent >= MAX_MINOR_DIGITS:
+                raise MoneyError(
+                    f"too large: at most {MAX_MINOR_DIGITS} digits of {code} minor units"
+                )
+            # a precision that holds every digit: the scaling is exact, never rounded
+            scaled = dec.scaleb(cur.exponent, Context(prec=len(dec.as_tuple().digits) + 1))
             if scaled != scaled.to_integral_value():
                 raise MoneyError(f"{value} {code} has more than {cur.exponent} decimals")
             return cls(int(scaled), cur)

@@ -85,3 +85,45 @@ def test_parse_and_arithmetic() -> None:
     assert Money.of(5000, "AED") < Money.of(15000, "AED")
     with pytest.raises(MoneyError):
         Money.parse("150")
+
+
+OTHER_DIGITS = (0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50, 0xFF10, 0x1D7CE)  # zeros of 7 scripts
+
+
+@pytest.mark.parametrize("zero", OTHER_DIGITS)
+def test_digits_of_other_scripts_are_not_an_amount(zero: int) -> None:
+    """``Decimal()`` and ``int()`` read any script's digits; an amount is ASCII only."""
+    for text in ("".join(chr(zero + int(d)) for d in "150"), "1" + chr(zero + 5) + ".00"):
+        with pytest.raises(MoneyError, match="not a decimal"):
+            Money.from_decimal(text, "AED")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1" + "0" * 60, "1" + "0" * 23, Decimal("1E+60"), Decimal("-1E+30"), 10**40],
+)
+def test_absurd_amounts_are_refused(value: object) -> None:
+    with pytest.raises(MoneyError, match="too large"):
+        Money.from_decimal(value, "AED")  # type: ignore[arg-type]
+    assert Money.from_decimal("1" + "0" * 21, "AED").minor == 10**23  # 24 digits: the limit
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("1234567890123456789012.99", "AED"),  # 24 digits of minor units: the most
+        ("1234567890123456.12345678", "BUSD"),
+        ("1." + "0" * 40 + "1", "AED"),  # once read as 1.00: the last digit rounded away
+        ("0.00" + "0" * 30 + "1", "BUSD"),
+        ("7." + "0" * 40, "EUR"),  # trailing zeros only: 7.00
+    ],
+)
+def test_conversion_is_exact_beyond_the_default_precision(value: str, code: str) -> None:
+    whole, _, frac = value.partition(".")
+    exponent = currency(code).exponent
+    if len(frac.rstrip("0")) > exponent:
+        with pytest.raises(MoneyError, match="decimals"):
+            Money.from_decimal(value, code)
+    else:
+        expected = int(whole) * 10**exponent + int(frac.ljust(exponent, "0"))
+        assert Money.from_decimal(value, code).minor == expected

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from kiosk.errors import PayloadError
 from kiosk.money import Money
 from kiosk.providers.base import Envelope
+
+MAX_TOKEN_URL: Final = 1024
+"""Characters in a tokenUrl (PayBy's field is 1,024 long)."""
+_LINK: Final = re.compile(r"https?://", re.ASCII | re.IGNORECASE)
+_PRINTABLE: Final = re.compile(r"[\x21-\x7e]+", re.ASCII)
+_AUTHORITY_END: Final = re.compile(r"[/?#]")
+_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,25 +29,55 @@ class PayByTopUp:
 
 
 def recognise(text: str, cfg: Any) -> PayByTopUp | None:
-    """A tokenUrl on one of ``cfg.token_hosts`` (https only); ``None`` if not a link.
+    """A tokenUrl on one of ``cfg.token_hosts``; ``None`` if ``text`` is not a link.
 
-    A link with user info or a backslash is refused: ``https://evil.example\\@host/`` is read
-    by browsers as a link to ``evil.example`` whatever a URL parser says its host is."""
-    if not text.lower().startswith(("https://", "http://")):
+    Parsed strictly, by hand, then checked against :func:`urllib.parse.urlsplit` (a link two
+    parsers read differently is refused): printable ASCII without spaces, at most
+    :data:`MAX_TOKEN_URL` characters, https only, no backslash anywhere (browsers read
+    ``https://evil.example\\@host/`` as a link to ``evil.example``), no user info, no
+    percent-encoded host, a plain host name compared exactly (lower case, a trailing dot is
+    another name) with the allowed hosts, no port or port 443. A refusal names a foreign host
+    once it is a plain host name of at most 64 characters (it tells a technician that a
+    sandbox link met a production kiosk; the link's secret, its path and query, is never
+    told)."""
+    if not _LINK.match(text):
         return None
-    parts = urlsplit(text)
-    if parts.scheme != "https":
+    if not _PRINTABLE.fullmatch(text):
+        raise PayloadError("link holds spaces, control characters or characters outside ASCII")
+    if len(text) > MAX_TOKEN_URL:
+        raise PayloadError(f"link longer than {MAX_TOKEN_URL} characters: not a provider link")
+    if "\\" in text:
+        raise PayloadError("link holds a backslash: not a provider link")
+    scheme, _, rest = text.partition("://")
+    if scheme.lower() != "https":
         raise PayloadError("link is not https")
-    if "\\" in text or "@" in parts.netloc:
+    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0]
+    if "@" in authority:
         raise PayloadError("link carries user info: not a provider link")
-    host = (parts.hostname or "").lower()
+    if "%" in authority:
+        raise PayloadError("link host is percent-encoded: not a provider link")
+    if "[" in authority or "]" in authority:
+        raise PayloadError("link host is not a plain host name: not a provider link")
+    host, colon, port = authority.partition(":")
+    if colon and port != "443":
+        raise PayloadError("link names a port other than 443: not a provider link")
+    host = host.lower()
+    if len(host) > 253 or not _HOST.fullmatch(host):
+        raise PayloadError("link host is not a plain host name: not a provider link")
     if cfg is None:  # a kiosk without [payby] still knows a PayBy link (and refuses it later)
         from kiosk.providers.payby.config import PayByConfig
 
         cfg = PayByConfig()
-    hosts = tuple(cfg.token_hosts)
-    if host not in hosts:
-        raise PayloadError(f"link host {host!r} is not an accepted provider host")
+    if host not in {h.lower() for h in cfg.token_hosts}:  # named: a plain host, not a secret
+        named = f" {host!r}" if len(host) <= 64 else ""
+        raise PayloadError(f"link host{named} is not an accepted provider host")
+    try:
+        parts = urlsplit(text)
+        agreed = parts.scheme == "https" and parts.hostname == host
+    except ValueError:
+        agreed = False
+    if not agreed:
+        raise PayloadError("link is ambiguous: not a provider link")
     return PayByTopUp(text)
 
 

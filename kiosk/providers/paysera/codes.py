@@ -10,8 +10,10 @@ request kind           form                                         journey
 ``paysera_cashin``     ``EVP`` + 12 digits (zero-padded wallet id)  cash-in to that wallet
 =====================  ===========================================  ======================
 
-Only ASCII digits count (``[0-9]``, not ``\\d``): a code in any other script is refused. A
-reservation code is a bearer credential: hidden from ``repr``, never in a refusal's message.
+Only ASCII digits count (``[0-9]`` with ``re.ASCII``, never ``\\d``, ``str.isdigit()`` or
+``int()`` on unchecked text: they take the digits of every script): a code in any other script
+is refused. An envelope carries no field but the ones above. A reservation code is a bearer
+credential: hidden from ``repr``, never in a refusal's message.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from kiosk.errors import PayloadError
 from kiosk.money import Money
 from kiosk.providers.base import Envelope
 
-_RESERVATION: Final = re.compile(r"[0-9]{28}")
-_EVP: Final = re.compile(r"EVP([0-9]{12})", re.IGNORECASE)
-_DIGITS: Final = re.compile(r"[0-9]+")
+_RESERVATION: Final = re.compile(r"[0-9]{28}", re.ASCII)
+_EVP: Final = re.compile(r"(?i:EVP)([0-9]{12})", re.ASCII)
+_DIGITS: Final = re.compile(r"[0-9]+", re.ASCII)
+_ENVELOPE_FIELDS: Final = frozenset({"v", "provider", "amount", "currency", "code"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +55,12 @@ def recognise(text: str, cfg: Any) -> PayseraCashOut | PayseraCashIn | None:
         if _RESERVATION.fullmatch(text):
             return PayseraCashOut(text)
         raise PayloadError(f"{len(text)} digits: a Paysera reservation code has 28")
-    if text[:3].upper() == "EVP":
+    if text[:3].isascii() and text[:3].upper() == "EVP":
         m = _EVP.fullmatch(text)
-        if m is None or int(m.group(1)) <= 0:
+        wallet = int(m.group(1)) if m else 0  # int() of 12 ASCII digits, checked by _EVP
+        if wallet <= 0:
             raise PayloadError("a Paysera cash-in code is EVP and 12 digits")
-        return PayseraCashIn(int(m.group(1)))
+        return PayseraCashIn(wallet)
     return None
 
 
@@ -65,6 +69,8 @@ def envelope(env: Envelope) -> PayseraCashOut:
     customer picks a preset). Paysera's cash-in is the ``EVP`` code, not an envelope."""
     if env.action != "cashout":
         raise PayloadError("kiosk envelope: Paysera takes cashout envelopes (cash-in: EVP code)")
+    if set(env.fields) - _ENVELOPE_FIELDS:
+        raise PayloadError("kiosk envelope: a Paysera cash-out carries no field but the code")
     code = env.fields.get("code", "")
     if not _RESERVATION.fullmatch(code):
         raise PayloadError("kiosk envelope: a Paysera code has 28 digits")

@@ -6,19 +6,22 @@ own; the customer's app shows the OTP and the phone number as an envelope)::
     kiosk:cashin?v=1&provider=rapyd&otp=876680&phone=%2B14155559992 the OTP, once the notes are in
 
 An OTP lives 30 seconds: a cash-in's OTP is asked for only after the notes (a start code that
-already carries one is refused by the journey). The OTP and the phone number are hidden from
-``repr`` and never in a refusal's message.
+already carries one is refused by the journey). The OTP and the phone number are ASCII digits
+(``valid_otp``, ``valid_phone``: ``[0-9]`` patterns); an envelope with any other field is
+refused. Both are hidden from ``repr`` and never in a refusal's message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from kiosk.errors import PayloadError
 from kiosk.money import Money
 from kiosk.providers.base import Envelope
 from kiosk.providers.rapyd.client import valid_otp, valid_phone
+
+_FIELDS: Final = frozenset({"v", "provider", "amount", "currency", "otp", "phone"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,8 @@ def _credentials(env: Envelope) -> tuple[str, str] | None:
 
 
 def envelope(env: Envelope) -> RapydCashOut | RapydCashIn:
+    if set(env.fields) - _FIELDS:
+        raise PayloadError("kiosk envelope: a Rapyd code carries no field but the OTP and phone")
     creds = _credentials(env)
     if env.action == "cashout":
         if creds is None:
