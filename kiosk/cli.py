@@ -57,11 +57,13 @@ def _load(args: argparse.Namespace, simulate: bool = False):  # type: ignore[no-
 def cmd_run(args: argparse.Namespace) -> int:
     from gpiozero.exc import GPIOZeroError
 
+    from kiosk.config import check_key_files
     from kiosk.daemon import Daemon
     from kiosk.errors import DeviceError
     from kiosk.statelock import StateLock
 
     cfg, secrets = _load(args, simulate=args.simulate)
+    check_key_files(cfg, secrets)  # a bad key is a message now, not after the devices opened
     lock = StateLock(cfg.state_dir)  # one daemon per state directory
     try:
         lock.acquire()
@@ -259,6 +261,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return footprint(idle_s=args.idle_s, runs=args.runs)
 
 
+FUZZ_TARGETS = ("router", "config", "essp", "id003", "admin", "providers")
+
+
+def cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    """``kiosk bench fuzz TARGET --seconds N``: one parser under hostile input for N seconds."""
+    import importlib
+
+    target, seconds, seed = args.target, args.seconds, args.seed
+    if target in ("essp", "id003", "admin"):
+        from kiosk.fuzz.frames import fuzz_frames
+
+        return fuzz_frames(target, seconds, seed)
+    module = importlib.import_module(f"kiosk.fuzz.{target}")
+    status: int = getattr(module, f"fuzz_{target}")(seconds, seed)
+    return status
+
+
 def cmd_bench_heartbeat(args: argparse.Namespace) -> int:
     from kiosk.fleet.bench import heartbeat
 
@@ -302,12 +321,10 @@ def cmd_bench_crashpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg, secrets = _load(args)
-    from kiosk.providers.registry import sections
+    from kiosk.config import check_key_files
 
-    for name, section in sections().items():
-        if name in cfg.providers and section.local_check is not None:
-            section.local_check(cfg, secrets)
+    cfg, secrets = _load(args)
+    check_key_files(cfg, secrets)  # every key parsed as it will be used: the fleet's, providers'
     from kiosk.receipts import load_templates
 
     load_templates(cfg.printer.templates_dir)  # an operator's receipt templates are checked
@@ -684,6 +701,11 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--idle-s", type=float, default=10.0, help="idle window for the CPU figure")
     fp.add_argument("--runs", type=int, default=3, help="start-ups to time (median printed)")
     fp.set_defaults(fn=cmd_bench)
+    bz = bsub.add_parser("fuzz", help="one parser under hostile input for a while")
+    bz.add_argument("target", choices=FUZZ_TARGETS, help="the parser")
+    bz.add_argument("--seconds", type=float, default=60.0, help="how long (default 60)")
+    bz.add_argument("--seed", type=int, default=1, help="the seed (a failure names its case)")
+    bz.set_defaults(fn=cmd_bench_fuzz)
     bh = bsub.add_parser(
         "heartbeat", help="CPU to build and sign a heartbeat and to serve a scrape; the daemon"
         " with the fleet on"

@@ -400,6 +400,26 @@ def test_checks_are_skipped_off_the_machine_and_the_selftest_is_optional(
     assert provision.selftest(Path("/x"), skip_hardware=True).status is Status.SKIPPED
 
 
+def _real_payby_keys(root: Path) -> None:
+    """A real PayBy key pair in place of the example bundle's placeholders."""
+    import re
+
+    from kiosk.providers.payby.client import generate_key_pair
+
+    private, public = generate_key_pair()
+    (root / "etc/kiosk/payby_public.pem").write_bytes(public)
+    secrets_file = root / "etc/kiosk/secrets.toml"
+    text = secrets_file.read_text()
+    text = re.sub(
+        r"private_key = ('''|\"\"\").*?\1",  # provision writes '''literal''' strings
+        lambda _: "private_key = '''\n" + private.decode() + "'''",
+        text,
+        count=1,
+        flags=re.S,
+    )
+    secrets_file.write_text(text)
+
+
 def test_on_the_machine_each_provider_is_checked_after_the_config(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -407,6 +427,7 @@ def test_on_the_machine_each_provider_is_checked_after_the_config(
     config_file = root / "etc/kiosk/kiosk.toml"  # point the kiosk's own paths into the root
     text = config_file.read_text().replace('"/etc/kiosk/', f'"{root}/etc/kiosk/')
     config_file.write_text(text)
+    _real_payby_keys(root)  # the example's keys are placeholders: the key check parses keys
     seen: list[str] = []
 
     def check(cfg: config.Config, secrets: config.Secrets, name: str) -> tuple[bool, str]:

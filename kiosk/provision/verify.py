@@ -21,14 +21,11 @@ from kiosk.provision.system import Run
 def _provider_checks(plan: Plan) -> list[Outcome]:
     from kiosk import config
     from kiosk.provider_check import check
-    from kiosk.providers.registry import sections
 
     try:
         cfg = config.load(plan.under(CONFIG))
         sec = config.load_secrets(cfg.secrets_file)
-        for name, section in sections().items():
-            if name in cfg.providers and section.local_check is not None:
-                section.local_check(cfg, sec)
+        config.check_key_files(cfg, sec)  # every key parsed as it will be used
     except ConfigError as exc:
         return [Outcome("config check", Status.FAILED, str(exc), check=True)]
     result = [Outcome("config check", Status.OK, str(cfg.file), check=True)]
