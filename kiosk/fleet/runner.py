@@ -267,7 +267,7 @@ class Fleet:
             capacity=self.capacity,
         )
         self.last_view = current
-        await asyncio.to_thread(self.metrics.follow, self.config.journal_path)
+        await self.journal.call(self.metrics.follow, self.config.journal_path)  # no extra thread
         missed = self.pusher.missed if self.pusher is not None else 0
         last = self.pusher.last_sent_at if self.pusher is not None else None
         self.metrics.update(current, missed=missed, last_sent=last)
