@@ -735,7 +735,10 @@ class Harness:
     def __init__(self) -> None:
         self.reply = Reply(200, [], b"{}", "init")
         self._runner = asyncio.Runner()
-        self._http = httpx.AsyncClient(transport=httpx.MockTransport(self._answer))
+        from kiosk.providers.base import http_client
+
+        self._http = http_client(httpx.Timeout(5.0))  # as the kiosk builds it (no cookie jar)
+        self._http._transport = httpx.MockTransport(self._answer)
         k = keys()
         timeout = httpx.Timeout(2.0, connect=1.0)
         self.clients: dict[str, object] = {

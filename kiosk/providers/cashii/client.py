@@ -73,8 +73,8 @@ def parse_payment(doc: object) -> Payment:
     pid, status = data.get("id"), data.get("status")
     if not isinstance(pid, str) or not PAYMENT_ID.fullmatch(pid):
         raise _broken("a payment id is 16 digits")
-    if status not in STATUSES:
-        raise _broken(f"unknown payment status {status!r}")
+    if not isinstance(status, str) or status not in STATUSES:
+        raise _broken(f"unknown payment status {str(status)[:40]!r}")
     amount, currency = data.get("amount"), data.get("currency")
     if type(amount) is not int or not isinstance(currency, str):
         raise _broken("a payment's amount is an integer of minor units with a currency")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from kiosk.config import Config, Secrets, Table, amount_in, int_in, seconds_in, url_in
 from kiosk.errors import ConfigError
 from kiosk.money import Currency
-from kiosk.providers.base import Connection, Section
+from kiosk.providers.base import Connection, Section, http_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ def connect(
             str(cfg.secrets_file), "cashii.api_key", "the API key ([cashii] is configured)"
         )
     timeout = httpx.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s))
-    http = httpx.AsyncClient(timeout=timeout)
+    http = http_client(timeout)
     client = CashiiClient(
         http, base_url=p.base_url, api_key=s.api_key, timeout=timeout, on_reply=on_reply
     )

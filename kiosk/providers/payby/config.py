@@ -23,7 +23,7 @@ from kiosk.config import (
 )
 from kiosk.errors import ConfigError
 from kiosk.money import Currency
-from kiosk.providers.base import Connection, Section
+from kiosk.providers.base import Connection, Section, http_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +199,7 @@ def connect(
         )
     check_private_key(s, cfg.secrets_file)  # a ConfigError, not a traceback from Signer
     timeout = httpx.Timeout(p.timeout_s)
-    http = httpx.AsyncClient(timeout=timeout)
+    http = http_client(timeout)
     client = PayByClient(
         http,
         base_url=p.base_url,

@@ -118,10 +118,13 @@ def parse_transaction(doc: object) -> Transaction:
     key, status = doc.get("transaction_key"), doc.get("status")
     if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
         raise _broken("transaction_key missing or malformed")
-    if status not in STATUSES:
-        raise _broken(f"unknown transaction status {status!r}")
+    if not isinstance(status, str) or status not in STATUSES:
+        raise _broken(f"unknown transaction status {str(status)[:40]!r}")
+    listed = doc.get("payments") or []
+    if not isinstance(listed, list):
+        raise _broken("payments is not a list")
     payments = []
-    for p in doc.get("payments") or ():
+    for p in listed:
         if not isinstance(p, dict) or type(p.get("id")) is not int:
             raise _broken("a payment without an id")
         payments.append(Payment(p["id"], str(p.get("status", "")), _money(p)))

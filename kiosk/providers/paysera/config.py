@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from kiosk.config import Config, Secrets, Table, amount_in, int_in, seconds_in, url_in
 from kiosk.money import Currency
-from kiosk.providers.base import Connection, Section
+from kiosk.providers.base import Connection, Section, http_client
 
 MAX_RESERVE_FOR_S = 300  # the seed: short reservations
 
@@ -126,7 +126,7 @@ def connect(
             str(cfg.secrets_file), "paysera.mac_key", "the MAC key ([paysera] is configured)"
         )
     timeout = httpx.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s))
-    http = httpx.AsyncClient(timeout=timeout)
+    http = http_client(timeout)
     client = PayseraClient(
         http,
         base_url=p.base_url,

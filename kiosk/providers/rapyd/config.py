@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from kiosk.config import Config, Secrets, Table, amount_in, int_in, seconds_in, url_in
 from kiosk.errors import ConfigError
 from kiosk.money import Currency
-from kiosk.providers.base import Connection, Section
+from kiosk.providers.base import Connection, Section, http_client
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -108,7 +108,7 @@ def connect(
             str(cfg.secrets_file), "rapyd.secret_key", "the secret key ([rapyd] is configured)"
         )
     timeout = httpx.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s))
-    http = httpx.AsyncClient(timeout=timeout)
+    http = http_client(timeout)
     client = RapydClient(
         http,
         base_url=p.base_url,
