@@ -38,7 +38,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def footprint(*, idle_s: float = 10.0, runs: int = 3, fleet: bool = False) -> int:
-    """``fleet``: with the local endpoints on and heartbeats pushed every 5 s to a loopback
+    """``fleet``: with the local endpoints on and heartbeats pushed every 60 s to a loopback
     fleet that answers 204 (``kiosk bench heartbeat``)."""
     from kiosk.providers.payby.client import generate_key_pair
     from kiosk.simkiosk import DaemonProcess, write_kiosk
@@ -52,7 +52,7 @@ def footprint(*, idle_s: float = 10.0, runs: int = 3, fleet: bool = False) -> in
         payby_public_pem=payby_public,
         fleet_url=sink.url if sink else "",
         fleet_port=_free_port() if fleet else 0,
-        fleet_interval_s=5.0,
+        fleet_interval_s=60.0,  # the default: a kiosk's own rhythm
     )
     ready: list[float] = []
     rss = cpu_pct = 0.0

@@ -8,7 +8,7 @@
 - **one scrape**: CPU time of the metrics' update from that view and their exposition (what
   ``GET /metrics`` costs). Target ≤ 10 ms.
 - **the daemon's footprint with the fleet on** (``kiosk bench footprint`` with the local
-  endpoints listening and heartbeats pushed every 5 s to a loopback fleet): ready ≤ 1.5 s,
+  endpoints listening and heartbeats pushed every 60 s, the default, to a loopback fleet): ready ≤ 1.5 s,
   RSS ≤ 60 MB, idle CPU ≤ 1 %.
 """
 
@@ -132,7 +132,7 @@ def heartbeat(*, transactions: int = 5000, runs: int = 50, footprint: bool = Tru
     if footprint:
         from kiosk.bench import footprint as daemon_footprint
 
-        print("  the daemon with the fleet on (endpoints listening, heartbeats every 5 s):")
+        print("  the daemon with the fleet on (endpoints listening, heartbeats every 60 s):")
         status = daemon_footprint(idle_s=10.0, runs=3, fleet=True)
     print("  heartbeat targets met" if not missed else f"  MISSED: {', '.join(missed)}")
     return status
