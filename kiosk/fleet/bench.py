@@ -8,8 +8,8 @@
 - **one scrape**: CPU time of the metrics' update from that view and their exposition (what
   ``GET /metrics`` costs). Target ≤ 10 ms.
 - **the daemon's footprint with the fleet on** (``kiosk bench footprint`` with the local
-  endpoints listening and heartbeats pushed every 60 s, the default, to a loopback fleet): ready ≤ 1.5 s,
-  RSS ≤ 60 MB, idle CPU ≤ 1 %.
+  endpoints listening and heartbeats pushed every 60 s, the default, to a loopback fleet):
+  ready ≤ 1.5 s, RSS ≤ 60 MB, idle CPU ≤ 1 %.
 """
 
 from __future__ import annotations
