@@ -141,23 +141,9 @@ def _check_link(link: str) -> Path:
 
 
 def _writable_dir(flag: str, path: Path, what: str) -> Path:
-    """``path`` made if missing and proved writable, or :class:`UsageError` naming ``flag``."""
-    import tempfile
+    from kiosk.paths import writable_dir
 
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise UsageError(
-            f"{flag} {path}: a file is in the way, not a directory: name a directory for {what}"
-        ) from exc
-    except OSError as exc:
-        raise UsageError(
-            f"{flag} {path}: cannot write there ({exc.strerror or exc}): name a directory you"
-            f" may write, for {what}"
-        ) from exc
-    return path
+    return writable_dir(flag, path, what)
 
 
 def cmd_sim_setup(args: argparse.Namespace) -> int:

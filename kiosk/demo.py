@@ -853,23 +853,9 @@ def _payout_journeys(sandbox: Any, root: Path, rows: list[tuple[str, str]]) -> b
 def _out_dir(out: Path) -> Path:
     """``--out``, made if missing; :class:`~kiosk.errors.UsageError` (exit 2) when a file is
     in the way or it cannot be written."""
-    from kiosk.errors import UsageError
+    from kiosk.paths import writable_dir
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise UsageError(
-            f"--out {out}: a file is in the way, not a directory: name a directory for the"
-            " receipts, journal and logs (it is created if missing)"
-        ) from exc
-    except OSError as exc:
-        raise UsageError(
-            f"--out {out}: cannot write there ({exc.strerror or exc}): name a directory you"
-            " may write"
-        ) from exc
-    return out
+    return writable_dir("--out", out, "the receipts, journal and logs")
 
 
 def run_demo(out: Path | None, validator: str = "sim") -> int:

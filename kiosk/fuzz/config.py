@@ -40,7 +40,6 @@ import re
 import tempfile
 import time
 import tomllib
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any, Final
 
 from kiosk import config
 from kiosk.errors import ConfigError
+from kiosk.fuzz import where
 
 EXAMPLES: Final = Path(__file__).resolve().parents[2] / "provisioning"
 """``kiosk.toml.example`` and ``secrets.toml.example`` (in a checkout; absent on a kiosk
@@ -389,7 +389,7 @@ def fuzz_config(
                 outcomes[check(source, data, Path(tmp), mode=mode)] += 1
             except Exception as exc:  # the point: anything but a ConfigError is a failure
                 what = str(exc).split(" = ")[0] if isinstance(exc, AssertionError) else ""
-                kind = f"{type(exc).__name__} at {_where(exc)}{f' ({what})' if what else ''}"
+                kind = f"{type(exc).__name__} at {where(exc)}{f' ({what})' if what else ''}"
                 kinds[kind] += 1
                 if kinds[kind] <= 3:
                     out(f"FAIL case {case} ({source}): {kind}: {exc}\n  document: {data[:2000]!r}")
@@ -404,9 +404,3 @@ def fuzz_config(
     for kind, n in kinds.most_common():
         out(f"  {n} x {kind}")
     return 1 if kinds else 0
-
-
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    last = frames[-1] if frames else None
-    return f"{Path(last.filename).name}:{last.lineno}" if last else "?"

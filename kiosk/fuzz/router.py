@@ -36,15 +36,14 @@ from __future__ import annotations
 import random
 import re
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
 from kiosk.errors import PayloadError
+from kiosk.fuzz import where
 from kiosk.money import CURRENCIES, Money
 from kiosk.providers.cashii.codes import CashiiCashOut
 from kiosk.providers.payby.codes import PayByCashOut, PayByTopUp
@@ -228,7 +227,7 @@ def total(text: str, secrets: Sequence[str] = (), prop: str = "total") -> object
         _clean(prop, text, str(exc), secrets)
         request = None
     except Exception as exc:  # the point: anything but a PayloadError is a failure
-        raise Broken(prop, text, f"{type(exc).__name__} at {_where(exc)}: {exc}") from exc
+        raise Broken(prop, text, f"{type(exc).__name__} at {where(exc)}: {exc}") from exc
     kind = getattr(request, "kind", "unknown")
     if kind_of(text, configs=CONFIGS) != kind:
         raise Broken(prop, text, f"kind_of disagrees with route ({kind})")
@@ -241,7 +240,7 @@ def total_bytes(data: bytes) -> object | None:
     except PayloadError:
         request = None
     except Exception as exc:  # the point: anything but a PayloadError is a failure
-        raise Broken("bytes", data, f"{type(exc).__name__} at {_where(exc)}: {exc}") from exc
+        raise Broken("bytes", data, f"{type(exc).__name__} at {where(exc)}: {exc}") from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -506,9 +505,3 @@ def fuzz_router(seconds: float, seed: int, *, out: Callable[[str], None] = print
     for kind, n in kinds.most_common():
         out(f"  {n} x {kind}")
     return 1 if kinds else 0
-
-
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    last = frames[-1] if frames else None
-    return f"{Path(last.filename).name}:{last.lineno}" if last else "?"

@@ -23,7 +23,6 @@ import errno
 import ipaddress
 import logging
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -220,20 +219,9 @@ def _port(port: int) -> int:
 def _state_dir(state_dir: Path) -> None:
     """Make ``state_dir`` and prove a file can be written there (the providers' ledgers and
     keys are), or refuse naming it."""
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=state_dir):
-            pass
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise UsageError(
-            f"sandbox state directory {state_dir}: a file is in the way: name a directory"
-            " (it is created if missing)"
-        ) from exc
-    except OSError as exc:
-        raise UsageError(
-            f"sandbox state directory {state_dir}: cannot write there"
-            f" ({exc.strerror or exc}): name a directory you may write"
-        ) from exc
+    from kiosk.paths import writable_dir
+
+    writable_dir("sandbox state directory", state_dir, "the sandbox's ledgers and keys")
 
 
 def _listen(address: tuple[str, int], app: SandboxApp) -> _Server:
