@@ -63,7 +63,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kiosk.statelock import StateLock
 
     cfg, secrets = _load(args, simulate=args.simulate)
-    check_key_files(cfg, secrets)  # a bad key is a message now, not after the devices opened
     lock = StateLock(cfg.state_dir)  # one daemon per state directory
     try:
         lock.acquire()
@@ -75,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f" {cfg.file} and that the daemon's user may write there"
         ) from exc
     try:
+        check_key_files(cfg, secrets)  # a bad key: a message now, not after the devices opened
         return asyncio.run(Daemon(cfg, secrets).run())
     except DriverError as exc:  # a device the daemon could not open and does not wait for
         log.debug("kiosk run: stopped by a device", exc_info=True)
