@@ -669,15 +669,15 @@ def short_dir() -> Iterator[Path]:
 
 
 @pytest.mark.slow
-def test_cash_in_sweep_every_fourth_step(short_dir: Path) -> None:
+def test_cash_in_sweep_every_sixth_step(short_dir: Path) -> None:
     from kiosk.sandbox.server import start_sandbox
 
     journey = JOURNEYS["cash-in"]
     with start_sandbox(short_dir / "sandbox") as sandbox:
         bench = Bench(short_dir, sandbox)
-        report = run_journey(bench, journey, every=4)
+        report = run_journey(bench, journey, every=6)
         assert not report.error, report.error
-        assert len(report.steps) >= 8 and report.points_run >= 4
+        assert len(report.steps) >= 12 and report.points_run >= 4
         assert report.points_run - len(report.not_reached) >= 4  # the crashes did happen
         assert [v.line() for v in report.violations] == []
         # a step past the journey's last one is never reached, and that is no failure
@@ -791,17 +791,17 @@ def test_cashii_crash_points_around_the_create_the_slip_and_the_payout(short_dir
 
 
 def test_payby_crash_points_around_the_order_the_payout_and_the_refund(short_dir: Path) -> None:
-    """A handful of PayBy cash-out points (the whole sweep is `kiosk bench crashpoints
-    --journeys payby-cashout,payby-short-payout`): killed once waiting (the customer pays
-    meanwhile: the cancel finds it paid, refunded in full), the payout's intent (the levels
-    settle it), the short payout's refund queued and done."""
+    """Two PayBy cash-out points (the whole sweep is `kiosk bench crashpoints --journeys
+    payby-cashout,payby-short-payout,payby-cancelled`): killed once the slip is out (the
+    customer pays meanwhile: the cancel finds it paid, refunded in full), and once the short
+    payout's refund is queued (followed to SUCCESS after the restart)."""
     from kiosk.sandbox.server import start_sandbox
 
     with start_sandbox(short_dir / "sandbox") as sandbox:
         bench = Bench(short_dir, sandbox)
         for name, points in (
-            ("payby-cashout", (("receipt.printed", "after"), ("payout.intent", "after"))),
-            ("payby-short-payout", (("refund.intent", "after"), ("refund.done", "before"))),
+            ("payby-cashout", (("receipt.printed", "after"),)),
+            ("payby-short-payout", (("refund.intent", "after"),)),
         ):
             journey = JOURNEYS[name]
             report = run_journey(bench, journey, only=set())  # the count run only

@@ -9,6 +9,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import PaperState
 from drivers.validator.base import FaultKind
@@ -175,8 +177,12 @@ def test_a_refill_loads_the_recycler_until_green(tmp_path: Path) -> None:
 
 
 def test_too_many_refused_codes_lock_the_kiosk_and_a_restart_keeps_the_lock(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from kiosk import daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "RESULT_HOLD_S", 0.0)  # the panel's 3 s after each
+
     async def scenario() -> None:
         async with rig(tmp_path) as r:
             d, serve, reader = await serving(r)
