@@ -563,10 +563,9 @@ class Daemon:
 
     async def _restore_lockout(self, journal: AsyncJournal) -> None:
         """A restart does not lift a lock on codes: its end is in the journal."""
-        for event in await journal.call(journal.sync.events, None, limit=2000):
-            if event["kind"] == "codes.locked":
-                self.lockout.until = float(event["data"].get("until", 0))
-                return
+        event = await journal.call(journal.sync.last_event, "codes.locked", within=2000)
+        if event is not None:
+            self.lockout.until = float(event["data"].get("until", 0))
 
     async def _code_refused(self, ctx: Context) -> None:
         until = self.lockout.refused()
@@ -661,7 +660,7 @@ class Daemon:
             from kiosk import status as words
 
             open_txs = await j.call(j.sync.transactions, open_only=True)
-            owed = await j.call(j.sync.liabilities)
+            owed = await j.call(j.sync.liability_totals)
             idle = not self.busy.locked()  # the devices are a journey's while it runs
             if idle and self.printer_ok:
                 await self._printer_status(ctx)
@@ -675,7 +674,7 @@ class Daemon:
                 "open_transactions": [t.ref for t in open_txs],
                 "pending": words.pending(open_txs),
                 "liabilities": words.liabilities(owed),
-                "open_liabilities": len(owed),
+                "open_liabilities": sum(n for n, _ in owed.values()),
                 "outbox_queued": len(await j.call(j.sync.outbox_rows, queued_only=True)),
                 "providers": ctx.reachability.status(),
                 "last_errors": words.last_errors(await j.call(j.sync.events, None, limit=500)),

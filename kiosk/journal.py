@@ -598,6 +598,17 @@ class Journal:
                 receipt_id = self.queue_receipt(tx_id, *receipt)
         return self.get(tx_id), receipt_id
 
+    def last_event(self, kind: str, *, within: int | None = None) -> dict[str, Any] | None:
+        """The latest event of ``kind`` (its data decoded), or None; ``within``: among the last
+        that many events only (a bounded look at start-up)."""
+        sql, args = "SELECT * FROM events WHERE kind = ?", [kind]
+        if within is not None:
+            sql += " AND seq > (SELECT COALESCE(MAX(seq), 0) FROM events) - ?"
+            args.append(within)  # type: ignore[arg-type]
+        for r in self.db.query(sql + " ORDER BY seq DESC LIMIT 1", args):
+            return {**r, "data": json.loads(r["data"])}
+        return None
+
     def last_completed(self) -> dict[str, str]:
         """When each provider's last transaction completed (ISO 8601 UTC), by provider."""
         return {

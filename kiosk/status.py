@@ -22,12 +22,9 @@ def money(minor: int, code: str) -> str:
     return str(Money.of(minor, code))
 
 
-def liabilities(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Open liabilities summed per currency, as money ("AED 150.00")."""
-    totals: dict[str, int] = {}
-    for r in rows:
-        totals[r["currency"]] = totals.get(r["currency"], 0) + int(r["amount"])
-    return {code: money(total, code) for code, total in sorted(totals.items())}
+def liabilities(totals: Mapping[str, tuple[int, int]]) -> dict[str, str]:
+    """Open liabilities per currency (``Journal.liability_totals``), as money ("AED 150.00")."""
+    return {code: money(total, code) for code, (_, total) in sorted(totals.items())}
 
 
 def pending(txs: Sequence[Tx]) -> list[dict[str, Any]]:

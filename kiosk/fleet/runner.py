@@ -11,7 +11,7 @@ import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ class Facts:
     reasons: tuple[str, ...] = ()
     devices: tuple[DeviceView, ...] = ()
     providers: tuple[ProviderView, ...] = ()
-    last_success: dict[str, str] = field(default_factory=dict)
 
 
 def journal_figures(j: Journal) -> dict[str, Any]:

@@ -57,8 +57,8 @@ async def collect(ctx: Context, technician: str) -> dict[str, Any]:
     j, code = ctx.journal, ctx.config.currency.code
     kept = await levels(ctx) if ctx.dispenser is not None else {}
     templates = receipts.load_templates(ctx.config.printer.templates_dir)
-    last = await j.call(j.sync.events, None, limit=100_000)
-    since = next((e["at"] for e in last if e["kind"] == "cash.collected"), "")
+    last = await j.call(j.sync.last_event, "cash.collected")
+    since = last["at"] if last else ""
 
     def render(ref: str, notes: dict[int, int]) -> dict[str, Any]:
         counted = _lines(code, notes) or ["no notes since the last collection"]

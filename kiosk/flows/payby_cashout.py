@@ -256,7 +256,12 @@ def refund_call(
         kind="refund",
         idem_key=idem_key,
         amount=money.minor,
-        request={"order_no": tx.provider_ref, "amount": money.minor, "currency": money.code},
+        request={
+            "order_no": tx.provider_ref,
+            "amount": money.minor,
+            "currency": money.code,
+            "reason": "cash not paid out" if technician is None else "technician refund",
+        },
         public=public,
         request_time_ms=now_ms,
         void_after_ms=now_ms + KEEP_MS,
@@ -355,7 +360,7 @@ class PayByRefund:
                 row["idem_key"],
                 Money.of(request["amount"], request["currency"]),
                 origin_order_no=request["order_no"],
-                reason=_REASON["-refund-t" in row["idem_key"]],
+                reason=request.get("reason", "cash not paid out"),
                 device_id=self.ctx.config.kiosk_id,
             )
         except ProviderError as exc:
@@ -429,9 +434,6 @@ class PayByRefund:
             reason=reason,
         )
         log.warning("%s: the refund failed (%s): owed %s", tx.ref, reason, back)
-
-
-_REASON = {False: "cash not paid out", True: "technician refund"}
 
 
 def _refund_attempt(status: RefundStatus, fail_code: str | None) -> Attempt:
