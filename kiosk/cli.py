@@ -615,7 +615,12 @@ def cmd_payout(args: argparse.Namespace) -> int:
     return 0 if reply["state"] == "completed" else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (``command``) only what that command needs: the daemon's
+    ``kiosk run`` does not import the benches', simulators' and provisioning's modules just to
+    build its parser (two megabytes of a Pi's memory for as long as it runs)."""
+    tools = command is None
+
     p = argparse.ArgumentParser(prog="kiosk", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -672,9 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--columns", type=int, default=48, help="48 for 80 mm paper, 32 for 58 mm")
     sp.add_argument("--control", help="a Unix socket to script paper, cover and online state")
     sp.set_defaults(fn=cmd_sim_printer)
-    from kiosk.fleet.sim import add_sim_parser as sim_fleet_parser
+    if tools or command == "sim":
+        from kiosk.fleet.sim import add_sim_parser as sim_fleet_parser
 
-    sim_fleet_parser(simsub)
+        sim_fleet_parser(simsub)
 
     dc = with_config(sub.add_parser("decode", help="decode images: one JSON line per file"))
     dc.add_argument("files", nargs="+", metavar="FILE")
@@ -716,18 +722,20 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--drain", type=int, default=1000, help="pending payments to drain")
     bo.add_argument("--pending", type=int, default=10_000, help="backlog for the READY time")
     bo.set_defaults(fn=cmd_bench_outbox)
-    bc = bsub.add_parser(
-        "crashpoints", help="SIGKILL the daemon before and after every durable step; invariants"
-    )
-    from kiosk.crashpoints import add_arguments as crashpoint_arguments
+    if tools or command == "bench":
+        from kiosk.chaos import add_arguments as chaos_arguments
+        from kiosk.crashpoints import add_arguments as crashpoint_arguments
 
-    crashpoint_arguments(bc)
-    bc.set_defaults(fn=cmd_bench_crashpoints)
-    bch = bsub.add_parser("chaos", help="random SIGKILLs and injected faults; the same invariants")
-    from kiosk.chaos import add_arguments as chaos_arguments
-
-    chaos_arguments(bch)
-    bch.set_defaults(fn=cmd_bench_chaos)
+        bc = bsub.add_parser(
+            "crashpoints", help="SIGKILL the daemon before and after every durable step; invariants"
+        )
+        crashpoint_arguments(bc)
+        bc.set_defaults(fn=cmd_bench_crashpoints)
+        bch = bsub.add_parser(
+            "chaos", help="random SIGKILLs and injected faults; the same invariants"
+        )
+        chaos_arguments(bch)
+        bch.set_defaults(fn=cmd_bench_chaos)
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True)
@@ -812,18 +820,32 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--note", help="how it was settled (with --settle)")
     li.set_defaults(fn=cmd_liabilities)
 
-    from kiosk.provision import add_parser as provision_parser
-    from kiosk.selftest import add_parser as selftest_parser
-    from kiosk.support import add_parser as support_bundle_parser
+    if tools or command == "provision":
+        from kiosk.provision import add_parser as provision_parser
 
-    provision_parser(sub)
-    selftest_parser(sub)
-    support_bundle_parser(sub)
+        provision_parser(sub)
+    if tools or command == "selftest":
+        from kiosk.selftest import add_parser as selftest_parser
+
+        selftest_parser(sub)
+    if tools or command == "support-bundle":
+        from kiosk.support import add_parser as support_bundle_parser
+
+        support_bundle_parser(sub)
+    if not tools and command not in sub.choices:
+        return build_parser()  # a misspelt command: argparse lists every choice
     return p
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the top level's options take no values), or
+    None (``kiosk``, ``kiosk --help``): then the whole parser is built."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_of(words)).parse_args(words)
     _setup_logging(args.verbose)
     try:
         return _run(args)

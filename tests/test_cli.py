@@ -36,6 +36,38 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert exc.value.code == 2
 
 
+def test_a_misspelt_command_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["provison"])
+    err = capsys.readouterr().err
+    assert "'provision'" in err and "'support-bundle'" in err and "'selftest'" in err
+
+
+def test_each_command_parses_as_with_the_whole_parser() -> None:
+    whole = _commands(build_parser())
+    for command in {c.split()[1] for c in whole}:
+        assert [c for c in _commands(build_parser(command)) if c.split()[1] == command] == [
+            c for c in whole if c.split()[1] == command
+        ]
+
+
+def test_the_daemon_does_not_import_the_tools_to_build_its_command_line() -> None:
+    """``kiosk run`` stays resident on a Pi: the benches', fleet simulator's, provisioning's,
+    self-test's and support bundle's modules are not loaded to parse its arguments."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from kiosk.cli import build_parser, _command_of; "
+        "build_parser(_command_of(['-v', 'run', '--simulate'])).parse_args(['run']); "
+        "print(' '.join(m for m in sys.modules if m.startswith(('kiosk.fleet.sim', "
+        "'kiosk.chaos', 'kiosk.crashpoints', 'kiosk.provision', 'kiosk.selftest', "
+        "'kiosk.support'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_journal_and_liabilities_commands(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -223,9 +223,10 @@ class Fleet:
 
         from kiosk.fleet import http
         from kiosk.fleet.push import HeartbeatPusher
+        from kiosk.httpclient import client as http_client
 
         c = self.config.fleet
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(c.timeout_s))
+        self.http = http_client(httpx.Timeout(c.timeout_s))
         if self.me is not None and self.url:
             self.pusher = HeartbeatPusher(
                 self.http, self.url, self.me, timeout_s=c.timeout_s, on_commands=self._commands

@@ -735,7 +735,7 @@ class Harness:
     def __init__(self) -> None:
         self.reply = Reply(200, [], b"{}", "init")
         self._runner = asyncio.Runner()
-        from kiosk.providers.base import http_client
+        from kiosk.httpclient import client as http_client
 
         self._http = http_client(httpx.Timeout(5.0))  # as the kiosk builds it (no cookie jar)
         self._http._transport = httpx.MockTransport(self._answer)

@@ -43,19 +43,6 @@ class Section:
     ConfigError. ``kiosk config check`` runs it; it calls nobody."""
 
 
-def http_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
-    """A provider's HTTP client: TLS verified (httpx's default), explicit timeouts, and no
-    cookie jar: the APIs are stateless, and a cookie a reply sets (a proxy's, a captive
-    portal's, or one httpx cannot encode) must never ride on the next money call."""
-    from http.cookiejar import CookieJar, DefaultCookiePolicy
-
-    import httpx
-
-    return httpx.AsyncClient(
-        timeout=timeout, cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Connection:
     """A provider client and the HTTP client it owns (closed by :meth:`aclose`)."""

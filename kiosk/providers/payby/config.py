@@ -22,8 +22,9 @@ from kiosk.config import (
     url_in,
 )
 from kiosk.errors import ConfigError
+from kiosk.httpclient import client as http_client
 from kiosk.money import Currency
-from kiosk.providers.base import Connection, Section, http_client
+from kiosk.providers.base import Connection, Section
 
 
 @dataclass(frozen=True, slots=True)

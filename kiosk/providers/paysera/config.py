@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kiosk.config import Config, Secrets, Table, amount_in, int_in, seconds_in, url_in
+from kiosk.httpclient import client as http_client
 from kiosk.money import Currency
-from kiosk.providers.base import Connection, Section, http_client
+from kiosk.providers.base import Connection, Section
 
 MAX_RESERVE_FOR_S = 300  # the seed: short reservations
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from kiosk.config import Config, Secrets, Table, amount_in, int_in, seconds_in, url_in
 from kiosk.errors import ConfigError
+from kiosk.httpclient import client as http_client
 from kiosk.money import Currency
-from kiosk.providers.base import Connection, Section, http_client
+from kiosk.providers.base import Connection, Section
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
