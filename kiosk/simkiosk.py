@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,20 +260,22 @@ class DaemonProcess:
         self.files = files
         self.env = dict(env or {})
         self.log_path = log_path or files.root / "daemon.log"
-        self._notify_path = files.root / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.ready_after_s: float | None = None
 
     def start(self, timeout: float = 30.0) -> float:
         """Spawn and wait for READY=1. Returns seconds from spawn to ready."""
-        self._notify_path.unlink(missing_ok=True)
+        # in a short temporary directory: an AF_UNIX path holds at most 107 bytes, and a test's
+        # directory (pytest-xdist adds a worker's) can be longer than that
+        notify_dir = Path(tempfile.mkdtemp(prefix="kiosk-notify-"))
+        notify_path = notify_dir / "sock"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(self._notify_path))
+        sock.bind(str(notify_path))
         env = {
             **os.environ,
             **self.env,
-            "NOTIFY_SOCKET": str(self._notify_path),
+            "NOTIFY_SOCKET": str(notify_path),
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("WATCHDOG_USEC", None)
@@ -310,7 +314,7 @@ class DaemonProcess:
             raise TimeoutError(f"daemon not ready after {timeout} s; see {self.log_path}")
         finally:
             sock.close()
-            self._notify_path.unlink(missing_ok=True)
+            shutil.rmtree(notify_dir, ignore_errors=True)
 
     @property
     def pid(self) -> int:

@@ -252,8 +252,7 @@ class EsspValidator(Startup, SmartPayout):
         s = self._s
         try:
             if s.escrow is not None and not s.stacking and not s.hold_refused:
-                await self._spaced()
-                reply = await self._proto_or_raise().command(Request(Command.HOLD))
+                reply = await self._spaced(Request(Command.HOLD))
                 if reply.ok:
                     return
                 if reply.status == Response.KEY_NOT_SET:

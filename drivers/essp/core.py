@@ -171,22 +171,26 @@ class EsspCore:
         if not reply.ok and reply.status != Response.CANNOT_PROCESS:
             raise self._refusal(Command.EVENT_ACK, reply)
 
-    async def _spaced(self) -> None:
-        """Keep at least MIN_POLL_GAP between two polls (POLL, POLL WITH ACK, HOLD)."""
+    async def _spaced(self, request: Request) -> Reply:
+        """Send a poll (POLL, POLL WITH ACK, HOLD) at least MIN_POLL_GAP after the last one's
+        reply came back: measured from the reply, not from our send, so that the unit sees the
+        gap too when the previous frame was delayed on its way (the line, the kernel's buffers,
+        a busy host)."""
         loop = asyncio.get_running_loop()
         wait = self._s.last_poll + MIN_POLL_GAP - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        self._s.last_poll = loop.time()
+        try:
+            return await self._proto_or_raise().command(request)
+        finally:
+            self._s.last_poll = loop.time()
 
     async def _poll_events(self) -> tuple[PollEvent, ...]:
-        await self._spaced()
-        reply = await self._proto_or_raise().command(Request(self.poll_command))
+        reply = await self._spaced(Request(self.poll_command))
         if reply.status == Response.UNKNOWN_COMMAND and self.poll_command == Command.POLL_WITH_ACK:
             log.warning("%s: POLL WITH ACK unknown (F2): polling with POLL", self.name)
             self.poll_command = Command.POLL
-            self._s.last_poll = asyncio.get_running_loop().time()
-            reply = await self._proto_or_raise().command(Request(Command.POLL))
+            reply = await self._spaced(Request(Command.POLL))
         if reply.status == Response.KEY_NOT_SET and self._task is not None:
             raise Restarted(f"{self.name}: the unit lost its keys: it restarted")
         if not reply.ok:
