@@ -32,6 +32,7 @@ from kiosk.flows.context import Context, Sources
 from kiosk.hardware import Hardware, build
 from kiosk.journal import AsyncJournal
 from kiosk.lockout import Lockout
+from kiosk.money import Money
 from kiosk.providers.registry import connect_all, providers, starter
 from kiosk.reachability import Reachability
 from kiosk.router import route
@@ -351,7 +352,11 @@ class Daemon:
         if name == "restart":
             self.stopping.set()  # systemd starts it again (Restart=always)
             return "restarting"
-        return f"{name}: nothing to approve on this kiosk"
+        if name == "approve":  # the gate checked its form; kiosk.approvals decides
+            amount = Money.of(int(args["amount"]["minor"]), str(args["amount"]["currency"]))
+            approved = ctx.approvals.grant(str(args["ref"]), "fleet", amount)
+            return f"{args['ref']}: {approved} approved"
+        return f"{name}: not run on this kiosk"
 
     async def _between_customers(self, job: Callable[[], Awaitable[T]]) -> T:
         """Run a technician's command that drives the devices inside the idle loop, between
@@ -558,7 +563,9 @@ class Daemon:
         ctx.panel.show(PanelState.READING)
         tx = await module.run(ctx, request)
         log.info("%s: ended %s", tx.ref, tx.state)
-        if tx.state == "refused":  # the provider or the kiosk said no, nothing moved
+        # the provider or the kiosk said no, nothing moved (a good code left unapproved: no one
+        # trying codes)
+        if tx.state == "refused" and not (tx.reason or "").startswith("approval_"):
             await self._code_refused(ctx)
 
     async def _restore_lockout(self, journal: AsyncJournal) -> None:
