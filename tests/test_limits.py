@@ -330,3 +330,49 @@ def test_a_signed_fleet_approve_through_the_daemon(tmp_path: Path) -> None:
 
     (tmp_path / "fleet").mkdir()
     run(scenario)
+
+
+# --- PayBy Cash Top Up: its amount is known before any note ---------------------------------
+
+
+def with_payby(r: Rig, **fields: Any) -> None:
+    p = r.ctx.config.providers["payby"]
+    providers = {**r.ctx.config.providers, "payby": dataclasses.replace(p, **fields)}
+    r.ctx.config = dataclasses.replace(r.ctx.config, providers=providers)
+
+
+def test_a_cash_top_up_past_the_day_limit_is_refused_before_any_note(tmp_path: Path) -> None:
+    from kiosk.flows.payby_cashin import PayByCashIn
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            with_payby(r, cashin_day_max=10000)
+            tx = await PayByCashIn(r.ctx, r.order("150.00")["tokenUrl"]).run()
+            assert (tx.state, tx.reason, tx.credited) == ("refused", "day_limit", 0)
+            assert "at most AED 100.00 more" in said(r, tx)
+            assert r.validator.state()["enabled"] is False
+            assert r.balance() == "1000.00"
+
+    run(scenario)
+
+
+def test_a_cash_top_up_above_the_threshold_waits_for_the_key(tmp_path: Path) -> None:
+    from kiosk.flows.payby_cashin import PayByCashIn
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            with_limits(r, approval_above=10000, approval_timeout_s=5.0)
+            order = r.order("150.00")
+            task = asyncio.create_task(PayByCashIn(r.ctx, order["tokenUrl"]).run())
+            await r.until(lambda: r.panel.state == PanelState.APPROVAL or task.done())
+            assert r.validator.state()["enabled"] is False  # no note before the approval
+            r.press(SERVICE_KEY)
+            await r.until(lambda: r.panel.state == PanelState.INSERT_NOTES or task.done())
+            await r.insert(10000)
+            await r.insert(5000)
+            tx = await task
+            assert (tx.state, tx.credited) == ("completed", 15000)
+            kinds = [e["kind"] for e in await events(r, tx, "approval.")]
+            assert kinds == ["approval.requested", "approval.granted"]
+
+    run(scenario)
