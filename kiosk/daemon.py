@@ -665,6 +665,7 @@ class Daemon:
 
         async def status(req: dict[str, Any]) -> dict[str, Any]:
             from kiosk import status as words
+            from kiosk.limits import left_by_provider
 
             open_txs = await j.call(j.sync.transactions, open_only=True)
             owed = await j.call(j.sync.liability_totals)
@@ -672,6 +673,7 @@ class Daemon:
             if idle and self.printer_ok:
                 await self._printer_status(ctx)
             why = self.reasons(ctx, providers=True)
+            cur, now_ms = self.config.currency.code, ctx.clock_ms
             return {
                 "kiosk": self.config.kiosk_id,
                 "state": "out_of_service" if why else ("ready" if idle else "busy"),
@@ -684,6 +686,11 @@ class Daemon:
                 "open_liabilities": sum(n for n, _ in owed.values()),
                 "outbox_queued": len(await j.call(j.sync.outbox_rows, queued_only=True)),
                 "providers": ctx.reachability.status(),
+                "left_today": words.left_today(
+                    await j.call(left_by_provider, j.sync, self.config.providers, cur, now_ms()),
+                    cur,
+                ),
+                "waiting_approval": {r: str(m) for r, m in ctx.approvals.waiting().items()},
                 "last_errors": words.last_errors(await j.call(j.sync.events, None, limit=500)),
             }
 

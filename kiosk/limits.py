@@ -46,12 +46,41 @@ def left_today(journal: Journal, providers: Any, tx: Tx, now_ms: int) -> int | N
     itself (minor units, never below 0); ``None``: no daily limit. ``providers``: the config's
     provider sections, by name."""
     direction = JOURNEYS[tx.journey].direction
-    top = day_max(providers.get(tx.provider), direction)
+    return left(journal, providers, tx.provider, direction, tx.currency, now_ms, besides=tx.id)
+
+
+def left(
+    journal: Journal,
+    providers: Any,
+    provider: str,
+    direction: str,
+    currency: str,
+    now_ms: int,
+    *,
+    besides: int | None = None,
+) -> int | None:
+    """What ``provider`` may still move today in ``direction`` (minor units of ``currency``,
+    never below 0); ``None``: no daily limit."""
+    top = day_max(providers.get(provider), direction)
     if top <= 0:
         return None
     journeys = sorted(
-        j.name for j in JOURNEYS.values() if j.provider == tx.provider and j.direction == direction
+        j.name for j in JOURNEYS.values() if j.provider == provider and j.direction == direction
     )
     since, until = day_window(now_ms)
-    moved = journal.moved_between(tx.provider, journeys, tx.currency, since, until, besides=tx.id)
+    moved = journal.moved_between(provider, journeys, currency, since, until, besides=besides)
     return max(0, top - moved)
+
+
+def left_by_provider(
+    journal: Journal, providers: Any, currency: str, now_ms: int
+) -> dict[str, Any]:
+    """For ``kiosk status``: each provider with a daily limit, what is left today per direction
+    (``{"paysera": {"out": 170000, "in": 500000}}``, minor units of ``currency``)."""
+    out: dict[str, Any] = {}
+    for name in sorted(providers):
+        for direction in ("out", "in"):
+            got = left(journal, providers, name, direction, currency, now_ms)
+            if got is not None:
+                out.setdefault(name, {})[direction] = got
+    return out

@@ -376,3 +376,27 @@ def test_a_cash_top_up_above_the_threshold_waits_for_the_key(tmp_path: Path) -> 
             assert kinds == ["approval.requested", "approval.granted"]
 
     run(scenario)
+
+
+def test_status_shows_what_is_left_today(tmp_path: Path) -> None:
+    from kiosk import status
+    from tests.test_config import _with
+
+    cfg = config.load(_with(tmp_path, "paysera", 'cashout_day_max = "500.00"'))
+    j = Journal.open(tmp_path / "j.db", kiosk_id="K", code_key=b"k" * 32)
+    try:
+        j.begin("paysera_cashout", currency="AED", amount_due=12000)
+        now = int(datetime.now().timestamp() * 1000)
+        left = limits.left_by_provider(j, cfg.providers, "AED", now)
+        assert left == {"paysera": {"out": 38000}}
+    finally:
+        j.close()
+    doc = {
+        "kiosk": "K",
+        "state": "ready",
+        "left_today": status.left_today(left, "AED"),
+        "waiting_approval": {"K-000002": "AED 300.00"},
+    }
+    text = status.words(doc)
+    assert "paysera    cash-out AED 380.00" in text
+    assert "K-000002  AED 300.00" in text
