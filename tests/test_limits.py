@@ -200,6 +200,8 @@ def test_the_service_key_approves(tmp_path: Path) -> None:
             assert tx.state == "completed" and not await events(r, tx, "approval.")
             task, tx = await waiting_cash_out(r, w, 25000)
             assert balance(r, w) == (480000, 0)  # nothing asked of Paysera while waiting
+            slip = " ".join(receipt(r, tx, "approval").split())
+            assert "An attendant must approve AED 250.00" in slip and tx.ref in slip
             r.press(SERVICE_KEY)
             tx = await task
             assert (tx.state, tx.dispensed) == ("completed", 25000)

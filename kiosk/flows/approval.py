@@ -6,6 +6,7 @@ is asked, a cash-in of a known amount before its first note):
 1. ``approval.requested`` (amount, timeout) is committed; the panel shows ``APPROVAL``;
 2. the customer waits for the technician's **service key** on the panel, or the fleet's
    signed ``approve`` naming the transaction's reference and amount (:mod:`kiosk.approvals`);
+   a short slip (``approval``) tells the customer an attendant must approve;
 3. granted ⇒ ``approval.granted`` with who (``service_key`` | ``fleet``) and the journey goes
    on; the cancel button ⇒ ``approval.refused``, ``approval_timeout_s`` passing ⇒
    ``approval.expired``: the transaction ends ``refused`` with a DECLINED receipt, nothing moved.
@@ -17,9 +18,11 @@ moved: its journey's recovery ends it not done, and no approval can be granted f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from drivers.panel import PanelEvent, PanelState
+from kiosk import receipts
 from kiosk.flows.context import Context, Sources
 from kiosk.journal import Tx
 from kiosk.money import Money
@@ -53,8 +56,11 @@ async def ask(ctx: Context, tx: Tx, amount: int) -> Tx | None:
         tx.id,
     )
     granted = ctx.approvals.open(tx.ref, tx.id, money)
-    ctx.panel.show(PanelState.APPROVAL)
     log.warning("%s: %s waits for a technician's approval", tx.ref, money)
+    status = f"An attendant must approve {money} before the kiosk goes on."
+    doc = await steps.receipt(ctx, dataclasses.replace(tx, amount_due=amount), "approval", status)
+    await receipts.issue(j, ctx.printer, tx, "approval", doc)  # a slip: nothing moved
+    ctx.panel.show(PanelState.APPROVAL)
     by: str | None = None
     ending = "expired"
     loop = asyncio.get_running_loop()
