@@ -1,4 +1,5 @@
-"""The customer panel: two buttons, a door switch, three LEDs and a buzzer, through gpiozero.
+"""The customer panel: two buttons, a door switch, a technician's service key switch, three
+LEDs and a buzzer, through gpiozero.
 
 The kiosk has no screen. What the customer sees and hears:
 
@@ -13,6 +14,8 @@ state               lights           buzzer           meaning for the customer
                     amber steady     per press        press green once for the first, twice
                                                       for the second..., then wait"
 ``WAIT``            amber blinking   silent           "working, please wait"
+``APPROVAL``        amber blinking,  one long beep    "an attendant must approve this amount:
+                    red steady                        please wait (cancel to stop)"
 ``DONE``            green steady     two short beeps  "done, take your receipt"
 ``REFUSED``         red blinking     one long beep    "refused: take your notes or receipt"
 ``OUT_OF_SERVICE``  red steady       silent           "kiosk out of service"
@@ -20,7 +23,9 @@ state               lights           buzzer           meaning for the customer
 
 Wiring (BCM numbers, :class:`PanelPins` defaults): confirm button GPIO5 and cancel button GPIO6,
 each to ground (internal pull-up, pressed = low); door switch GPIO26 to ground, closed by the
-door (pull-up: door closed = low, door open or wire cut = high); LEDs green GPIO17, amber
+door (pull-up: door closed = low, door open or wire cut = high); the technician's service key
+switch GPIO13 to ground (pull-up: turning the key closes it, low = :attr:`PanelEvent.SERVICE_KEY`;
+the key approves an amount waiting for approval); LEDs green GPIO17, amber
 GPIO27, red GPIO22 and an active buzzer GPIO18, each active high (through a transistor for the
 buzzer).
 
@@ -50,6 +55,7 @@ class PanelPins:
     confirm: int = 5
     cancel: int = 6
     door: int = 26
+    service_key: int = 13
     led_green: int = 17
     led_amber: int = 27
     led_red: int = 22
@@ -76,6 +82,7 @@ class PanelEvent(enum.StrEnum):
     CANCEL = "cancel"
     DOOR_OPEN = "door_open"
     DOOR_CLOSED = "door_closed"
+    SERVICE_KEY = "service_key"
 
 
 class PanelState(enum.StrEnum):
@@ -84,6 +91,7 @@ class PanelState(enum.StrEnum):
     INSERT_NOTES = "insert_notes"
     CHOOSE = "choose"
     WAIT = "wait"
+    APPROVAL = "approval"
     DONE = "done"
     REFUSED = "refused"
     OUT_OF_SERVICE = "out_of_service"
@@ -116,6 +124,7 @@ PATTERNS: Final[dict[PanelState, Pattern]] = {
     PanelState.INSERT_NOTES: Pattern(amber=Light.ON),
     PanelState.CHOOSE: Pattern(green=Light.BLINK, amber=Light.ON),
     PanelState.WAIT: Pattern(amber=Light.BLINK),
+    PanelState.APPROVAL: Pattern(amber=Light.BLINK, red=Light.ON, sound=Sound.ONE_LONG),
     PanelState.DONE: Pattern(green=Light.ON, sound=Sound.TWO_SHORT),
     PanelState.REFUSED: Pattern(red=Light.BLINK, sound=Sound.ONE_LONG),
     PanelState.OUT_OF_SERVICE: Pattern(red=Light.ON),
@@ -155,6 +164,11 @@ class Panel:
             self._cancel = self._add(
                 Button(pins.cancel, pull_up=True, bounce_time=bounce_time, pin_factory=pin_factory)
             )
+            self._service_key = self._add(
+                Button(
+                    pins.service_key, pull_up=True, bounce_time=bounce_time, pin_factory=pin_factory
+                )
+            )
             self._door = self._add(
                 DigitalInputDevice(
                     pins.door, pull_up=True, bounce_time=bounce_time, pin_factory=pin_factory
@@ -179,6 +193,7 @@ class Panel:
         self._loop = asyncio.get_running_loop()
         self._confirm.when_pressed = functools.partial(self._deliver, PanelEvent.CONFIRM)
         self._cancel.when_pressed = functools.partial(self._deliver, PanelEvent.CANCEL)
+        self._service_key.when_pressed = functools.partial(self._deliver, PanelEvent.SERVICE_KEY)
         self._door.when_activated = functools.partial(self._deliver, PanelEvent.DOOR_CLOSED)
         self._door.when_deactivated = functools.partial(self._deliver, PanelEvent.DOOR_OPEN)
 

@@ -147,6 +147,13 @@ class LimitsConfig:
     refused_codes: int = 5
     refused_window_s: float = 300.0
     lockout_s: float = 900.0
+    approval_above: int = 0
+    """A cash-out (or a cash-in whose amount is known before any note) above this (minor
+    units) waits for a technician's approval before any money moves: the panel's service key
+    or the fleet's signed ``approve``. 0: never (a provider's own ``approval_above``, where it
+    has one, applies as well: the lower one wins)."""
+    approval_timeout_s: float = 120.0
+    """How long the customer waits for that approval, seconds; then nothing is done."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +545,7 @@ def _panel(t: _Table) -> PanelPins:
             "a BCM pin number 0-27",
         )
     if len(set(pins.values())) != len(pins):
-        raise t.error("(pins)", "seven distinct BCM pin numbers")
+        raise t.error("(pins)", f"{len(pins)} distinct BCM pin numbers")
     t.done()
     return PanelPins(**pins)
 
@@ -575,11 +582,13 @@ def _offline(t: _Table, cur: Currency) -> OfflineConfig:
     return c
 
 
-def _limits(t: _Table) -> LimitsConfig:
+def _limits(t: _Table, cur: Currency) -> LimitsConfig:
     c = LimitsConfig(
         refused_codes=int_in(t, "refused_codes", 5, 1, 1000, "codes"),
         refused_window_s=seconds_in(t, "refused_window_s", 300.0, 1, 86_400),
         lockout_s=seconds_in(t, "lockout_s", 900.0, 0, 86_400),
+        approval_above=amount_in(t, "approval_above", cur),
+        approval_timeout_s=seconds_in(t, "approval_timeout_s", 120.0, 10, 900),
     )
     t.done()
     return c
@@ -672,7 +681,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
     offline = _offline(top.sub("offline"), cur)
     cashout = _cashout(top.sub("cashout"), cur)
     fleet = _fleet(top.sub("fleet"))
-    limits = _limits(top.sub("limits"))
+    limits = _limits(top.sub("limits"), cur)
     from kiosk.providers.registry import sections  # the providers declare their own tables
 
     providers = {

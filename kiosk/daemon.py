@@ -32,6 +32,7 @@ from kiosk.flows.context import Context, Sources
 from kiosk.hardware import Hardware, build
 from kiosk.journal import AsyncJournal
 from kiosk.lockout import Lockout
+from kiosk.money import Money
 from kiosk.providers.registry import connect_all, providers, starter
 from kiosk.reachability import Reachability
 from kiosk.router import route
@@ -351,7 +352,11 @@ class Daemon:
         if name == "restart":
             self.stopping.set()  # systemd starts it again (Restart=always)
             return "restarting"
-        return f"{name}: nothing to approve on this kiosk"
+        if name == "approve":  # the gate checked its form; kiosk.approvals decides
+            amount = Money.of(int(args["amount"]["minor"]), str(args["amount"]["currency"]))
+            approved = ctx.approvals.grant(str(args["ref"]), "fleet", amount)
+            return f"{args['ref']}: {approved} approved"
+        return f"{name}: not run on this kiosk"
 
     async def _between_customers(self, job: Callable[[], Awaitable[T]]) -> T:
         """Run a technician's command that drives the devices inside the idle loop, between
@@ -558,7 +563,9 @@ class Daemon:
         ctx.panel.show(PanelState.READING)
         tx = await module.run(ctx, request)
         log.info("%s: ended %s", tx.ref, tx.state)
-        if tx.state == "refused":  # the provider or the kiosk said no, nothing moved
+        # the provider or the kiosk said no, nothing moved (a good code left unapproved: no one
+        # trying codes)
+        if tx.state == "refused" and not (tx.reason or "").startswith("approval_"):
             await self._code_refused(ctx)
 
     async def _restore_lockout(self, journal: AsyncJournal) -> None:
@@ -658,6 +665,7 @@ class Daemon:
 
         async def status(req: dict[str, Any]) -> dict[str, Any]:
             from kiosk import status as words
+            from kiosk.limits import left_by_provider
 
             open_txs = await j.call(j.sync.transactions, open_only=True)
             owed = await j.call(j.sync.liability_totals)
@@ -665,6 +673,7 @@ class Daemon:
             if idle and self.printer_ok:
                 await self._printer_status(ctx)
             why = self.reasons(ctx, providers=True)
+            cur, now_ms = self.config.currency.code, ctx.clock_ms
             return {
                 "kiosk": self.config.kiosk_id,
                 "state": "out_of_service" if why else ("ready" if idle else "busy"),
@@ -677,6 +686,11 @@ class Daemon:
                 "open_liabilities": sum(n for n, _ in owed.values()),
                 "outbox_queued": len(await j.call(j.sync.outbox_rows, queued_only=True)),
                 "providers": ctx.reachability.status(),
+                "left_today": words.left_today(
+                    await j.call(left_by_provider, j.sync, self.config.providers, cur, now_ms()),
+                    cur,
+                ),
+                "waiting_approval": {r: str(m) for r, m in ctx.approvals.waiting().items()},
                 "last_errors": words.last_errors(await j.call(j.sync.events, None, limit=500)),
             }
 

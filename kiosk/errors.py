@@ -8,6 +8,8 @@
      ├── ListenError(KioskError, OSError)      a local server cannot listen (port taken)
      ├── MoneyError(KioskError, ValueError)    an amount that cannot be represented exactly
      ├── PayloadError(KioskError, ValueError)  a scanned code the kiosk does not accept
+     ├── ApprovalRefused(KioskError, ValueError)  an approval for no transaction waiting for
+     │                                         one (unknown, finished, another amount)
      ├── StorageError(KioskError, OSError)     the journal cannot be read or written
      │    └── NoJournal                        no journal where the config says: the kiosk
      │                                         never ran here, or kiosk.state_dir is wrong
@@ -55,6 +57,12 @@ class ListenError(KioskError, OSError):
 
 class MoneyError(KioskError, ValueError):
     """An amount or currency that cannot be represented exactly in minor units."""
+
+
+class ApprovalRefused(KioskError, ValueError):
+    """A technician's approval that approves nothing: no transaction of this kiosk waits for
+    one under that reference (unknown, finished, already approved), or it waits for another
+    amount. ``str()`` says which."""
 
 
 class PayloadError(KioskError, ValueError):

@@ -650,6 +650,33 @@ class Journal:
             ).fetchall()
         }
 
+    def moved_between(
+        self,
+        provider: str,
+        journeys: Sequence[str],
+        currency: str,
+        since: str,
+        until: str,
+        *,
+        besides: int | None = None,
+    ) -> int:
+        """What ``provider``'s ``journeys`` begun in ``[since, until)`` (journal timestamps)
+        moved or may still move, in minor units of ``currency``: each transaction's largest of
+        its amount due, credited and dispensed, unless it ended with nothing moved (refused,
+        cancelled, void). ``besides``: a transaction left out (the one asking)."""
+        if not journeys:
+            return 0
+        marks = ",".join("?" * len(journeys))  # placeholders only: every value is bound
+        sql = (
+            "SELECT COALESCE(SUM(MAX(amount_due, credited, dispensed)), 0) FROM transactions"  # noqa: S608
+            f" WHERE provider = ? AND journey IN ({marks}) AND currency = ?"
+            " AND state NOT IN ('refused', 'cancelled', 'void')"
+            " AND created_at >= ? AND created_at < ? AND id != ?"
+        )
+        args = [provider, *journeys, currency, since, until, -1 if besides is None else besides]
+        (total,) = self.db.execute(sql, args).fetchone()
+        return int(total)
+
     def pending_summary(self) -> tuple[int, str | None]:
         """How many transactions are pending at a provider, and the oldest one's last step."""
         n, oldest = self.db.execute(

@@ -63,6 +63,7 @@ TITLES = {
     "declined": "NOT DONE",
     "choose": "CHOOSE AMOUNT",
     "slip": "PAY IN THE APP",
+    "approval": "PLEASE WAIT",
     "refund": "REFUND",
     "test": "PRINTER TEST",
     "collection": "CASH COLLECTED",

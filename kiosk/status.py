@@ -3,7 +3,8 @@
 The daemon builds the document (:func:`document`) from what it knows: why it is out of service
 (each reason in words: the door, a jammed or silent validator, the printer, no provider
 answering), each device, the pending transactions and open liabilities with their amounts as
-money, the providers, the last errors. :func:`words` prints it for a terminal.
+money, the providers, what their daily limits leave today, the transactions waiting for a
+technician's approval, the last errors. :func:`words` prints it for a terminal.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def pending(txs: Sequence[Tx]) -> list[dict[str, Any]]:
         for t in txs
         if t.state == "pending"
     ]
+
+
+def left_today(left: Mapping[str, Mapping[str, int]], code: str) -> dict[str, dict[str, str]]:
+    """What each provider's daily limits leave today (``kiosk.limits.left_by_provider``), as
+    money: ``{"paysera": {"cash-out": "AED 1700.00"}}``."""
+    words = {"out": "cash-out", "in": "cash-in"}
+    return {
+        name: {words[d]: money(minor, code) for d, minor in by.items()} for name, by in left.items()
+    }
 
 
 def last_errors(events: Sequence[Mapping[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
@@ -77,6 +87,15 @@ def words(doc: Mapping[str, Any]) -> str:
             if p.get("clock_refused"):
                 said += "; it REFUSED our time: fix NTP"
             lines.append(f"  {name:<10} {said}")
+    left = doc.get("left_today", {})
+    if left:
+        lines.append("left today (daily limits):")
+        for name, by in left.items():
+            lines.append(f"  {name:<10} " + ", ".join(f"{d} {m}" for d, m in by.items()))
+    waiting = doc.get("waiting_approval", {})
+    if waiting:
+        lines.append("waiting for a technician's approval (service key, or the fleet's approve):")
+        lines += [f"  {ref}  {amount}" for ref, amount in waiting.items()]
     pend = doc.get("pending", [])
     lines.append(f"pending transactions: {len(pend) or 'none'}")
     lines += [f"  {p['ref']}  {p['amount']}  {p['reason'] or ''}  since {p['since']}" for p in pend]

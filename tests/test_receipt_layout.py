@@ -92,6 +92,7 @@ STATUS = {
     "declined": "NOT DONE: This kiosk pays at most AED 1000.00 at a time.",
     "choose": "1 press: AED 50.00\n2 presses: AED 100.00",
     "slip": "Scan the QR with the PayBy app and pay; the cash then comes out.",
+    "approval": "An attendant must approve AED 1500.00 before the kiosk goes on.",
     "refund": "AED 50.00 refunded to your PayBy account",
     "refill": "Loaded AED 300.00; the recycler holds AED 1200.00",
 }

@@ -17,7 +17,8 @@ request                                         effect → extra reply fields
 ``{"cmd":"fault","kind":"jam"}``                validator fault (``FaultKind``) → ``event``
 ``{"cmd":"clear_fault"}``                       fault cleared → ``event`` (null if none)
 ``{"cmd":"empty_cashbox"}``                     technician empties it → ``cashbox`` it held
-``{"cmd":"press","button":"confirm"}``          button pin low, then high (``"hold"``: s between)
+``{"cmd":"press","button":"confirm"}``          button pin low, then high (``"hold"``: s between);
+                                                ``"service_key"``: the technician's key turned
 ``{"cmd":"door","open":true}``                  door switch released (true) or closed (false)
 ``{"cmd":"paper","state":"near_end"}``          printer paper ``ok`` / ``near_end`` / ``out``
 ``{"cmd":"cover","open":true}``                 printer cover open or closed
@@ -270,12 +271,12 @@ async def _empty_cashbox(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def _press(rig: SimRig, req: Mapping[str, Any]) -> dict[str, Any]:
-    button = _choice(req, "button", ["confirm", "cancel"])
+    button = _choice(req, "button", ["confirm", "cancel", "service_key"])
     hold = req.get("hold", 0)
     if isinstance(hold, bool) or not isinstance(hold, int | float) or not 0 <= hold <= 10:
         raise _BadRequest(f"'hold' must be seconds between 0 and 10, got {hold!r}")
     pins = rig.panel.pins
-    pin = rig.factory.pin(pins.confirm if button == "confirm" else pins.cancel)
+    pin = rig.factory.pin(getattr(pins, button))
     pin.drive_low()
     await asyncio.sleep(hold)
     pin.drive_high()

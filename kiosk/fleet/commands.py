@@ -15,7 +15,9 @@ its ``sig``. ``args`` (optional, default ``{}``) per command, no other key allow
 - ``reprint``: ``{"ref": "KSK-0001-000017"}`` (every receipt of that transaction)
 - ``restart``: ``{}`` or ``{"reason": "..."}``
 - ``approve``: ``{"ref": "...", "amount": {"currency": "AED", "minor": 150000}}``: the
-  approval is for that transaction and that amount only.
+  approval is for that transaction and that amount only: it lets a journey waiting for a
+  technician's approval go on (:mod:`kiosk.approvals`); for a reference that waits for none
+  (unknown, finished, already approved) or another amount it is refused, with the reason.
 
 :class:`CommandGate` refuses, with the reason in words, a command when no fleet key is
 configured, with a missing or bad signature, for another kiosk, an unknown ``cmd``, malformed
@@ -342,6 +344,9 @@ async def handle(
             result, done = await run(cmd), True
         except asyncio.CancelledError:
             raise
+        except KioskError as exc:  # refused in words (an approve for nothing waiting)
+            log.warning("fleet: command %s #%s not run: %s", entry["cmd"], entry["seq"], exc)
+            result, done = f"refused: {exc}"[:500], False
         except Exception as exc:
             log.exception("fleet: command %s #%s failed", entry["cmd"], entry["seq"])
             result, done = f"failed: {type(exc).__name__}: {exc}"[:500], False

@@ -28,6 +28,7 @@ from drivers.validator.base import PayoutResult
 from kiosk import receipts
 from kiosk.flows.context import Context
 from kiosk.journal import Effect, Outcome, Tx
+from kiosk.limits import left_today
 from kiosk.money import Money
 
 log = logging.getLogger("kiosk.flows.cashout")
@@ -65,12 +66,14 @@ async def prepare(
     ctx: Context, tx: Tx, requested: Money | None, maximum: int, *, approval_above: int = 0
 ) -> int | Tx:
     """Before a provider's cash-out creates anything: the amount (``requested``, or chosen
-    from ``[cashout] presets`` on the panel), at most ``maximum``, not above
-    ``approval_above`` (refused until technician approval exists, and said so), and the
-    recycler able to pay it exactly. Returns the amount, or ``tx`` ended (refused, with a
+    from ``[cashout] presets`` on the panel), at most ``maximum``, within what the provider's
+    ``cashout_day_max`` leaves today (:mod:`kiosk.limits`), the recycler able to pay it
+    exactly, and, above the approval threshold (``[limits] approval_above`` or the provider's
+    own ``approval_above``, the lower), a technician's approval
+    (:func:`kiosk.flows.approval.ask`). Returns the amount, or ``tx`` ended (refused, with a
     DECLINED receipt saying why; a customer who cancelled the choice gets none)."""
     from kiosk.flows import amount as chooser
-    from kiosk.flows import steps
+    from kiosk.flows import approval, steps
 
     j = ctx.journal
     if requested is not None:
@@ -93,12 +96,22 @@ async def prepare(
         top = Money.of(maximum, tx.currency)
         line = f"This kiosk pays at most {top} at a time."
         return await steps.decline(ctx, tx, "over_limit", line, amount)
-    if approval_above and amount > approval_above:
-        line = "This amount needs a technician's approval, which this kiosk cannot ask yet."
-        return await steps.decline(ctx, tx, "approval_required", line, amount)
+    left = await j.call(left_today, j.sync, ctx.config.providers, tx, ctx.clock_ms())
+    if left is not None and amount > left:
+        return await steps.decline(ctx, tx, "day_limit", day_limit_line(tx, left), amount)
     if not await can_pay(ctx, amount):
         return await steps.decline(ctx, tx, "cannot_pay_amount", CANNOT_PAY, amount)
+    above = approval.threshold(ctx, approval_above)
+    if above and amount > above and (ended := await approval.ask(ctx, tx, amount)) is not None:
+        return ended
     return amount
+
+
+def day_limit_line(tx: Tx, left: int) -> str:
+    """The customer's sentence for a cash-out past the provider's daily limit."""
+    if left <= 0:
+        return "This kiosk has reached today's limit for this service. Try again tomorrow."
+    return f"Today this kiosk can pay at most {Money.of(left, tx.currency)} more for this service."
 
 
 async def recover_payout(ctx: Context, tx: Tx, *, short: str | None = None) -> Tx:

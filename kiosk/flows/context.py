@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.printer.base import ReceiptPrinter
 from drivers.validator.base import BillValidator, FaultKind, NoteDispenser
+from kiosk.approvals import Approvals
 from kiosk.config import Config
 from kiosk.journal import AsyncJournal
 from kiosk.outbox import wall_ms
@@ -45,6 +46,8 @@ class Context:
     """Epoch milliseconds (tests pass the sandbox's clock, so time passing there moves us)."""
     reachability: Reachability = field(default_factory=Reachability)
     """Which providers answer (fed by every call; see :mod:`kiosk.reachability`)."""
+    approvals: Approvals = field(default_factory=Approvals)
+    """The transactions waiting for a technician's approval (:mod:`kiosk.approvals`)."""
     read_code: Callable[[], Awaitable[str]] | None = None
     """The code reader's next text, for a journey that asks the customer for a second code
     (an OTP shown only once the notes are in); ``None`` where there is no reader."""

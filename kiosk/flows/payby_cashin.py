@@ -29,10 +29,11 @@ from typing import Any
 from drivers.panel import PanelState
 from kiosk.config import Config, OfflineConfig
 from kiosk.errors import ProviderError, ProviderRefused
-from kiosk.flows import steps
+from kiosk.flows import approval, steps
 from kiosk.flows.context import Context
 from kiosk.journal import Call, Journal, Outcome, Tx
 from kiosk.journeys import define
+from kiosk.limits import left_today
 from kiosk.money import Money
 from kiosk.outbox import Attempt, Delivery, Verdict, classify
 from kiosk.providers.payby import config as payby_config
@@ -111,6 +112,9 @@ class PayByCashIn:
             return await self._offline(tx, f"provider_unreachable:{type(exc).__name__}")
         if balance < order.total:
             return await steps.refuse(self.ctx, tx, "store_balance_short")
+        ended = await self._limits(tx, order.total.minor)
+        if ended is not None:
+            return ended
 
         await j.call(j.sync.use_code, self.token_url, tx.id)
         tx = await j.call(
@@ -127,6 +131,19 @@ class PayByCashIn:
             return await steps.end_without_payment(self.ctx, tx, ending)
         return await self._pay(tx)
 
+    async def _limits(self, tx: Tx, amount: int) -> Tx | None:
+        """The order's amount within what ``[payby] cashin_day_max`` leaves today, and approved
+        by a technician when above the threshold, before any note; else ``tx`` ended."""
+        ctx, j = self.ctx, self.j
+        left = await j.call(left_today, j.sync, ctx.config.providers, tx, ctx.clock_ms())
+        if left is not None and amount > left:
+            line = steps.day_limit_in(tx, left)
+            return await steps.decline(ctx, tx, "day_limit", line, amount)
+        above = approval.threshold(ctx)
+        if above and amount > above:
+            return await approval.ask(ctx, tx, amount)
+        return None
+
     # --- offline ----------------------------------------------------------------------------
 
     async def _offline(self, tx: Tx, reason: str) -> Tx:
@@ -136,6 +153,8 @@ class PayByCashIn:
         payable and its total is exactly what was inserted, else owed."""
         j, ctx = self.j, self.ctx
         room = await j.call(offline_room, j.sync, ctx.config.offline)
+        left = await j.call(left_today, j.sync, ctx.config.providers, tx, ctx.clock_ms())
+        room = room if left is None else min(room, left)
         if room <= 0:
             return await steps.refuse(self.ctx, tx, reason)
         await j.call(j.sync.use_code, self.token_url, tx.id)

@@ -98,8 +98,11 @@ class PayseraCashIn:
             return await steps.refuse(ctx, tx, "cashin_disabled")
         if ctx.reachability.is_down("paysera"):
             return await steps.refuse(ctx, tx, "provider_offline")
+        cap = await steps.cap_today(ctx, tx, cfg.cashin_max)
+        if isinstance(cap, Tx):
+            return cap
         tx = await j.call(j.sync.transition, tx.id, "accepting", data={"wallet": self.wallet_id})
-        ending = await steps.accept_notes(ctx, tx, up_to=cfg.cashin_max, confirm_ends=True)
+        ending = await steps.accept_notes(ctx, tx, up_to=cap, confirm_ends=True)
         tx = await j.call(j.sync.get, tx.id)
         if ending != "complete":
             return await steps.end_without_payment(ctx, tx, ending)

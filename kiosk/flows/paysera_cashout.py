@@ -10,9 +10,10 @@ Paysera's guidance is the design: **confirm only what can be paid**.
 
 - before anything is created: the code is new to this kiosk (a keyed hash only, never the
   code), Paysera is reachable, the amount (from the envelope, or chosen from ``[cashout]
-  presets``) is within ``cashout_max`` and not above ``approval_above`` (refused until
-  technician approval exists, and the receipt says so), the kiosk is not cooling down after
-  ``code_attempts`` refused codes in a row, and the recycler can pay the exact amount;
+  presets``) is within ``cashout_max`` and what ``cashout_day_max`` leaves today, the kiosk
+  is not cooling down after ``code_attempts`` refused codes in a row, the recycler can pay the
+  exact amount, and an amount above ``approval_above`` (or ``[limits] approval_above``) is
+  approved by a technician (:mod:`kiosk.flows.approval`);
 - create (``reserve_for_s``, at most 5 minutes) → reserve with the customer's code; the
   transaction key is journalled before the reserve. Any refusal or doubt before the confirm:
   ``refused`` with a DECLINED receipt saying why, and the transaction revoked (outbox

@@ -105,8 +105,11 @@ class RapydCashIn:
             return await steps.refuse(ctx, tx, "no_code_reader")
         if ctx.reachability.is_down("rapyd"):
             return await steps.refuse(ctx, tx, "provider_offline")
+        cap = await steps.cap_today(ctx, tx, cfg.cashin_max)
+        if isinstance(cap, Tx):
+            return cap
         tx = await j.call(j.sync.transition, tx.id, "accepting")
-        ending = await steps.accept_notes(ctx, tx, up_to=cfg.cashin_max, confirm_ends=True)
+        ending = await steps.accept_notes(ctx, tx, up_to=cap, confirm_ends=True)
         tx = await j.call(j.sync.get, tx.id)
         if ending != "complete":
             return await steps.end_without_payment(ctx, tx, ending)

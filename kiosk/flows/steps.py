@@ -35,6 +35,7 @@ from kiosk import receipts
 from kiosk.flows import device_events
 from kiosk.flows.context import Context, Sources
 from kiosk.journal import Call, Outcome, Tx
+from kiosk.limits import left_today
 from kiosk.money import Money
 
 log = logging.getLogger("kiosk.flows")
@@ -144,6 +145,26 @@ async def accept_notes(ctx: Context, tx: Tx, *, up_to: int, confirm_ends: bool =
             if name == "validator":
                 await device_events.handle(ctx, event)
         await device_events.drain(ctx)
+
+
+async def cap_today(ctx: Context, tx: Tx, cap: int) -> int | Tx:
+    """A cash-in's note cap within what its provider's ``cashin_day_max`` leaves today
+    (:mod:`kiosk.limits`): ``min(cap, left)``, or ``tx`` ended (refused with a DECLINED
+    receipt) when nothing is left. Call before the first note."""
+    j = ctx.journal
+    left = await j.call(left_today, j.sync, ctx.config.providers, tx, ctx.clock_ms())
+    if left is None:
+        return cap
+    if left <= 0:
+        return await decline(ctx, tx, "day_limit", day_limit_in(tx, left))
+    return min(cap, left)
+
+
+def day_limit_in(tx: Tx, left: int) -> str:
+    """The customer's sentence for a cash-in past its provider's daily limit."""
+    if left <= 0:
+        return "This kiosk has reached today's limit for this service. Try again tomorrow."
+    return f"Today this kiosk can take at most {Money.of(left, tx.currency)} more for this service."
 
 
 async def stack(ctx: Context, tx: Tx, note: Note) -> bool:

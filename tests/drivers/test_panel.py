@@ -48,6 +48,8 @@ def test_buttons_reach_the_loop(panel: Panel, factory: Any) -> None:
         assert await event(panel) is PanelEvent.CONFIRM
         press(factory, PINS.cancel)
         assert await event(panel) is PanelEvent.CANCEL
+        press(factory, PINS.service_key)  # the technician turns the key, and back
+        assert await event(panel) is PanelEvent.SERVICE_KEY
         with pytest.raises(TimeoutError):  # a release is not a press
             await asyncio.wait_for(panel.next_event(), 0.05)
 
@@ -183,6 +185,14 @@ def test_done_beeps_twice_and_refused_once(panel: Panel, factory: Any) -> None:
     assert [s.state for s in states] == [True, False]
     assert states[1].timestamp >= FAST.beep_long * 0.8  # a long one
     assert panel.lights() == {"green": "off", "amber": "off", "red": "blink", "sound": "one_long"}
+
+
+def test_approval_blinks_amber_with_red_steady(panel: Panel, factory: Any) -> None:
+    factory.pin(PINS.led_amber).clear_states()
+    panel.show(PanelState.APPROVAL)
+    assert toggled(factory.pin(PINS.led_amber))
+    assert factory.pin(PINS.led_red).state and not factory.pin(PINS.led_green).state
+    assert panel.lights() == {"green": "off", "amber": "blink", "red": "on", "sound": "one_long"}
 
 
 def test_close_releases_pins_and_never_sets_the_global_factory(factory: Any) -> None:

@@ -83,6 +83,8 @@ def test_customer_and_technician(rig: SimRig, tmp_path: Path) -> None:
         assert await asyncio.wait_for(rig.panel.next_event(), 1) is PanelEvent.CONFIRM
         await call(ctl.press, "cancel", 0.01)
         assert await asyncio.wait_for(rig.panel.next_event(), 1) is PanelEvent.CANCEL
+        await call(ctl.press, "service_key")  # the technician's key (approvals)
+        assert await asyncio.wait_for(rig.panel.next_event(), 1) is PanelEvent.SERVICE_KEY
 
         # the technician: a jam, cleared; the door; paper out
         reply = await call(ctl.fault, "jam")

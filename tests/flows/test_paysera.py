@@ -305,10 +305,11 @@ def test_limits_and_approval_threshold(tmp_path: Path) -> None:
             p = r.ctx.config.providers["paysera"]
             providers = {**r.ctx.config.providers, "paysera": dataclasses.replace(
                 p, approval_above=20000)}  # fmt: skip
-            r.ctx.config = dataclasses.replace(r.ctx.config, providers=providers)
-            tx = await cash_out(r, code_for(r, w), 50000)
-            assert (tx.state, tx.reason) == ("refused", "approval_required")
-            assert "approval" in receipt(r, tx, "declined")
+            limits = dataclasses.replace(r.ctx.config.limits, approval_timeout_s=0.1)
+            r.ctx.config = dataclasses.replace(r.ctx.config, providers=providers, limits=limits)
+            tx = await cash_out(r, code_for(r, w), 50000)  # nobody approves (tests/test_limits.py)
+            assert (tx.state, tx.reason) == ("refused", "approval_expired")
+            assert "approved" in receipt(r, tx, "declined")
             assert balance(r, w) == (500000, 0)
 
             await agree(r)

@@ -21,6 +21,9 @@ class CashiiConfig:
     """The page the slip's QR opens: ``<payment_page_url>?code=<id>``."""
     cashout_max: int = 0
     """The most one cash-out may pay (minor units); 0: no cash-out."""
+    cashout_day_max: int = 0
+    """The most this provider's cash-outs may pay in one local calendar day, counting those
+    completed, pending and in progress (minor units); 0: no daily limit."""
     poll_interval_s: float = 2.0
     """How often the kiosk reads the payment while the customer pays it."""
     pay_timeout_s: float = 180.0
@@ -42,6 +45,7 @@ def read(t: Table, cur: Currency) -> CashiiConfig:
         base_url=url_in(t, "base_url", d.base_url),
         payment_page_url=url_in(t, "payment_page_url", d.payment_page_url),
         cashout_max=amount_in(t, "cashout_max", cur),
+        cashout_day_max=amount_in(t, "cashout_day_max", cur),
         poll_interval_s=seconds_in(t, "poll_interval_s", d.poll_interval_s, 0.2, 30),
         pay_timeout_s=seconds_in(t, "pay_timeout_s", d.pay_timeout_s, 10, 900),
         watch_days=int_in(t, "watch_days", d.watch_days, 1, 365, "days"),

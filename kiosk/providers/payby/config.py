@@ -50,6 +50,12 @@ class PayByConfig:
     longer be applied (PayBy refuses a requestTime older than 15 minutes), seconds."""
     cashout_max: int = 0
     """Cash-out with a kiosk order (DYNQR): the most one may pay (minor units); 0: none."""
+    cashout_day_max: int = 0
+    """The most this provider's cash-outs may pay in one local calendar day, counting those
+    completed, pending and in progress (minor units); 0: no daily limit."""
+    cashin_day_max: int = 0
+    """The most this provider's cash-ins may take in one local calendar day, counting those
+    completed, pending and in progress (minor units); 0: no daily limit."""
     cashout_pay_timeout_s: float = 180.0
     """How long the customer has to pay the kiosk's order in the PayBy app; then it is
     cancelled (or refunded, if it was paid meanwhile)."""
@@ -100,6 +106,8 @@ def read(t: Table, cur: Currency) -> PayByConfig:
     c = dataclasses.replace(
         c,
         cashout_max=amount_in(t, "cashout_max", cur),
+        cashout_day_max=amount_in(t, "cashout_day_max", cur),
+        cashin_day_max=amount_in(t, "cashin_day_max", cur),
         cashout_pay_timeout_s=seconds_in(
             t, "cashout_pay_timeout_s", d.cashout_pay_timeout_s, 10, 900
         ),

@@ -31,9 +31,16 @@ class PayseraConfig:
     """The most one cash-out may pay (minor units); 0: no cash-out."""
     cashin_max: int = 0
     """The most one cash-in may take (minor units); 0: no cash-in."""
+    cashout_day_max: int = 0
+    """The most this provider's cash-outs may pay in one local calendar day, counting those
+    completed, pending and in progress (minor units); 0: no daily limit."""
+    cashin_day_max: int = 0
+    """The most this provider's cash-ins may take in one local calendar day, counting those
+    completed, pending and in progress (minor units); 0: no daily limit."""
     approval_above: int = 0
-    """Cash-outs above this need a technician's approval; until approval exists they are
-    refused, and the customer is told so. 0: no threshold."""
+    """Cash-outs above this wait for a technician's approval (the service key or the fleet's
+    ``approve``) before Paysera is asked, as ``[limits] approval_above`` does for every
+    provider (the lower one applies). 0: no threshold of Paysera's own."""
     code_attempts: int = 3
     """Refused codes a customer may try in a row before the kiosk stops asking for a while."""
     timeout_s: float = 15.0
@@ -78,6 +85,8 @@ def read(t: Table, cur: Currency) -> PayseraConfig:
         ),
         cashout_max=amount_in(t, "cashout_max", cur),
         cashin_max=amount_in(t, "cashin_max", cur),
+        cashout_day_max=amount_in(t, "cashout_day_max", cur),
+        cashin_day_max=amount_in(t, "cashin_day_max", cur),
         approval_above=amount_in(t, "approval_above", cur),
         code_attempts=int_in(t, "code_attempts", d.code_attempts, 1, 10),
         timeout_s=seconds_in(t, "timeout_s", d.timeout_s, 0, 60),

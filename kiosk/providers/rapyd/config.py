@@ -31,6 +31,12 @@ class RapydConfig:
     """The most one cash-out may pay (minor units); 0: no cash-out."""
     cashin_max: int = 0
     """The most one cash-in may take (minor units); 0: no cash-in."""
+    cashout_day_max: int = 0
+    """The most this provider's cash-outs may pay in one local calendar day, counting those
+    completed, pending and in progress (minor units); 0: no daily limit."""
+    cashin_day_max: int = 0
+    """The most this provider's cash-ins may take in one local calendar day, counting those
+    completed, pending and in progress (minor units); 0: no daily limit."""
     otp_wait_s: float = 90.0
     """Cash-in: how long the kiosk waits, once the notes are in, for the customer to show the
     code with a fresh OTP (the OTP itself lives 30 s)."""
@@ -65,6 +71,8 @@ def read(t: Table, cur: Currency) -> RapydConfig:
         ),
         cashout_max=amount_in(t, "cashout_max", cur),
         cashin_max=amount_in(t, "cashin_max", cur),
+        cashout_day_max=amount_in(t, "cashout_day_max", cur),
+        cashin_day_max=amount_in(t, "cashin_day_max", cur),
         otp_wait_s=seconds_in(t, "otp_wait_s", d.otp_wait_s, 10, 300),
         otp_attempts=int_in(t, "otp_attempts", d.otp_attempts, 1, 5),
         call_wait_s=seconds_in(t, "call_wait_s", d.call_wait_s, 0, 120),
