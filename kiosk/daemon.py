@@ -73,6 +73,9 @@ class Daemon:
         self._paper = "ok"
         self._levels: dict[int, int] | None = None  # the recycler's, read by the idle loop
         self.fleet_hold: str | None = None  # out of service by a fleet command: its reason
+        self._auth_news: list[
+            tuple[str, str | None]
+        ] = []  # credentials refused/accepted, to journal
         self.lockout = Lockout(config.limits)  # too many refused codes: no code for a while
         self._http: dict[str, Any] = {}  # each provider's HTTP client (connect_all's order)
         self.service: str | None = None  # service mode: "door open" | "door closed" (confirm)
@@ -99,7 +102,11 @@ class Daemon:
             power_up = await self._open_validator(hw)
             reach = Reachability()
             clients, connections = connect_all(
-                c, self.secrets, reach.recorder, reach.clock_recorder
+                c,
+                self.secrets,
+                reach.recorder,
+                reach.clock_recorder,
+                lambda name: lambda said: self._auth(reach, name, said),
             )
             self._http = dict(zip(clients, (conn.http for conn in connections), strict=True))
             ctx = Context(
@@ -330,6 +337,7 @@ class Daemon:
                 bool(p.get("reachable", True)),
                 float(p.get("for_s", 0.0)),  # type: ignore[arg-type]
                 p.get("clock_skew_s"),  # type: ignore[arg-type]
+                auth_refused="auth_refused" in p,
             )
             for name, p in ctx.reachability.status().items()
         )
@@ -626,6 +634,11 @@ class Daemon:
                 await self._ack_power_up(hw)
                 ctx.fault = None
                 ctx.out_of_service.clear()
+        await self._probe_providers(ctx)
+
+    async def _probe_providers(self, ctx: Context) -> None:
+        """Probe each provider that is down (unreachable, or refusing our keys) with its cheap
+        read; one that answers it accepts the kiosk's credentials again."""
         from kiosk.errors import ProviderError
 
         for name, client in ctx.clients.items():
@@ -633,6 +646,34 @@ class Daemon:
             if provider.probe and ctx.reachability.is_down(name):
                 with contextlib.suppress(ProviderError):  # the probe's outcome is recorded
                     await provider.resolve("probe")(client, ctx.config)
+                    self._auth(ctx.reachability, name, None)
+        await self._journal_auth_news(ctx)
+
+    def _auth(self, reach: Reachability, name: str, said: str | None) -> None:
+        """``name`` refused the kiosk's credentials (``said``: its words) or accepted them
+        again (None): logged at ERROR once per change, journaled from the idle loop."""
+        if not reach.auth(name, said[:200] if said else None):
+            return
+        if said is not None:
+            log.error(
+                "%s refuses the kiosk's credentials (%s): its journeys are out of service until"
+                " it accepts them; check the keys with: kiosk provider check %s",
+                name,
+                said[:200],
+                name,
+            )
+        else:
+            log.warning("%s accepts the kiosk's credentials again: back in service", name)
+        self._auth_news.append((name, said[:200] if said else None))
+
+    async def _journal_auth_news(self, ctx: Context) -> None:
+        j = ctx.journal
+        while self._auth_news:
+            name, said = self._auth_news.pop(0)
+            if said is not None:
+                await j.call(j.sync.log, "provider.auth_refused", {"provider": name, "said": said})
+            else:
+                await j.call(j.sync.log, "provider.auth_accepted", {"provider": name})
 
     async def _devices(self, ctx: Context, idle: bool) -> dict[str, str]:
         """Each device in words, for ``kiosk status`` (the recycler's levels only when idle)."""

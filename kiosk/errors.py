@@ -16,6 +16,7 @@
      ├── DeviceError(KioskError, OSError)      a device is missing or misbehaves
      └── ProviderError(KioskError)             a provider call failed
           ├── ProviderRefused                  the provider said no, for good: nothing moved
+          │    └── ProviderAuthFailed          ... to the kiosk's credentials: out of service
           ├── ProviderUnavailable              the request was not delivered (connect failed,
           │                                    rate limited): nothing happened, safe to retry
           ├── ProviderAmbiguous                the call may or may not have taken effect:
@@ -107,6 +108,13 @@ class ProviderError(KioskError):
 
 class ProviderRefused(ProviderError):
     """The provider refused for good (business error). Nothing moved; do not retry as is."""
+
+
+class ProviderAuthFailed(ProviderRefused):
+    """The provider refused the kiosk's own credentials (a rejected signature or MAC, a revoked
+    or wrong API key, an address not on its list): nothing was processed, and every call will
+    fail the same way until a technician fixes the keys. The daemon takes the provider out of
+    service and raises an alert (:mod:`kiosk.reachability`), not just this one journey."""
 
 
 class ProviderUnavailable(ProviderError):

@@ -86,6 +86,11 @@ def words(doc: Mapping[str, Any]) -> str:
                 said += f"; our clock {p['clock_skew_s']:+} s against theirs"
             if p.get("clock_refused"):
                 said += "; it REFUSED our time: fix NTP"
+            if p.get("auth_refused"):
+                said = (
+                    f"REFUSES the kiosk's credentials ({p['auth_refused']}): its journeys are out"
+                    f" of service; fix the keys, then kiosk provider check {name}"
+                )
             lines.append(f"  {name:<10} {said}")
     left = doc.get("left_today", {})
     if left:

@@ -75,6 +75,7 @@ METRICS: dict[str, Labels] = {
     "kiosk_liabilities_open": {},
     "kiosk_liabilities_open_minor": {"currency": ANY},
     "kiosk_provider_up": {"provider": ANY},
+    "kiosk_provider_auth_refused": {"provider": ANY},
     "kiosk_provider_clock_offset_seconds": {"provider": ANY},
     "kiosk_heartbeats_missed": {},
     "kiosk_heartbeat_last_sent_timestamp_seconds": {},

@@ -119,6 +119,7 @@ def _provider(p: ProviderView) -> dict[str, Any]:
         "for_s": _seconds(p.for_s),
         "clock_offset_s": _number(p.clock_offset_s),
         "last_success_at": _iso_or_none(p.last_success_at),
+        "auth_refused": p.auth_refused,
     }
 
 

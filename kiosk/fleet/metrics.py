@@ -87,6 +87,10 @@ GAUGES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "kiosk_liabilities_open": ("Open liabilities to customers", ()),
     "kiosk_liabilities_open_minor": ("Open liabilities to customers, minor units", ("currency",)),
     "kiosk_provider_up": ("1 while the provider answers", ("provider",)),
+    "kiosk_provider_auth_refused": (
+        "1 while the provider refuses the kiosk's credentials (its journeys are off)",
+        ("provider",),
+    ),
     "kiosk_provider_clock_offset_seconds": ("Our clock minus the provider's", ("provider",)),
     "kiosk_heartbeats_missed": ("Heartbeats not delivered since the last that was", ()),
     "kiosk_heartbeat_last_sent_timestamp_seconds": ("When a heartbeat was last delivered", ()),
@@ -219,6 +223,7 @@ class Metrics:
             b.set("kiosk_liabilities_open_minor", amount, currency)
         for p in view.providers:
             b.set("kiosk_provider_up", p.reachable, p.name)
+            b.set("kiosk_provider_auth_refused", p.auth_refused, p.name)
             if p.clock_offset_s is not None:
                 b.set("kiosk_provider_clock_offset_seconds", p.clock_offset_s, p.name)
         b.set("kiosk_heartbeats_missed", missed)

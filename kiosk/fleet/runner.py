@@ -106,6 +106,7 @@ def view(
             p.for_s,
             p.clock_offset_s,
             figures["last_success"].get(p.name),
+            p.auth_refused,
         )
         for p in facts.providers
     )

@@ -24,6 +24,7 @@ class ProviderView:
     for_s: float  # how long it has been so
     clock_offset_s: float | None = None  # our clock minus theirs, when measured
     last_success_at: str | None = None  # ISO 8601 UTC of the last completed journey
+    auth_refused: bool = False  # it refuses the kiosk's credentials (its journeys are off)
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,7 @@ def test_the_in_service_document() -> None:
         "for_s": 120.0,
         "clock_offset_s": 0.3,
         "last_success_at": "2025-01-31T11:58:00.123Z",
+        "auth_refused": False,
     }
     assert doc["cpu_temperature_c"] == 48.3
 
@@ -185,6 +186,7 @@ def test_odd_details_become_unknowns_not_errors() -> None:
         "for_s": 0.0,
         "clock_offset_s": None,
         "last_success_at": None,
+        "auth_refused": False,
     }
     assert doc["pending"] == {"count": 0, "oldest_s": 0.0}
 

@@ -13,6 +13,7 @@ import pytest
 
 from kiosk.errors import (
     ProviderAmbiguous,
+    ProviderAuthFailed,
     ProviderProtocolError,
     ProviderRefused,
     ProviderUnavailable,
@@ -86,7 +87,7 @@ def test_get_reads_the_payment() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
-        (401, {"error": {"code": "unauthorized", "message": "bad key"}}, ProviderRefused),
+        (401, {"error": {"code": "unauthorized", "message": "bad key"}}, ProviderAuthFailed),
         (422, {"message": "amount must be an integer"}, ProviderRefused),
         (404, {"error": "not_found"}, ProviderRefused),
         (500, {"error": "boom"}, ProviderAmbiguous),

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from kiosk.errors import (
     ProviderAmbiguous,
+    ProviderAuthFailed,
     ProviderError,
     ProviderProtocolError,
     ProviderRefused,
@@ -323,8 +324,8 @@ def test_http_status_is_mapped(status: int, error: type[ProviderError]) -> None:
         (fail("404"), ProviderUnavailable, "404"),
         (fail("62001"), ProviderRefused, "62001"),
         (fail("400"), ProviderRefused, "400"),
-        (fail("403", "ERROR"), ProviderRefused, "403"),
-        (fail("500", "ERROR"), ProviderRefused, "500"),
+        (fail("403", "ERROR"), ProviderAuthFailed, "403"),
+        (fail("500", "ERROR"), ProviderAuthFailed, "500"),  # our signature rejected
     ],
 )
 def test_head_codes_are_mapped(doc: object, error: type[ProviderError], code: str) -> None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from kiosk.errors import (
     ProviderAmbiguous,
+    ProviderAuthFailed,
     ProviderProtocolError,
     ProviderRefused,
     ProviderUnavailable,
@@ -293,7 +294,7 @@ def test_client_refuses_forged_or_unsigned_replies(reply: Callable[[], httpx.Res
     [
         ("400", ProviderRefused),
         ("402", ProviderUnavailable),
-        ("403", ProviderRefused),
+        ("403", ProviderAuthFailed),  # UNAUTHORIZED: our keys or address
         ("404", ProviderUnavailable),
         ("500", ProviderAmbiguous),
         ("504", ProviderAmbiguous),

@@ -10,7 +10,12 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from kiosk.errors import ProviderAmbiguous, ProviderProtocolError, ProviderRefused
+from kiosk.errors import (
+    ProviderAmbiguous,
+    ProviderAuthFailed,
+    ProviderProtocolError,
+    ProviderRefused,
+)
 from kiosk.money import Money
 from kiosk.providers.paysera.client import PayseraClient
 from kiosk.providers.paysera.mac import MacSigner, parse_header, verify
@@ -93,7 +98,7 @@ def test_reserve_confirm_revoke_and_get_use_the_documented_paths() -> None:
     [
         (409, {"error": "invalid_state"}, ProviderRefused, "invalid_state"),
         (400, {"error": "not_enough_funds"}, ProviderRefused, "not_enough_funds"),
-        (401, {"error": "unauthorized"}, ProviderRefused, "unauthorized"),
+        (401, {"error": "unauthorized"}, ProviderAuthFailed, "unauthorized"),
         (500, {"error": "internal_server_error"}, ProviderAmbiguous, "internal_server_error"),
         (502, None, ProviderAmbiguous, None),  # a gateway page: not Paysera's answer
         (429, None, ProviderAmbiguous, None),

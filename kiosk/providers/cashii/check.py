@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
 from kiosk.config import Config, Secrets
-from kiosk.errors import ProviderError, ProviderRefused, ProviderUnavailable
+from kiosk.errors import ProviderAuthFailed, ProviderError, ProviderRefused, ProviderUnavailable
 
 NO_SUCH_PAYMENT = "0000000000000000"
 
@@ -41,9 +40,14 @@ async def check(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
 
 
 async def probe(client: Any, cfg: Any) -> None:
-    """A cheap read that tells an idle kiosk whether Cashii answers again."""
-    with contextlib.suppress(ProviderRefused):  # an answer: Cashii is there
+    """A cheap read that tells an idle kiosk whether Cashii answers again and accepts our API
+    key (a refusal of the key is raised: the kiosk's Cashii journeys stay off)."""
+    try:
         await client.get(NO_SUCH_PAYMENT)
+    except ProviderAuthFailed:
+        raise
+    except ProviderRefused:  # an answer (no such payment): Cashii is there
+        pass
 
 
 async def reconcile(client: Any, cfg: Config, tx: Any) -> str:

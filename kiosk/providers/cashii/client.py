@@ -38,6 +38,7 @@ import httpx
 from kiosk.errors import (
     MoneyError,
     ProviderAmbiguous,
+    ProviderAuthFailed,
     ProviderProtocolError,
     ProviderRefused,
     ProviderUnavailable,
@@ -174,6 +175,8 @@ class CashiiClient:
             raise ProviderAmbiguous(PROVIDER, f"{what}: HTTP {status}")
         if status in (400, 401, 403, 404, 409, 422) and isinstance(doc, dict):
             code, message = _error(doc, status)
+            if status == 401:  # our API key refused (wrong, revoked or expired)
+                raise ProviderAuthFailed(PROVIDER, message, code=code, signed=True)
             raise ProviderRefused(PROVIDER, message, code=code, signed=True)
         raise _broken(f"{what}: unexpected reply (HTTP {status})")
 

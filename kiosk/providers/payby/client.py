@@ -43,6 +43,7 @@ import httpx
 from kiosk.errors import (
     MoneyError,
     ProviderAmbiguous,
+    ProviderAuthFailed,
     ProviderError,
     ProviderProtocolError,
     ProviderRefused,
@@ -89,6 +90,7 @@ DEFAULT_PAY_ORDER_PATH: Final = "/acquire2/cashTopUp/payOrder"
 
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _AMBIGUOUS_CODES: Final = frozenset({"500", "504"})
+UNAUTHORIZED: Final = "403"  # the global code: the partner is not allowed (key, address)
 _UNAVAILABLE_CODES: Final = frozenset({"402", "404"})
 
 
@@ -549,6 +551,8 @@ class PayByClient:
             raise ProviderAmbiguous(PROVIDER, f"HTTP {status}", code=f"HTTP {status}")
         if status == 429:
             raise ProviderUnavailable(PROVIDER, "rate limited (HTTP 429)", code="HTTP 429")
+        if status in (401, 403):  # a gateway's: the partner id, its key or its address refused
+            raise ProviderAuthFailed(PROVIDER, f"HTTP {status}", code=f"HTTP {status}")
         if 400 <= status < 500:
             raise ProviderRefused(PROVIDER, f"HTTP {status}", code=f"HTTP {status}")
         if status not in (200, 201):
@@ -571,9 +575,11 @@ class PayByClient:
         if apply_status == "SUCCESS" and code == "0":
             return _obj(doc.get("body"), "body")
         if apply_status == "ERROR":
-            raise ProviderRefused(
+            raise ProviderAuthFailed(
                 PROVIDER, f"our signature was rejected: {msg}", code=code, signed=signed
             )
+        if code == UNAUTHORIZED:
+            raise ProviderAuthFailed(PROVIDER, msg or "UNAUTHORIZED", code=code, signed=signed)
         if apply_status not in ("SUCCESS", "FAIL") or code == "0":
             raise _broken(f"inconsistent head: applyStatus={apply_status} code={code}")
         if code in _AMBIGUOUS_CODES:

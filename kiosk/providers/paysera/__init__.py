@@ -5,7 +5,7 @@
 - :mod:`.client` — the transaction calls; :mod:`.config` — ``[paysera]`` and its ``mac_key``;
 - :mod:`.codes` — the codes a customer shows (reservation code, ``EVP`` cash-in code);
 - :mod:`.outcomes` — Paysera's error codes as what the customer is told;
-- :mod:`.check` — ``kiosk provider check paysera``.
+- :mod:`.check` — ``kiosk provider check paysera``, the idle probe, the reconcile read.
 """
 
 from kiosk.providers.base import Provider
@@ -17,6 +17,7 @@ PROVIDER = Provider(
     connect="kiosk.providers.paysera.config:connect",
     check="kiosk.providers.paysera.check:check",
     reconcile="kiosk.providers.paysera.check:reconcile",
+    probe="kiosk.providers.paysera.check:probe",
     journeys=("kiosk.flows.paysera_cashout", "kiosk.flows.paysera_cashin"),
     codes="kiosk.providers.paysera.codes:recognise",
     envelope="kiosk.providers.paysera.codes:envelope",

@@ -53,6 +53,16 @@ async def check(cfg: Config, secrets: Secrets) -> tuple[bool, str]:
         return False, "paysera: a transaction that cannot exist was found: wrong base_url?"
 
 
+async def probe(client: Any, cfg: Config) -> None:
+    """The daemon's idle probe: the MAC-signed read of a transaction that cannot exist
+    (``not_found`` is Paysera answering and accepting our MAC); raises ProviderError else."""
+    try:
+        await client.get("kioskCredentialCheck")
+    except ProviderRefused as exc:
+        if exc.code != "not_found":
+            raise
+
+
 async def reconcile(client: Any, cfg: Config, tx: Any) -> str:
     """``kiosk reconcile``: Paysera's view of ``tx``'s transaction: ``APPLIED`` once confirmed
     (the money moved), ``NOT_APPLIED:<status>`` otherwise, ``UNREACHABLE:<why>``."""

@@ -43,6 +43,7 @@ import httpx
 from kiosk.errors import (
     MoneyError,
     ProviderAmbiguous,
+    ProviderAuthFailed,
     ProviderProtocolError,
     ProviderRefused,
     ProviderUnavailable,
@@ -257,6 +258,8 @@ class PayseraClient:
         log.warning("%s %s HTTP %d %s %dms", method, label, status, code or "-", ms)
         if isinstance(code, str) and 400 <= status < 500 and status != 429:
             desc = doc.get("error_description") if isinstance(doc, dict) else None
+            if status == 401:  # unauthorized: our MAC (client id, key or clock) refused
+                raise ProviderAuthFailed(PROVIDER, str(desc or code), code=code, signed=True)
             raise ProviderRefused(PROVIDER, str(desc or code), code=code, signed=True)
         if status >= 500 or status == 429:
             raise ProviderAmbiguous(PROVIDER, f"{label}: HTTP {status}", code=code or None)

@@ -43,6 +43,7 @@ import httpx
 from kiosk.errors import (
     MoneyError,
     ProviderAmbiguous,
+    ProviderAuthFailed,
     ProviderProtocolError,
     ProviderRefused,
     ProviderUnavailable,
@@ -252,6 +253,8 @@ class RapydClient:
             raise ProviderAmbiguous(PROVIDER, f"{what}: HTTP {http_status}", code=code or None)
         if status.get("status") == "ERROR" and code.startswith("ERROR"):
             message = str(status.get("message") or code)
+            if http_status == 401:  # our access key or request signature refused
+                raise ProviderAuthFailed(PROVIDER, message, code=code, signed=True)
             raise ProviderRefused(PROVIDER, message, code=code, signed=True)
         raise _broken(f"{what}: unexpected status (HTTP {http_status})")
 
