@@ -157,6 +157,17 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Optional certificate pinning (``[tls.pins]``): per provider name (and ``fleet``), a PEM
+    file of the certificates the kiosk trusts for that endpoint (its CA, an intermediate or
+    its own certificate) instead of the public CA store. Verification stays on and the host
+    name is still checked; a certificate outside the file fails the handshake before a byte
+    of the request is sent (:mod:`kiosk.httpclient`)."""
+
+    pins: Mapping[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetConfig:
     """The fleet: signed heartbeats pushed to an endpoint, the same figures to a Prometheus
     Pushgateway, and the local endpoints (``/healthz``, ``/heartbeat``, ``/metrics``)."""
@@ -201,6 +212,7 @@ class Config:
     cashout: CashoutConfig = CashoutConfig()
     fleet: FleetConfig = FleetConfig()
     limits: LimitsConfig = LimitsConfig()
+    tls: TlsConfig = TlsConfig()
     providers: Mapping[str, Any] = field(default_factory=dict)
     """Each registered provider's section (:mod:`kiosk.providers.registry`), when present."""
 
@@ -615,6 +627,38 @@ def _fleet(t: _Table) -> FleetConfig:
     return c
 
 
+def _tls(t: _Table) -> TlsConfig:
+    from kiosk.providers.registry import NAMES
+
+    table = t.sub("pins")
+    names = (*NAMES, "fleet")
+    for name in table.data:
+        if name not in names:
+            raise table.error(name, f"a provider name or fleet (one of: {', '.join(names)})")
+    pins = {name: path_in(table, name, Path(), "the path of a PEM file") for name in table.data}
+    table.done()
+    t.done()
+    return TlsConfig(pins)
+
+
+def check_tls_pins(cfg: Config) -> None:
+    """Each pinned file loads as a trust store (PEM certificates), or ConfigError naming it."""
+    import ssl
+
+    from kiosk.httpclient import pinned_context
+
+    for name, path in cfg.tls.pins.items():
+        try:
+            pinned_context(path)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no certificate"
+            raise ConfigError(
+                str(cfg.file),
+                f"tls.pins.{name}",
+                f"a readable PEM file of certificates at {path} ({reason})",
+            ) from None
+
+
 def _cashout(t: _Table, cur: Currency) -> CashoutConfig:
     expected = f'a list of up to 9 amounts in {cur.code} as strings, e.g. ["20.00", "50.00"]'
     texts = t.get("presets", list, [], expected)
@@ -682,6 +726,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
     cashout = _cashout(top.sub("cashout"), cur)
     fleet = _fleet(top.sub("fleet"))
     limits = _limits(top.sub("limits"), cur)
+    tls = _tls(top.sub("tls"))
     from kiosk.providers.registry import sections  # the providers declare their own tables
 
     providers = {
@@ -701,6 +746,7 @@ def load(path: Path, *, simulate: bool = False) -> Config:
         cashout=cashout,
         fleet=fleet,
         limits=limits,
+        tls=tls,
         providers=providers,
         kiosk_id=kiosk_id,
         location=location,
@@ -743,6 +789,7 @@ def check_key_files(cfg: Config, secrets: Secrets) -> None:
     provision``'s check and ``kiosk run`` before it starts the daemon (its second half is the
     provider loop those run today)."""
     check_fleet_key(cfg)
+    check_tls_pins(cfg)
     from kiosk.providers.registry import sections
 
     for name, section in sections().items():

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import ssl
+    from pathlib import Path
 
     import httpx
 
@@ -26,13 +27,26 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def client(timeout: httpx.Timeout) -> httpx.AsyncClient:
+@functools.cache
+def pinned_context(path: Path) -> ssl.SSLContext:
+    """A client TLS context that trusts only the certificates in ``path`` (``[tls.pins]``):
+    a pinned CA, intermediate or the server's own certificate is a trust anchor (partial
+    chains allowed); the host name is still checked. Raises OSError or ssl.SSLError."""
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(path))
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
+
+
+def client(timeout: httpx.Timeout, pin: Path | None = None) -> httpx.AsyncClient:
+    """``pin``: this client trusts only that file's certificates (:func:`pinned_context`)."""
     from http.cookiejar import CookieJar, DefaultCookiePolicy
 
     import httpx
 
     return httpx.AsyncClient(
         timeout=timeout,
-        verify=tls_context(),
+        verify=tls_context() if pin is None else pinned_context(pin),
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )

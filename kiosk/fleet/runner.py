@@ -227,7 +227,7 @@ class Fleet:
         from kiosk.httpclient import client as http_client
 
         c = self.config.fleet
-        self.http = http_client(httpx.Timeout(c.timeout_s))
+        self.http = http_client(httpx.Timeout(c.timeout_s), self.config.tls.pins.get("fleet"))
         if self.me is not None and self.url:
             self.pusher = HeartbeatPusher(
                 self.http, self.url, self.me, timeout_s=c.timeout_s, on_commands=self._commands

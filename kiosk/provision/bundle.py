@@ -36,7 +36,7 @@ from typing import Any
 from kiosk import identity
 from kiosk.provision.errors import BundleError, _expected
 
-SECTIONS = ("kiosk", "hardware", "offline", "cashout")
+SECTIONS = ("kiosk", "hardware", "offline", "cashout", "limits", "fleet", "tls")
 DEVICES = ("validator", "printer", "scanner")
 RESERVED = ("kiosk.toml", "secrets.toml", identity.KEY_FILE, identity.INFO_FILE)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

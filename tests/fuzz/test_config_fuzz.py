@@ -70,8 +70,9 @@ def schema_docs(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for at in draw(st.lists(st.sampled_from(TABLES), max_size=6, unique=True)):
         table = _table(doc, at)
-        known = st.sampled_from(SEEDS.keys[at])
-        for k in draw(st.lists(known | keys, max_size=6, unique=True)):
+        names = SEEDS.keys[at]  # empty for a table of free names ([tls.pins])
+        known = st.sampled_from(names) | keys if names else keys
+        for k in draw(st.lists(known, max_size=6, unique=True)):
             table[k] = draw(values)
     return doc
 

@@ -88,7 +88,7 @@ def connect(
             str(cfg.secrets_file), "cashii.api_key", "the API key ([cashii] is configured)"
         )
     timeout = httpx.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s))
-    http = http_client(timeout)
+    http = http_client(timeout, cfg.tls.pins.get("cashii"))
     client = CashiiClient(
         http, base_url=p.base_url, api_key=s.api_key, timeout=timeout, on_reply=on_reply
     )

@@ -208,7 +208,7 @@ def connect(
         )
     check_private_key(s, cfg.secrets_file)  # a ConfigError, not a traceback from Signer
     timeout = httpx.Timeout(p.timeout_s)
-    http = http_client(timeout)
+    http = http_client(timeout, cfg.tls.pins.get("payby"))
     client = PayByClient(
         http,
         base_url=p.base_url,

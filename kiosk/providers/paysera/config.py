@@ -136,7 +136,7 @@ def connect(
             str(cfg.secrets_file), "paysera.mac_key", "the MAC key ([paysera] is configured)"
         )
     timeout = httpx.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s))
-    http = http_client(timeout)
+    http = http_client(timeout, cfg.tls.pins.get("paysera"))
     client = PayseraClient(
         http,
         base_url=p.base_url,

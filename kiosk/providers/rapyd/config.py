@@ -117,7 +117,7 @@ def connect(
             str(cfg.secrets_file), "rapyd.secret_key", "the secret key ([rapyd] is configured)"
         )
     timeout = httpx.Timeout(p.timeout_s, connect=min(5.0, p.timeout_s))
-    http = http_client(timeout)
+    http = http_client(timeout, cfg.tls.pins.get("rapyd"))
     client = RapydClient(
         http,
         base_url=p.base_url,
