@@ -18,14 +18,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import PaperState, PrinterStatus
 from drivers.validator.base import FaultCleared, FaultKind, PowerUpReport
 from kiosk import memory
 from kiosk.admin import Handler, serve_admin
 from kiosk.config import Config, Secrets
-from kiosk.errors import PayloadError
+from kiosk.errors import DeviceError, PayloadError
 from kiosk.fleet.runner import Facts, Fleet
 from kiosk.fleet.view import DeviceView, ProviderView
 from kiosk.flows.context import Context, Sources
@@ -174,12 +173,12 @@ class Daemon:
         refused to start would soon hit systemd's start limit and stay down."""
         try:
             await hw.printer.open()
-        except (DriverError, OSError) as exc:
+        except DeviceError as exc:
             if self.printer_ok:
                 log.error(
                     "printer: cannot open (%s): out of service until it answers; check its"
                     " cable, power and [hardware.printer] port",
-                    exc,
+                    exc.message,
                 )
             self.printer_ok, self._printer_ready = False, False
             self._printer_word = "not ready (cannot open)"
@@ -192,12 +191,12 @@ class Daemon:
         """The same for the code reader (a camera or a scanner)."""
         try:
             await hw.reader.open()
-        except (DriverError, OSError) as exc:
+        except DeviceError as exc:
             if self.reader_ok:
                 log.error(
                     "code reader: cannot open (%s): out of service until it answers; check its"
                     " cable and [hardware.reader]",
-                    exc,
+                    exc.message,
                 )
             self.reader_ok = False
             return
@@ -208,12 +207,12 @@ class Daemon:
     async def _open_validator(self, hw: Hardware) -> PowerUpReport | None:
         try:
             report = await hw.validator.open()
-        except (DriverError, OSError) as exc:
+        except DeviceError as exc:
             if self.validator_ok or not hasattr(self, "_validator_logged"):
                 log.error(
                     "validator: cannot open (%s): out of service; check its cable, power and"
                     " [hardware.validator] port; opening it again every %.0f s",
-                    exc,
+                    exc.message,
                     REOPEN_S,
                 )
                 self._validator_logged = True
@@ -231,8 +230,8 @@ class Daemon:
         if ack is not None and self.validator_ok:
             try:
                 await ack()
-            except (DriverError, OSError) as exc:
-                log.error("validator: power-up acknowledgement failed: %s", exc)
+            except DeviceError as exc:
+                log.error("validator: power-up acknowledgement failed: %s", exc.message)
 
     async def _watchdog(self, journal: AsyncJournal) -> None:
         """Ping systemd's watchdog only while the main loop is alive: the idle loop came round
@@ -483,7 +482,7 @@ class Daemon:
         async with self.busy:
             try:
                 await self._journey(ctx, text)
-            except (DriverError, OSError) as exc:
+            except OSError as exc:  # a DeviceError, or the journal's disk (StorageError)
                 # The journal holds every step; recovery settles the transaction.
                 log.error("journey stopped by a device error (%s): out of service", exc)
                 await ctx.journal.call(
@@ -499,9 +498,9 @@ class Daemon:
         transitions only ("printer: paper out" once, "printer: ready" once)."""
         try:
             status = await ctx.printer.status()
-        except (DriverError, OSError) as exc:
+        except DeviceError as exc:
             status = PrinterStatus(online=False, paper=PaperState.OUT, error=True)
-            log.debug("printer: status failed: %s", exc)
+            log.debug("printer: status failed: %s", exc.message)
         word = "ready" if status.ready else f"not ready ({_printer_problem(status)})"
         self._printer_ready, self._paper = status.ready, str(status.paper)
         if word != self._printer_word:
@@ -593,8 +592,8 @@ class Daemon:
         self.validator_ok = False
         try:
             await hw.validator.close()
-        except (DriverError, OSError) as exc:
-            log.warning("validator: close failed: %s", exc)
+        except DeviceError as exc:
+            log.warning("validator: close failed: %s", exc.message)
 
     async def _idle_tick(self, ctx: Context, hw: Hardware) -> None:
         memory.trim()
@@ -607,8 +606,8 @@ class Daemon:
         if ctx.dispenser is not None and self.validator_ok:
             try:
                 self._levels = dict(await ctx.dispenser.levels())
-            except (DriverError, OSError) as exc:
-                log.debug("recycler: levels unreadable: %s", exc)
+            except DeviceError as exc:
+                log.debug("recycler: levels unreadable: %s", exc.message)
                 self._levels = None
         if not self.validator_ok:
             report = await self._open_validator(hw)
@@ -649,8 +648,8 @@ class Daemon:
                 try:
                     held = money_levels(ctx.config.currency.code, await ctx.dispenser.levels())
                     out["recycler"] = f"holds {held['total']}: " + ", ".join(held["lines"])
-                except (DriverError, OSError) as exc:
-                    out["recycler"] = f"levels unreadable ({exc})"
+                except DeviceError as exc:
+                    out["recycler"] = f"levels unreadable ({exc.message})"
         return out
 
     def _admin_handlers(self, ctx: Context) -> dict[str, Handler]:
