@@ -543,6 +543,17 @@ def cmd_cash(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tamper(args: argparse.Namespace) -> int:
+    """``kiosk tamper clear``: lift the tamper latches (a fraud attempt, a cashbox removed
+    outside service mode) once the validator and the cashbox were inspected."""
+    reply = _admin(args, "tamper_clear", technician=args.technician)
+    cleared = reply["cleared"]
+    print(f"cleared: {', '.join(cleared)}" if cleared else "no tamper latch was set")
+    for why in reply["reasons"]:
+        print(f"  still out of service: {why}")
+    return 0
+
+
 def cmd_refund(args: argparse.Namespace) -> int:
     reply = _admin(args, "refund", ref=args.ref, amount=args.amount, technician=args.technician)
     status = reply["status"]
@@ -799,6 +810,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name != "levels":
             cp.add_argument("--technician", default="unknown", help="who does it")
         cp.set_defaults(fn=cmd_cash)
+
+    ta = sub.add_parser("tamper", help="the tamper latches, through the running daemon")
+    tasub = ta.add_subparsers(dest="tamper", required=True)
+    tc = with_config(
+        tasub.add_parser(
+            "clear",
+            help="lift the tamper latches (fraud, cashbox removed) after inspecting the kiosk",
+        )
+    )
+    tc.add_argument("--technician", default="unknown", help="who clears them (journaled)")
+    tc.set_defaults(fn=cmd_tamper)
 
     rf = with_config(
         sub.add_parser(
