@@ -399,6 +399,12 @@ class Daemon:
         """The idle loop: wait for a code, a panel event, a device event or a technician's
         command (:meth:`_between_customers`)."""
         self._looping = True
+        try:
+            await self._rounds(ctx, hw)
+        finally:
+            self._looping = False  # a technician's command runs where it is asked again
+
+    async def _rounds(self, ctx: Context, hw: Hardware) -> None:
         while True:
             self.beat_at = time.monotonic()
             if hw.panel.door_open and self.service != "door open":
@@ -412,9 +418,9 @@ class Daemon:
                 "admin": self._jobs.get,
             }
             if self.reader_ok:
-                waits["code"] = hw.reader.next_code
+                waits["code"] = functools.partial(_or_error, hw.reader.next_code)
             if self.validator_ok:
-                waits["validator"] = hw.validator.next_event
+                waits["validator"] = functools.partial(_or_error, hw.validator.next_event)
             sources = Sources(**waits)
             all_open = self.validator_ok and self.printer_ok and self.reader_ok
             try:
@@ -428,10 +434,12 @@ class Daemon:
             events = ([got] if got is not None else []) + left
             # Every device and panel event first, in order; then the code (if one was read).
             for name, event in events:
-                if name != "code":
+                if isinstance(event, DeviceError):
+                    await self._source_failed(ctx, hw, name, event)
+                elif name != "code":
                     await self._idle_event(ctx, hw, name, event)
             for name, event in events:
-                if name == "code":
+                if name == "code" and not isinstance(event, DeviceError):
                     await self._code(ctx, hw, event)
 
     async def _idle_event(self, ctx: Context, hw: Hardware, name: str, event: object) -> None:
@@ -635,6 +643,20 @@ class Daemon:
             await hw.validator.close()
         except DeviceError as exc:
             log.warning("validator: close failed: %s", exc.message)
+
+    async def _source_failed(self, ctx: Context, hw: Hardware, name: str, exc: DeviceError) -> None:
+        """Waiting for a code or a validator event failed (a camera unplugged, a port gone):
+        that device is out of service, journaled, closed and opened again by the idle tick."""
+        log.error("%s: out of service (%s); opening it again", exc.device, exc.message)
+        j = ctx.journal
+        await j.call(j.sync.log, "device.error", {"call": f"{name} wait", "error": str(exc)})
+        if name == "code" and self.reader_ok:
+            self.reader_ok = False
+            await _close(hw.reader, "code reader")
+        elif name == "validator" and self.validator_ok:
+            ctx.out_of_service.set()
+            self.validator_ok = False
+            await _close(hw.validator, "validator")
 
     async def _lose_device(self, hw: Hardware, device: str) -> None:
         """A journey stopped by ``device``'s error: that device is closed and opened again by
@@ -884,7 +906,12 @@ class Daemon:
 
         async def tamper_clear(req: dict[str, Any]) -> dict[str, Any]:
             who = str(req.get("technician") or "unknown")
-            kinds = await self.tamper.clear(f"technician {who}") if self.tamper else []
+
+            async def clear() -> list[str]:
+                return await self.tamper.clear(f"technician {who}") if self.tamper else []
+
+            # in the idle loop, which shows the panel's new state as soon as it is done
+            kinds = await self._between_customers(clear)
             return {"cleared": kinds, "reasons": self.reasons(ctx)}
 
         handlers: dict[str, Handler] = {
@@ -899,6 +926,14 @@ class Daemon:
             "refill": technician,
         }
         return {name: _clean_errors(name, h) for name, h in handlers.items()}
+
+
+async def _or_error(wait: Callable[[], Awaitable[T]]) -> T | DeviceError:
+    """An event wait whose device error comes back as the event (the idle loop goes on)."""
+    try:
+        return await wait()
+    except DeviceError as exc:
+        return exc
 
 
 async def _close(device: Any, name: str) -> None:

@@ -336,3 +336,49 @@ def test_a_door_opened_during_a_journey_is_journaled_at_once(
             assert d.service == "door closed"  # green ends it, as after any opening
 
     run(scenario)
+
+
+class UnpluggedCamera:
+    """A code reader whose camera goes away under it, then comes back when opened again."""
+
+    name = "camera"
+
+    def __init__(self) -> None:
+        self.opened = self.closed = 0
+        self.codes: asyncio.Queue[str] = asyncio.Queue()
+
+    async def open(self) -> None:
+        self.opened += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    async def next_code(self) -> str:
+        if not self.opened:
+            raise PortError("/dev/video0: the camera is gone")
+        return await self.codes.get()
+
+
+def test_a_reader_that_vanishes_in_the_idle_loop_is_out_of_service_then_reopened(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            d, hw, _ = _daemon(r)
+            camera = UnpluggedCamera()
+            hw.reader = devices.reader(camera)  # type: ignore[arg-type]
+            hw.printer = r.ctx.printer
+            serve = asyncio.create_task(d._serve(r.ctx, hw))
+            await r.until(lambda: not d.reader_ok)  # the daemon lives on, out of service
+            assert camera.closed == 1 and not serve.done()
+            (ev,) = await _events(r, "device.error")
+            assert ev["data"] == {
+                "call": "code wait",
+                "error": "code reader: /dev/video0: the camera is gone",
+            }
+            assert "the code reader (camera or scanner) does not answer" in d.reasons(r.ctx)
+            await d._idle_tick(r.ctx, hw)  # opened again (every REOPEN_S in the loop)
+            assert camera.opened == 1 and d.reader_ok
+            serve.cancel()
+
+    run(scenario)
