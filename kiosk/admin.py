@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from drivers.errors import DriverError
 from kiosk.errors import KioskError
 
 log = logging.getLogger("kiosk.admin")
@@ -68,8 +67,14 @@ async def _dispatch(line: bytes, handlers: dict[str, Handler]) -> dict[str, Any]
         if handler is None:
             raise ValueError(f"unknown command {req['cmd']!r}; one of {sorted(handlers)}")
         return {"ok": True, **await handler(req)}
-    except (ValueError, KioskError, DriverError) as exc:
+    except (ValueError, KioskError) as exc:
         return {"ok": False, "error": str(exc)}
+    except Exception as exc:
+        from kiosk.devices import is_device_error
+
+        if is_device_error(exc):  # a handler that drove a driver object itself
+            return {"ok": False, "error": str(exc)}
+        raise
 
 
 def call(path: Path, request: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:

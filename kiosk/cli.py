@@ -19,8 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from drivers.errors import DriverError
-from kiosk.errors import ConfigError, KioskError, StorageError, UsageError
+from kiosk.errors import ConfigError, DeviceError, KioskError, StorageError, UsageError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EX_SOFTWARE = 70  # sysexits.h: an internal error
@@ -59,7 +58,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from kiosk.config import check_key_files
     from kiosk.daemon import Daemon
-    from kiosk.errors import DeviceError
     from kiosk.statelock import StateLock
 
     cfg, secrets = _load(args, simulate=args.simulate)
@@ -76,27 +74,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         check_key_files(cfg, secrets)  # a bad key: a message now, not after the devices opened
         return asyncio.run(Daemon(cfg, secrets).run())
-    except DriverError as exc:  # a device the daemon could not open and does not wait for
+    except DeviceError as exc:  # a device the daemon could not open and does not wait for
+        if exc.device not in _SERIAL_DEVICES:
+            raise  # the panel's GPIO: its message says what to do
         log.debug("kiosk run: stopped by a device", exc_info=True)
         raise DeviceError(*_device_of(cfg, exc)) from exc
-    except GPIOZeroError as exc:
-        raise DeviceError(
-            "gpio panel",
-            f"{str(exc).rstrip('!.')}: on a Raspberry Pi install lgpio (sudo apt install"
-            " python3-lgpio) and give the daemon's user the gpio group; elsewhere run with"
-            " --simulate",
-        ) from exc
+    except GPIOZeroError as exc:  # gpiozero refusing later than the panel's set-up
+        from kiosk.hardware import gpio_error
+
+        raise gpio_error(exc) from exc
     finally:
         lock.release()
 
 
-def _device_of(cfg: Any, exc: DriverError) -> tuple[str, str]:
-    """(device, message) for a driver error at start-up: the device whose configured port the
-    error names, and what to check (a camera's or a missing library's message says it)."""
-    from drivers.errors import DecoderUnavailable
+_SERIAL_DEVICES = frozenset({"validator", "recycler", "printer", "code reader"})
 
-    text, v, p, r = str(exc), cfg.validator, cfg.printer, cfg.reader
-    if isinstance(exc, DecoderUnavailable):
+
+def _device_of(cfg: Any, exc: DeviceError) -> tuple[str, str]:
+    """(device, message) for a device error at start-up: the device whose configured port the
+    error names, and what to check (a camera's or a missing library's message says it)."""
+    from kiosk.errors import DecoderMissing
+
+    text, v, p, r = exc.message, cfg.validator, cfg.printer, cfg.reader
+    if isinstance(exc, DecoderMissing):
         return "code reader", text
     serial = [
         ("validator", v.driver != "sim" and v.port, "[hardware.validator] port"),
@@ -543,6 +543,17 @@ def cmd_cash(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tamper(args: argparse.Namespace) -> int:
+    """``kiosk tamper clear``: lift the tamper latches (a fraud attempt, a cashbox removed
+    outside service mode) once the validator and the cashbox were inspected."""
+    reply = _admin(args, "tamper_clear", technician=args.technician)
+    cleared = reply["cleared"]
+    print(f"cleared: {', '.join(cleared)}" if cleared else "no tamper latch was set")
+    for why in reply["reasons"]:
+        print(f"  still out of service: {why}")
+    return 0
+
+
 def cmd_refund(args: argparse.Namespace) -> int:
     reply = _admin(args, "refund", ref=args.ref, amount=args.amount, technician=args.technician)
     status = reply["status"]
@@ -800,6 +811,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             cp.add_argument("--technician", default="unknown", help="who does it")
         cp.set_defaults(fn=cmd_cash)
 
+    ta = sub.add_parser("tamper", help="the tamper latches, through the running daemon")
+    tasub = ta.add_subparsers(dest="tamper", required=True)
+    tc = with_config(
+        tasub.add_parser(
+            "clear",
+            help="lift the tamper latches (fraud, cashbox removed) after inspecting the kiosk",
+        )
+    )
+    tc.add_argument("--technician", default="unknown", help="who clears them (journaled)")
+    tc.set_defaults(fn=cmd_tamper)
+
     rf = with_config(
         sub.add_parser(
             "refund",
@@ -868,12 +890,14 @@ def _run(args: argparse.Namespace) -> int:
     except KioskError as exc:
         print(f"kiosk: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_status", 1))  # 2 for UsageError, a refusal (StateLocked)
-    except DriverError as exc:  # a device or port the command could not use
-        print(f"kiosk: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: one line for the technician, never a traceback
+        from kiosk.devices import is_device_error
+
+        if is_device_error(exc):  # a device or port the command drove itself could not be used
+            print(f"kiosk: {exc}", file=sys.stderr)
+            return 2
         what = " ".join(f"{type(exc).__name__}: {exc}".split())
         if args.command == "run":  # the daemon: systemd (and journald) must see the crash
             log.error("kiosk run: crashed: %s", what, exc_info=True)

@@ -952,15 +952,17 @@ class Kiosk:
 
     def control(self, cmd: str, **args: Any) -> dict[str, Any]:
         """A call on the daemon's simulated hardware (the customer)."""
-        from drivers.errors import DriverError
         from drivers.sim.control import SimControl
+        from kiosk.devices import boundary
+        from kiosk.errors import DeviceError
 
         try:
-            return SimControl(self.files.control_socket).call(cmd, **args)
-        except DriverError as exc:
+            with boundary("simulated hardware"):
+                return SimControl(self.files.control_socket).call(cmd, **args)
+        except DeviceError as exc:
             if self.dying():
                 raise Died(cmd) from exc
-            raise Stuck(f"{cmd}: {exc}") from exc
+            raise Stuck(f"{cmd}: {exc.message}") from exc
 
     def open_txs(self) -> list[sqlite3.Row]:
         marks = ",".join("?" * len(TERMINAL))

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import PaperState, PrinterStatus
 from drivers.validator.base import FaultCleared, FaultKind, PowerUpReport
 from kiosk import memory
 from kiosk.admin import Handler, serve_admin
 from kiosk.config import Config, Secrets
-from kiosk.errors import PayloadError
+from kiosk.devices import PRINTER, READER, GarbleWatch, Guarded
+from kiosk.errors import DeviceError, PayloadError
 from kiosk.fleet.runner import Facts, Fleet
 from kiosk.fleet.view import DeviceView, ProviderView
 from kiosk.flows.context import Context, Sources
@@ -37,6 +38,7 @@ from kiosk.providers.registry import connect_all, providers, starter
 from kiosk.reachability import Reachability
 from kiosk.router import route
 from kiosk.sdnotify import Notifier, watchdog_interval_s
+from kiosk.tamper import Tamper
 
 log = logging.getLogger("kiosk.daemon")
 T = TypeVar("T")
@@ -57,6 +59,7 @@ RESULT_HOLD_S = 3.0  # how long DONE / REFUSED stay on the panel
 STALL_S = 4 * IDLE_TICK_S  # the idle loop comes round at least every IDLE_TICK_S
 JOURNEY_MAX_S = 15 * 60.0  # the longest a journey (or a technician's command) may hold the loop
 JOURNAL_PROBE_S = 10.0  # the journal's writer thread must answer within this
+WATCH_S = 1.0  # how often the lines (bad frames) and, during a journey, the door are looked at
 
 
 class Daemon:
@@ -82,6 +85,8 @@ class Daemon:
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()  # technicians' commands, for the loop
         self._looping = False  # the idle loop runs (else a command runs where it is asked)
         self.beat_at = time.monotonic()  # the idle loop's last round (the watchdog reads it)
+        self.tamper: Tamper | None = None  # the tamper latches (built with the journal)
+        self._garbled: dict[str, str] = {}  # device -> why it was closed for garbage
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -95,6 +100,9 @@ class Daemon:
         hw: Hardware | None = None
         connections: list[Any] = []  # each provider client's HTTP client, closed at the end
         try:
+            self.tamper = Tamper(journal)
+            self.tamper.service_mode = lambda: self.service is not None
+            await self.tamper.restore()
             hw = await build(c)
             await hw.panel.open()
             await self._open_printer(hw)
@@ -119,6 +127,7 @@ class Daemon:
                 dispenser=hw.dispenser,
                 reachability=reach,
                 read_code=hw.reader.next_code,
+                tamper=self.tamper,
             )
             if not self.validator_ok:
                 ctx.out_of_service.set()
@@ -153,6 +162,7 @@ class Daemon:
             # Pending payments are settled in the background, whatever the providers do.
             forwarder = asyncio.create_task(ctx.outbox().run())
             serve = asyncio.create_task(self._serve(ctx, hw))
+            watch = asyncio.create_task(self._watch(ctx, hw))
             fleet = await self._start_fleet(ctx)  # after the loop: customers come first
             memory.trim()  # what start-up freed goes back to the system
             stop = asyncio.create_task(self.stopping.wait())
@@ -160,7 +170,7 @@ class Daemon:
             self.notifier.stopping()
             admin.close()
             await fleet.stop()
-            for task in (serve, stop, watchdog, forwarder):
+            for task in (serve, stop, watchdog, forwarder, watch):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -182,12 +192,12 @@ class Daemon:
         refused to start would soon hit systemd's start limit and stay down."""
         try:
             await hw.printer.open()
-        except (DriverError, OSError) as exc:
+        except DeviceError as exc:
             if self.printer_ok:
                 log.error(
                     "printer: cannot open (%s): out of service until it answers; check its"
                     " cable, power and [hardware.printer] port",
-                    exc,
+                    exc.message,
                 )
             self.printer_ok, self._printer_ready = False, False
             self._printer_word = "not ready (cannot open)"
@@ -195,33 +205,35 @@ class Daemon:
         if not self.printer_ok:
             log.info("printer: open")
         self.printer_ok = True
+        self._garbled.pop(PRINTER, None)
 
     async def _open_reader(self, hw: Hardware) -> None:
         """The same for the code reader (a camera or a scanner)."""
         try:
             await hw.reader.open()
-        except (DriverError, OSError) as exc:
+        except DeviceError as exc:
             if self.reader_ok:
                 log.error(
                     "code reader: cannot open (%s): out of service until it answers; check its"
                     " cable and [hardware.reader]",
-                    exc,
+                    exc.message,
                 )
             self.reader_ok = False
             return
         if not self.reader_ok:
             log.info("code reader: open")
         self.reader_ok = True
+        self._garbled.pop(READER, None)
 
     async def _open_validator(self, hw: Hardware) -> PowerUpReport | None:
         try:
             report = await hw.validator.open()
-        except (DriverError, OSError) as exc:
+        except DeviceError as exc:
             if self.validator_ok or not hasattr(self, "_validator_logged"):
                 log.error(
                     "validator: cannot open (%s): out of service; check its cable, power and"
                     " [hardware.validator] port; opening it again every %.0f s",
-                    exc,
+                    exc.message,
                     REOPEN_S,
                 )
                 self._validator_logged = True
@@ -239,8 +251,8 @@ class Daemon:
         if ack is not None and self.validator_ok:
             try:
                 await ack()
-            except (DriverError, OSError) as exc:
-                log.error("validator: power-up acknowledgement failed: %s", exc)
+            except DeviceError as exc:
+                log.error("validator: power-up acknowledgement failed: %s", exc.message)
 
     async def _watchdog(self, journal: AsyncJournal) -> None:
         """Ping systemd's watchdog only while the main loop is alive: the idle loop came round
@@ -299,11 +311,12 @@ class Daemon:
         why = tuple(self.reasons(ctx, providers=True))
         state = "out_of_service" if why else ("busy" if self.busy.locked() else "in_service")
         fault = str(ctx.fault) if ctx.fault is not None else None
+        lost = self._garbled.get("validator") or "not answering"
         devices = [
             DeviceView(
                 "validator",
                 self.validator_ok and fault is None,
-                "not answering" if not self.validator_ok else (fault or "ok"),
+                lost if not self.validator_ok else (fault or "ok"),
                 {"model": getattr(ctx.validator, "name", "?"), "fault": fault},
             ),
             DeviceView(
@@ -341,7 +354,10 @@ class Daemon:
             )
             for name, p in ctx.reachability.status().items()
         )
-        return Facts(state=state, reasons=why, devices=tuple(devices), providers=providers)
+        tamper = self.tamper.views() if self.tamper is not None else ()
+        return Facts(
+            state=state, reasons=why, devices=tuple(devices), providers=providers, tamper=tamper
+        )
 
     async def _fleet_command(self, ctx: Context, cmd: dict[str, Any]) -> str:
         """An accepted fleet command (verified and journaled by :mod:`kiosk.fleet.commands`)."""
@@ -396,6 +412,12 @@ class Daemon:
         """The idle loop: wait for a code, a panel event, a device event or a technician's
         command (:meth:`_between_customers`)."""
         self._looping = True
+        try:
+            await self._rounds(ctx, hw)
+        finally:
+            self._looping = False  # a technician's command runs where it is asked again
+
+    async def _rounds(self, ctx: Context, hw: Hardware) -> None:
         while True:
             self.beat_at = time.monotonic()
             if hw.panel.door_open and self.service != "door open":
@@ -409,9 +431,9 @@ class Daemon:
                 "admin": self._jobs.get,
             }
             if self.reader_ok:
-                waits["code"] = hw.reader.next_code
+                waits["code"] = functools.partial(_or_error, hw.reader.next_code)
             if self.validator_ok:
-                waits["validator"] = hw.validator.next_event
+                waits["validator"] = functools.partial(_or_error, hw.validator.next_event)
             sources = Sources(**waits)
             all_open = self.validator_ok and self.printer_ok and self.reader_ok
             try:
@@ -425,10 +447,12 @@ class Daemon:
             events = ([got] if got is not None else []) + left
             # Every device and panel event first, in order; then the code (if one was read).
             for name, event in events:
-                if name != "code":
+                if isinstance(event, DeviceError):
+                    await self._source_failed(ctx, hw, name, event)
+                elif name != "code":
                     await self._idle_event(ctx, hw, name, event)
             for name, event in events:
-                if name == "code":
+                if name == "code" and not isinstance(event, DeviceError):
                     await self._code(ctx, hw, event)
 
     async def _idle_event(self, ctx: Context, hw: Hardware, name: str, event: object) -> None:
@@ -449,6 +473,8 @@ class Daemon:
             self.service = None
             await j.call(j.sync.log, "service.left", {"by": "panel"})
             log.warning("service mode ended on the panel: back in service")
+            if self.tamper is not None:
+                await self.tamper.clear("panel")  # the technician inspected and confirmed
 
     async def _enter_service(self, ctx: Context, how: str) -> None:
         """The door opened: out of service until it is closed and a technician presses green."""
@@ -468,8 +494,13 @@ class Daemon:
             why.append("door open (service mode)")
         elif self.service == "door closed":
             why.append("service mode: the door is closed, press the green button to end it")
+        if self.tamper is not None:
+            why += self.tamper.reasons()
         if not self.validator_ok:
-            why.append("the bill validator does not answer")
+            lost = self._garbled.get("validator")
+            why.append(
+                f"the bill validator {lost}" if lost else "the bill validator does not answer"
+            )
         elif ctx.fault is not None:
             why.append(FAULT_WORDS.get(str(ctx.fault), f"the bill validator reports {ctx.fault}"))
         elif ctx.out_of_service.is_set():
@@ -479,7 +510,12 @@ class Daemon:
         if (locked := self.lockout.reason()) is not None:
             why.append(locked)
         if not self.reader_ok:
-            why.append("the code reader (camera or scanner) does not answer")
+            lost = self._garbled.get(READER)
+            why.append(
+                f"the code reader {lost}"
+                if lost
+                else "the code reader (camera or scanner) does not answer"
+            )
         if not self._printer_ready and not self.config.printer.allow_no_receipt:
             why.append(f"printer: {self._printer_word.removeprefix('not ready (')[:-1]}")
         down = [n for n in ctx.clients if ctx.reachability.is_down(n)]
@@ -488,22 +524,34 @@ class Daemon:
         return why
 
     async def _code(self, ctx: Context, hw: Hardware, text: str) -> None:
-        if ctx.out_of_service.is_set() or self.service is not None or self.lockout.reason():
+        latched = self.tamper is not None and bool(self.tamper.latched)
+        if (
+            ctx.out_of_service.is_set()
+            or self.service is not None
+            or self.lockout.reason()
+            or latched
+        ):
             log.info("code refused: out of service")
             hw.panel.show(PanelState.REFUSED)
             await asyncio.sleep(RESULT_HOLD_S)
             return
         async with self.busy:
+            door = asyncio.create_task(self._door_watch(ctx, hw))
             try:
                 await self._journey(ctx, text)
-            except (DriverError, OSError) as exc:
+            except OSError as exc:  # a DeviceError, or the journal's disk (StorageError)
                 # The journal holds every step; recovery settles the transaction.
                 log.error("journey stopped by a device error (%s): out of service", exc)
                 await ctx.journal.call(
                     ctx.journal.sync.log, "device.error", {"call": "journey", "error": str(exc)}
                 )
                 ctx.out_of_service.set()
-                self.validator_ok = False  # reopened (and recovered) by the idle tick
+                await self._lose_device(hw, getattr(exc, "device", ""))
+            finally:
+                door.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await door
+            await self._door_closed_behind(ctx, hw)
         await self._drop_lost_validator(ctx, hw)
         await asyncio.sleep(RESULT_HOLD_S)
 
@@ -512,9 +560,9 @@ class Daemon:
         transitions only ("printer: paper out" once, "printer: ready" once)."""
         try:
             status = await ctx.printer.status()
-        except (DriverError, OSError) as exc:
+        except DeviceError as exc:
             status = PrinterStatus(online=False, paper=PaperState.OUT, error=True)
-            log.debug("printer: status failed: %s", exc)
+            log.debug("printer: status failed: %s", exc.message)
         word = "ready" if status.ready else f"not ready ({_printer_problem(status)})"
         self._printer_ready, self._paper = status.ready, str(status.paper)
         if word != self._printer_word:
@@ -608,8 +656,112 @@ class Daemon:
         self.validator_ok = False
         try:
             await hw.validator.close()
-        except (DriverError, OSError) as exc:
-            log.warning("validator: close failed: %s", exc)
+        except DeviceError as exc:
+            log.warning("validator: close failed: %s", exc.message)
+
+    async def _source_failed(self, ctx: Context, hw: Hardware, name: str, exc: DeviceError) -> None:
+        """Waiting for a code or a validator event failed (a camera unplugged, a port gone):
+        that device is out of service, journaled, closed and opened again by the idle tick."""
+        log.error("%s: out of service (%s); opening it again", exc.device, exc.message)
+        j = ctx.journal
+        await j.call(j.sync.log, "device.error", {"call": f"{name} wait", "error": str(exc)})
+        if name == "code" and self.reader_ok:
+            self.reader_ok = False
+            await _close(hw.reader, "code reader")
+        elif name == "validator" and self.validator_ok:
+            ctx.out_of_service.set()
+            self.validator_ok = False
+            await _close(hw.validator, "validator")
+
+    async def _lose_device(self, hw: Hardware, device: str) -> None:
+        """A journey stopped by ``device``'s error: that device is closed and opened again by
+        the idle tick; so is the validator in every case (its power-up report, read again,
+        brings a note in flight into recovery, which settles the open transaction)."""
+        if device == PRINTER and self.printer_ok:
+            self.printer_ok, self._printer_ready = False, False
+            self._printer_word = "not ready (lost during a journey)"
+            await _close(hw.printer, "printer")
+        elif device == READER and self.reader_ok:
+            self.reader_ok = False
+            await _close(hw.reader, "code reader")
+        if self.validator_ok:
+            self.validator_ok = False
+            await _close(hw.validator, "validator")
+
+    async def _watch(self, ctx: Context, hw: Hardware) -> None:
+        """Every ``WATCH_S``: a line sending garbage (:class:`~kiosk.devices.GarbleWatch`) puts
+        its device out of service, journaled, and has it closed and opened again between
+        customers, like a device that vanished."""
+        watches = {name: GarbleWatch() for name in ("validator", PRINTER, READER)}
+        while True:
+            await asyncio.sleep(WATCH_S)
+            for name, device in (
+                ("validator", hw.validator),
+                (PRINTER, hw.printer),
+                (READER, hw.reader),
+            ):
+                if not isinstance(device, Guarded) or name in self._garbled:
+                    continue
+                bad = watches[name].check(device.line_errors)
+                if bad is not None:
+                    try:
+                        await self._garbage(ctx, hw, name, bad)
+                    except Exception:  # the watch goes on (the journal's error is logged)
+                        log.exception("%s: out of service for garbage failed", name)
+
+    async def _garbage(self, ctx: Context, hw: Hardware, name: str, bad: int) -> None:
+        from kiosk.devices import GARBLED_WINDOW_S
+
+        within = f"{bad} bad frames in {GARBLED_WINDOW_S:.0f} s"
+        why = f"does not answer: its line sends garbage ({within})"
+        log.error("%s: %s: out of service; opening it again", name, why)
+        j = ctx.journal
+        await j.call(
+            j.sync.log,
+            "device.garbled",
+            {"device": name, "bad_frames": bad, "within_s": GARBLED_WINDOW_S},
+        )
+        self._garbled[name] = why
+        if name == "validator":
+            ctx.out_of_service.set()
+        elif name == PRINTER:
+            self._printer_ready, self._printer_word = False, f"not ready ({why})"
+        if self._looping:  # between customers: a journey using the device ends first
+            job = functools.partial(self._close_garbled, hw, name)
+            self._jobs.put_nowait((job, asyncio.get_running_loop().create_future()))
+        else:
+            await self._close_garbled(hw, name)
+
+    async def _close_garbled(self, hw: Hardware, name: str) -> None:
+        """Close a device whose line sent garbage; the idle tick opens it again."""
+        if name == "validator" and self.validator_ok:
+            self.validator_ok = False
+            await _close(hw.validator, "validator")
+        elif name == PRINTER and self.printer_ok:
+            self.printer_ok = False
+            await _close(hw.printer, "printer")
+        elif name == READER and self.reader_ok:
+            self.reader_ok = False
+            await _close(hw.reader, "code reader")
+
+    async def _door_closed_behind(self, ctx: Context, hw: Hardware) -> None:
+        """The door opened and closed again while a journey held the panel (and its events)."""
+        if self.service == "door open" and not hw.panel.door_open:
+            await self._idle_event(ctx, hw, "panel", PanelEvent.DOOR_CLOSED)
+
+    async def _door_watch(self, ctx: Context, hw: Hardware) -> None:
+        """While a journey holds the panel (it takes only its buttons' events), the door is
+        looked at every ``WATCH_S``: opened, it is journaled then (with the transaction in
+        progress) and the kiosk is in service mode for the fleet at once; the journey goes on
+        to its end (its money rules hold), and no new one starts."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            if hw.panel.door_open and self.service != "door open":
+                try:
+                    await self._enter_service(ctx, "opened during a journey")
+                except Exception:  # the journey must not be stopped by its watcher
+                    log.exception("door: journaling the opening failed")
+                    self.service = "door open"
 
     async def _idle_tick(self, ctx: Context, hw: Hardware) -> None:
         memory.trim()
@@ -622,12 +774,13 @@ class Daemon:
         if ctx.dispenser is not None and self.validator_ok:
             try:
                 self._levels = dict(await ctx.dispenser.levels())
-            except (DriverError, OSError) as exc:
-                log.debug("recycler: levels unreadable: %s", exc)
+            except DeviceError as exc:
+                log.debug("recycler: levels unreadable: %s", exc.message)
                 self._levels = None
         if not self.validator_ok:
             report = await self._open_validator(hw)
             if report is not None:
+                self._garbled.pop("validator", None)
                 from kiosk.flows.recovery import recover
 
                 await recover(ctx, report)
@@ -679,7 +832,8 @@ class Daemon:
         """Each device in words, for ``kiosk status`` (the recycler's levels only when idle)."""
         validator = getattr(ctx.validator, "name", "bill validator")
         if not self.validator_ok:
-            v_state = "not answering (opened again every few seconds)"
+            lost = self._garbled.get("validator") or "not answering"
+            v_state = f"{lost} (opened again every few seconds)"
         elif ctx.fault is not None:
             v_state = f"fault: {ctx.fault}"
         else:
@@ -697,8 +851,8 @@ class Daemon:
                 try:
                     held = money_levels(ctx.config.currency.code, await ctx.dispenser.levels())
                     out["recycler"] = f"holds {held['total']}: " + ", ".join(held["lines"])
-                except (DriverError, OSError) as exc:
-                    out["recycler"] = f"levels unreadable ({exc})"
+                except DeviceError as exc:
+                    out["recycler"] = f"levels unreadable ({exc.message})"
         return out
 
     def _admin_handlers(self, ctx: Context) -> dict[str, Handler]:
@@ -720,6 +874,10 @@ class Daemon:
                 "state": "out_of_service" if why else ("ready" if idle else "busy"),
                 "reasons": why,
                 "service_mode": self.service,
+                "tamper": [
+                    {"kind": k, "since": v.get("at"), "detail": v.get("detail", "")}
+                    for k, v in sorted((self.tamper.latched if self.tamper else {}).items())
+                ],
                 "devices": await self._devices(ctx, idle),
                 "open_transactions": [t.ref for t in open_txs],
                 "pending": words.pending(open_txs),
@@ -801,8 +959,19 @@ class Daemon:
             )
             return reply
 
+        async def tamper_clear(req: dict[str, Any]) -> dict[str, Any]:
+            who = str(req.get("technician") or "unknown")
+
+            async def clear() -> list[str]:
+                return await self.tamper.clear(f"technician {who}") if self.tamper else []
+
+            # in the idle loop, which shows the panel's new state as soon as it is done
+            kinds = await self._between_customers(clear)
+            return {"cleared": kinds, "reasons": self.reasons(ctx)}
+
         handlers: dict[str, Handler] = {
             "status": status,
+            "tamper_clear": tamper_clear,
             "refund": refund,
             "payout": payout,
             "levels": levels,
@@ -812,6 +981,21 @@ class Daemon:
             "refill": technician,
         }
         return {name: _clean_errors(name, h) for name, h in handlers.items()}
+
+
+async def _or_error(wait: Callable[[], Awaitable[T]]) -> T | DeviceError:
+    """An event wait whose device error comes back as the event (the idle loop goes on)."""
+    try:
+        return await wait()
+    except DeviceError as exc:
+        return exc
+
+
+async def _close(device: Any, name: str) -> None:
+    try:
+        await device.close()
+    except DeviceError as exc:
+        log.warning("%s: close failed: %s", name, exc.message)
 
 
 async def _journal_stalled(journal: AsyncJournal) -> str | None:

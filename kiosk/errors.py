@@ -14,6 +14,11 @@
      │    └── NoJournal                        no journal where the config says: the kiosk
      │                                         never ran here, or kiosk.state_dir is wrong
      ├── DeviceError(KioskError, OSError)      a device is missing or misbehaves
+     │    ├── DeviceLost                       its port cannot be opened or was lost
+     │    ├── DeviceGarbled                    garbage or bad checksums on its wire
+     │    ├── DeviceFaulted                    it reports a fault (``kind``: jam, paper_out...)
+     │    ├── DeviceRefused                    it refused a command in its state
+     │    └── DecoderMissing                   a QR decoder's library is missing here
      └── ProviderError(KioskError)             a provider call failed
           ├── ProviderRefused                  the provider said no, for good: nothing moved
           │    └── ProviderAuthFailed          ... to the kiosk's credentials: out of service
@@ -24,8 +29,10 @@
           └── ProviderProtocolError            a broken or forged reply (bad signature, bad JSON);
                                                treated as ambiguous by the money flows
 
-Driver errors (``drivers.errors``) are translated to :class:`DeviceError` at the boundary with
-``raise ... from exc``; httpx errors to the provider errors likewise.
+Driver errors (``drivers.errors``) and a port's ``OSError`` are translated to
+:class:`DeviceError` at the boundary (:mod:`kiosk.devices`, which every device the kiosk
+drives goes through) with ``raise ... from exc``; httpx errors to the provider errors likewise.
+No kiosk module but the boundary catches a driver error.
 """
 
 from __future__ import annotations
@@ -85,11 +92,46 @@ class NoJournal(StorageError):
 
 
 class DeviceError(KioskError, OSError):
-    """A device is missing, faulted or answered out of protocol: the kiosk goes out of service."""
+    """A device is missing, faulted or answered out of protocol: the kiosk goes out of service.
+
+    ``device`` names it ("validator", "recycler", "printer", "code reader", "panel");
+    ``message`` is what went wrong, without the name; ``kind`` is a fault's short name
+    (:class:`DeviceFaulted`), else ``None``."""
+
+    kind: str | None = None
 
     def __init__(self, device: str, message: str) -> None:
-        self.device = device
+        self.device, self.message = device, message
         super().__init__(f"{device}: {message}")
+
+
+class DeviceLost(DeviceError):
+    """The device's port cannot be opened, or was lost (unplugged, powered off): check its
+    cable and power; the kiosk opens it again."""
+
+
+class DeviceGarbled(DeviceError):
+    """Bytes from the device that are not a valid frame (bad checksum, bad length): a loose
+    cable, a wrong baud rate, electrical noise, or someone on the line."""
+
+
+class DeviceFaulted(DeviceError):
+    """The device reports a fault; ``kind`` is its short machine-readable name (``jam``,
+    ``disconnected``, ``paper_out``...), ``detail`` the device's words."""
+
+    kind: str
+
+    def __init__(self, device: str, message: str, *, kind: str, detail: str = "") -> None:
+        super().__init__(device, message)
+        self.kind, self.detail = kind, detail
+
+
+class DeviceRefused(DeviceError):
+    """The device answered that it cannot process the command in its state."""
+
+
+class DecoderMissing(DeviceError):
+    """A QR decoder cannot run here (a library is missing); the message says how to install it."""
 
 
 class ProviderError(KioskError):

@@ -18,7 +18,9 @@ from drivers.panel import Panel
 from drivers.printer.base import ReceiptPrinter
 from drivers.reader.base import CodeReader, Decoder, FrameSource
 from drivers.validator.base import BillValidator, NoteDispenser
+from kiosk import devices
 from kiosk.config import Config
+from kiosk.errors import DeviceError
 
 log = logging.getLogger("kiosk.hardware")
 
@@ -63,25 +65,32 @@ def _pin_factory(simulate: bool) -> Any:
 
 
 async def build(config: Config) -> Hardware:
-    """Build (not open) every device; under simulation also start the control socket."""
+    """Build (not open) every device; under simulation also start the control socket.
+
+    Each device is handed out through the kiosk's boundary (:mod:`kiosk.devices`): what it
+    raises is a :class:`~kiosk.errors.DeviceError` naming it; so is a device that cannot even
+    be built (a decoder's library missing, a simulator's pty, the panel's GPIO)."""
     from drivers.reader.replay import ReplayReader
 
     c = config
-    hw_validator, scripted, dispenser, device = await _validator(c)
-    printer, scripted_printer, printer_device = await _printer(c)
-    replay = ReplayReader(
-        c.frames_dir, poll_interval=c.reader.poll_s, hold=c.reader.hold_s, decoder=_decoder(c)
-    )
-    reader: CodeReader = replay if c.simulate or c.reader.driver == "replay" else _reader(c)
+    with devices.boundary(devices.VALIDATOR):
+        hw_validator, scripted, dispenser, device = await _validator(c)
+    with devices.boundary(devices.PRINTER):
+        printer, scripted_printer, printer_device = await _printer(c)
+    with devices.boundary(devices.READER):
+        replay = ReplayReader(
+            c.frames_dir, poll_interval=c.reader.poll_s, hold=c.reader.hold_s, decoder=_decoder(c)
+        )
+        reader: CodeReader = replay if c.simulate or c.reader.driver == "replay" else _reader(c)
     pins = c.panel
     factory = _pin_factory(c.simulate)
-    panel = Panel(pins, pin_factory=factory)
+    panel = _panel(pins, factory)
     hw = Hardware(
-        hw_validator,
-        printer,
-        reader,
+        devices.validator(hw_validator),
+        devices.printer(printer),
+        devices.reader(reader),
         panel,
-        dispenser=dispenser,
+        dispenser=devices.dispenser(dispenser) if dispenser is not None else None,
         device=device,
         printer_device=printer_device,
     )
@@ -101,6 +110,26 @@ async def build(config: Config) -> Hardware:
         sock.unlink(missing_ok=True)
         hw.control = await serve_control(rig, sock)
     return hw
+
+
+def _panel(pins: Any, factory: Any) -> Panel:
+    """The panel on ``factory``; GPIO that cannot be claimed is the panel's DeviceError."""
+    from gpiozero.exc import GPIOZeroError
+
+    try:
+        return Panel(pins, pin_factory=factory)
+    except GPIOZeroError as exc:
+        raise gpio_error(exc) from exc
+
+
+def gpio_error(exc: Exception) -> DeviceError:
+    """The panel's :class:`DeviceError` for gpiozero's refusal ``exc``."""
+    return DeviceError(
+        "gpio panel",
+        f"{str(exc).rstrip('!.')}: on a Raspberry Pi install lgpio (sudo apt install"
+        " python3-lgpio) and give the daemon's user the gpio group; elsewhere run with"
+        " --simulate",
+    )
 
 
 async def _validator(c: Config) -> tuple[BillValidator, Any, NoteDispenser | None, Any]:

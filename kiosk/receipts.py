@@ -39,9 +39,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from drivers.errors import DriverError
 from drivers.printer.base import Block, Document, Line, QrBlock, ReceiptPrinter, Rule
-from kiosk.errors import ConfigError
+from kiosk import devices
+from kiosk.errors import ConfigError, DeviceError
 from kiosk.journal import AsyncJournal, Tx
 from kiosk.money import Money
 
@@ -482,11 +482,12 @@ async def print_queued(
     """Print a queued receipt, laid out for the printer's paper (:func:`layout`): the attempt
     is committed first, the result right after."""
     await journal.call(journal.sync.receipt_printing, receipt_id)
+    printer = devices.printer(printer)  # its errors are DeviceError (already so from a Context)
     try:
         await printer.print(layout(doc, printer.columns))
-    except (DriverError, OSError) as exc:
-        log.warning("receipt %s not printed (%s); queued for reprint", doc.name, exc)
-        await journal.call(journal.sync.receipt_result, receipt_id, str(exc) or type(exc).__name__)
+    except DeviceError as exc:
+        log.warning("receipt %s not printed (%s); queued for reprint", doc.name, exc.message)
+        await journal.call(journal.sync.receipt_result, receipt_id, exc.message)
         return False
     await journal.call(journal.sync.receipt_result, receipt_id, None)
     return True

@@ -15,8 +15,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from drivers.errors import DriverError
-from kiosk.errors import DeviceError, UsageError
+from kiosk.devices import boundary
+from kiosk.errors import UsageError
 
 DEFAULT_NOTES = (500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
@@ -85,10 +85,8 @@ async def serve_validator(
     finally:
         task.cancel()
         try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        except (OSError, DriverError) as exc:  # the pty or its link could not be made
-            raise DeviceError(f"{protocol} simulator", f"{exc}") from exc
+            with contextlib.suppress(asyncio.CancelledError), boundary(f"{protocol} simulator"):
+                await task  # the pty or its link could not be made: a DeviceError
         finally:
             if server is not None:
                 server.close()

@@ -15,7 +15,17 @@ from typing import Any
 from kiosk.journal import Tx
 from kiosk.money import Money
 
-ERROR_KINDS = frozenset({"device.error", "device.fault", "printer.status", "service.entered"})
+ERROR_KINDS = frozenset(
+    {
+        "device.error",
+        "device.fault",
+        "device.garbled",
+        "printer.status",
+        "service.entered",
+        "tamper.latched",
+        "tamper.cleared",
+    }
+)
 """The events shown as "last errors" (a printer status only when it is not ready)."""
 
 
@@ -61,6 +71,10 @@ def last_errors(events: Sequence[Mapping[str, Any]], limit: int = 5) -> list[dic
         if e["kind"] == "printer.status" and data.get("status") == "ready":
             continue
         detail = data.get("error") or data.get("kind") or data.get("status") or data.get("why")
+        if e["kind"] == "tamper.cleared":
+            detail = f"{', '.join(data.get('kinds') or [])} cleared by {data.get('by')}"
+        elif e["kind"] == "device.garbled":
+            detail = f"{data.get('device')}: {data.get('bad_frames')} bad frames"
         out.append({"at": e["at"], "kind": e["kind"], "detail": str(detail or "")})
         if len(out) == limit:
             break
@@ -74,6 +88,13 @@ def words(doc: Mapping[str, Any]) -> str:
     )
     lines = [f"kiosk {doc['kiosk']}: {state}"]
     lines += [f"  because: {why}" for why in doc.get("reasons", [])]
+    for latch in doc.get("tamper", []):
+        lines.append(
+            f"  TAMPER: {latch['kind']} since {latch['since']}"
+            + (f" ({latch['detail']})" if latch.get("detail") else "")
+            + ": inspect the validator and the cashbox; then open and close the door and press"
+            " green, or run kiosk tamper clear --technician NAME"
+        )
     lines.append("devices:")
     for name, dev in doc.get("devices", {}).items():
         lines.append(f"  {name:<10} {dev}")

@@ -130,12 +130,36 @@ def test_out_of_service_while_a_device_is_missing_or_faulted(tmp_path: Path) -> 
         try:
             control = SimControl(files.control_socket)
             assert control.call("state")["panel"]["state"] == "ready"
-            control.call("fault", kind="cashbox_removed")
+            control.call("fault", kind="jam")
             wait_for(lambda: control.call("state")["panel"]["state"] == "out_of_service")
             control.call("clear_fault")
             wait_for(lambda: control.call("state")["panel"]["state"] == "ready")
+            # a cashbox removed outside service mode latches (issue 16): the cashbox back, the
+            # kiosk stays out of service until a technician clears it
+            from kiosk import admin
+
+            sock = files.state_dir / "admin.sock"
+            control.call("fault", kind="cashbox_removed")
+            wait_for(lambda: control.call("state")["panel"]["state"] == "out_of_service")
+            control.call("clear_fault")
+            wait_for(lambda: _kinds(files.journal).count("device.recovered") == 2)
+            reply = admin.call(sock, {"cmd": "status"})
+            assert reply["state"] == "out_of_service"
+            assert [t["kind"] for t in reply["tamper"]] == ["cashbox_removed"]
+            assert control.call("state")["panel"]["state"] == "out_of_service"
+            cleared = admin.call(sock, {"cmd": "tamper_clear", "technician": "e2e"})
+            assert cleared["cleared"] == ["cashbox_removed"]
+            wait_for(lambda: control.call("state")["panel"]["state"] == "ready")
         finally:
             assert daemon.stop() == 0
+
+
+def _kinds(journal: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return [str(r[0]) for r in conn.execute("SELECT kind FROM events ORDER BY seq")]
+    finally:
+        conn.close()
 
 
 def test_paper_out_refuses_journeys_and_mid_receipt_queues_for_reprint(tmp_path: Path) -> None:

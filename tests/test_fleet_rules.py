@@ -39,6 +39,7 @@ REASONS = frozenset(
         "validator_fault",
         "printer",
         "providers_down",
+        "tamper",
         "other",
     }
 )
@@ -62,6 +63,7 @@ METRICS: dict[str, Labels] = {
     "kiosk_codes_total": {"result": frozenset({"started", "refused"})},
     "kiosk_device_up": {"device": DEVICES},
     "kiosk_validator_fault": {"kind": FAULTS},
+    "kiosk_tamper": {"kind": frozenset({"fraud", "cashbox_removed"})},
     "kiosk_printer_paper": {},
     "kiosk_cashbox_notes": {},
     "kiosk_cashbox_capacity_notes": {},
@@ -216,7 +218,7 @@ def test_every_alert_has_a_severity_a_summary_a_description_and_a_duration() -> 
         assert annotations.get("summary"), name
         assert len(annotations.get("description", "")) > 60, name
         # A fraud attempt pages at once; everything else must last before it alerts.
-        assert ("for" in alert) == (name != "KioskValidatorFraud"), name
+        assert ("for" in alert) == (name not in ("KioskValidatorFraud", "KioskTamperLatched")), name
     names = [alert["alert"] for alert in alerts]
     assert len(names) == len(set(names))
 

@@ -176,6 +176,14 @@ def test_each_fault_puts_the_kiosk_out_of_service_until_cleared(wire: Wire, kind
     wire.device.call("fault", kind=kind)
     wait_for(lambda: wire.panel() == "out_of_service", timeout=10)
     wire.device.call("clear_fault")
+    if kind in ("fraud", "cashbox_removed"):  # a tamper latches (issue 16): a technician clears it
+        from kiosk import admin
+
+        wait_for(lambda: wire.rows("SELECT seq FROM events WHERE kind = 'device.recovered'"))
+        assert wire.panel() == "out_of_service"
+        assert wire.rows("SELECT seq FROM events WHERE kind = 'tamper.latched'")
+        sock = wire.files.state_dir / "admin.sock"
+        assert admin.call(sock, {"cmd": "tamper_clear", "technician": "t"})["cleared"] == [kind]
     wait_for(lambda: wire.panel() == "ready", timeout=10)
     faults = wire.rows("SELECT data FROM events WHERE kind = 'device.fault'")
     assert faults

@@ -220,6 +220,13 @@ class EsspCore:
             return CommandRefused(f"{what}: {Response(status).name.lower()}")
         return FrameError(f"{what}: unknown generic response {status:#04x}")
 
+    @property
+    def bad_frames(self) -> int:
+        """Frames dropped on the link since it opened (bad CRC, bad header, cut short): each
+        is retried as the protocol says; a count that keeps rising is a line sending garbage.
+        Read-only, for the host's health watch (0 when closed)."""
+        return self._proto._parser.bad_frames if self._proto is not None else 0
+
     def _proto_or_raise(self) -> HostProtocol:
         if self._proto is None:
             raise CommandRefused(f"{self.name}: not open")

@@ -191,6 +191,13 @@ class Id003Core:
             )
         return self._proto
 
+    @property
+    def bad_frames(self) -> int:
+        """Answers dropped on the link since it opened for a bad CRC: each is retried as the
+        protocol says; a count that keeps rising is a line sending garbage. Read-only, for the
+        host's health watch (0 when closed)."""
+        return self._proto.parser.crc_errors if self._proto is not None else 0
+
     async def _send(self, frame: Frame) -> None:
         """A frame the acceptor does not answer (ACK); a vanished port → ``DeviceFault``."""
         proto = self._require_open()

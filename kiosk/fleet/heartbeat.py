@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from kiosk.errors import MoneyError
-from kiosk.fleet.view import DeviceView, KioskView, ProviderView
+from kiosk.fleet.view import DeviceView, KioskView, ProviderView, TamperView
 from kiosk.money import Money
 
 SCHEMA: Final = "kiosk.heartbeat/1"
@@ -123,6 +123,10 @@ def _provider(p: ProviderView) -> dict[str, Any]:
     }
 
 
+def _tamper(t: TamperView) -> dict[str, Any]:
+    return {"kind": t.kind[:32], "since": _iso_or_none(t.since), "detail": t.detail[:120]}
+
+
 def build(view: KioskView, seq: int, missed: int) -> dict[str, Any]:
     """The heartbeat for ``view``: ``seq`` numbers heartbeats (monotonic per boot, the
     daemon's counter); ``missed`` is how many were not delivered since the last that was."""
@@ -157,6 +161,7 @@ def build(view: KioskView, seq: int, missed: int) -> dict[str, Any]:
             ],
         },
         "providers": {p.name: _provider(p) for p in view.providers},
+        "tamper": [_tamper(t) for t in view.tamper][:8],
         "disk_free_bytes": _count(view.disk_free_bytes),
         "cpu_temperature_c": _number(view.cpu_temperature_c),
         "missed": max(0, missed),

@@ -53,6 +53,7 @@ REQUEST_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 REASON_SLUGS: Final[tuple[tuple[str, str], ...]] = (
     # (keyword in the reason's words, lower case; the first that matches wins) -> slug
+    ("tamper", "tamper"),
     ("door open", "door_open"),
     ("service mode", "service_mode"),
     ("provider", "providers_down"),
@@ -74,6 +75,7 @@ GAUGES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "kiosk_out_of_service": ("1 per current reason the kiosk is out of service", ("reason",)),
     "kiosk_device_up": ("1 while the device works (door: closed)", ("device",)),
     "kiosk_validator_fault": ("1 while the bill validator reports this fault", ("kind",)),
+    "kiosk_tamper": ("1 while this tamper latch holds (until a technician clears it)", ("kind",)),
     "kiosk_printer_paper": ("Printer paper: 0 ok, 1 near end, 2 out", ()),
     "kiosk_cashbox_notes": ("Notes in the cashbox since the last collection", ()),
     "kiosk_cashbox_capacity_notes": ("Notes the cashbox holds when full (0: unknown)", ()),
@@ -211,6 +213,8 @@ class Metrics:
             b.set("kiosk_out_of_service", 1, slug)
         for device in view.devices:
             _device(b, device, view.currency)
+        for kind in sorted({t.kind for t in view.tamper}):
+            b.set("kiosk_tamper", 1, kind)
         b.set("kiosk_cashbox_notes", view.cashbox_notes)
         b.set("kiosk_cashbox_capacity_notes", view.cashbox_capacity)
         b.set("kiosk_cashbox_value_minor", view.cashbox_value, view.currency)

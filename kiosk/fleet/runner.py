@@ -18,7 +18,7 @@ from typing import Any
 from kiosk import memory
 from kiosk.config import Config
 from kiosk.errors import KioskError
-from kiosk.fleet.view import DeviceView, KioskView, ProviderView
+from kiosk.fleet.view import DeviceView, KioskView, ProviderView, TamperView
 from kiosk.journal import AsyncJournal, Journal
 
 log = logging.getLogger("kiosk.fleet")
@@ -51,6 +51,7 @@ class Facts:
     reasons: tuple[str, ...] = ()
     devices: tuple[DeviceView, ...] = ()
     providers: tuple[ProviderView, ...] = ()
+    tamper: tuple[TamperView, ...] = ()
 
 
 def journal_figures(j: Journal) -> dict[str, Any]:
@@ -120,6 +121,7 @@ def view(
         reasons=facts.reasons,
         devices=facts.devices,
         providers=providers,
+        tamper=facts.tamper,
         currency=config.currency.code,
         cashbox_notes=int(figures["cashbox_notes"]),
         cashbox_value=int(figures["cashbox_value"]),

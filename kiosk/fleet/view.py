@@ -28,6 +28,16 @@ class ProviderView:
 
 
 @dataclass(frozen=True, slots=True)
+class TamperView:
+    """A tamper latch in force (:mod:`kiosk.tamper`): out of service until a technician
+    clears it."""
+
+    kind: str  # "fraud" | "cashbox_removed"
+    since: str  # ISO 8601 UTC, when it latched
+    detail: str = ""  # the device's words
+
+
+@dataclass(frozen=True, slots=True)
 class KioskView:
     kiosk_id: str
     device_id: str
@@ -50,3 +60,4 @@ class KioskView:
     liabilities_count: int
     disk_free_bytes: int
     cpu_temperature_c: float | None  # None off a Pi
+    tamper: tuple[TamperView, ...] = ()  # the tamper latches in force

@@ -21,11 +21,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from drivers.errors import DriverError
 from drivers.panel import PanelState
 from drivers.printer.base import Document
 from drivers.validator.base import PayoutResult
 from kiosk import receipts
+from kiosk.errors import DeviceError
 from kiosk.flows.context import Context
 from kiosk.journal import Effect, Outcome, Tx
 from kiosk.limits import left_today
@@ -42,8 +42,8 @@ async def can_pay(ctx: Context, amount: int) -> bool:
         return False
     try:
         return amount > 0 and await ctx.dispenser.can_pay(amount)
-    except DriverError as exc:
-        log.error("recycler check failed: %s", exc)
+    except DeviceError as exc:
+        log.error("recycler check failed: %s", exc.message)
         return False
 
 
@@ -137,8 +137,8 @@ async def local_cashout(ctx: Context, amount: int) -> Tx:
         return await _refuse(ctx, tx, "no_recycler")
     try:
         ok = amount > 0 and await ctx.dispenser.can_pay(amount)
-    except DriverError as exc:
-        log.error("%s: recycler check failed: %s", tx.ref, exc)
+    except DeviceError as exc:
+        log.error("%s: recycler check failed: %s", tx.ref, exc.message)
         return await _refuse(ctx, tx, "recycler_unavailable")
     if not ok:
         return await _refuse(ctx, tx, "cannot_pay_amount")
@@ -154,8 +154,8 @@ async def dispense(ctx: Context, tx: Tx, amount: int, *, short: str | None = Non
     ctx.panel.show(PanelState.WAIT)
     try:
         before = await ctx.dispenser.levels()
-    except DriverError as exc:
-        log.error("%s: cannot read the recycler before paying: %s", tx.ref, exc)
+    except DeviceError as exc:
+        log.error("%s: cannot read the recycler before paying: %s", tx.ref, exc.message)
         return await end_payout(ctx, tx, 0, "recycler_unavailable", short=short)
     eff = await j.call(
         j.sync.intent,
@@ -167,8 +167,10 @@ async def dispense(ctx: Context, tx: Tx, amount: int, *, short: str | None = Non
     )
     try:
         result = await ctx.dispenser.payout(amount)
-    except DriverError as exc:
-        log.error("%s: payout ended without a report (%s): counting the recycler", tx.ref, exc)
+    except DeviceError as exc:
+        log.error(
+            "%s: payout ended without a report (%s): counting the recycler", tx.ref, exc.message
+        )
         return await settle_payout(ctx, tx, eff, live=True, short=short)
     status = "done" if result.complete else "failed"
     outcome = Outcome(
@@ -207,18 +209,20 @@ async def settle_payout(
     before = {int(v): int(n) for v, n in eff.request.get("levels_before", {}).items()}
     try:
         if ctx.dispenser is None:
-            raise DriverError("no recycler to read")
+            raise DeviceError("recycler", "no recycler to read")
         after = await ctx.dispenser.levels()
-    except DriverError as exc:
+    except DeviceError as exc:
         if live:
             log.error(
-                "%s: the recycler cannot be read (%s): left open until it is back", tx.ref, exc
+                "%s: the recycler cannot be read (%s): left open until it is back",
+                tx.ref,
+                exc.message,
             )
-            await j.call(j.sync.log, "payout.unsettled", {"error": str(exc)}, tx.id)
+            await j.call(j.sync.log, "payout.unsettled", {"error": exc.message}, tx.id)
             ctx.panel.show(PanelState.OUT_OF_SERVICE)
             ctx.out_of_service.set()
             return tx
-        await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": str(exc)})
+        await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": exc.message})
         tx = await j.call(j.sync.transition, tx.id, "unknown", reason="payout_unknown")
         log.error("%s: payout outcome unknown: a technician must count the cash", tx.ref)
         ctx.panel.show(PanelState.OUT_OF_SERVICE)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.printer.base import ReceiptPrinter
 from drivers.validator.base import BillValidator, FaultKind, NoteDispenser
+from kiosk import devices
 from kiosk.approvals import Approvals
 from kiosk.config import Config
 from kiosk.journal import AsyncJournal
@@ -19,6 +20,7 @@ from kiosk.reachability import Reachability
 if TYPE_CHECKING:
     from drivers.panel import Panel
     from kiosk.outbox import Forwarder
+    from kiosk.tamper import Tamper
 
 log = logging.getLogger("kiosk.flows")
 
@@ -48,9 +50,18 @@ class Context:
     """Which providers answer (fed by every call; see :mod:`kiosk.reachability`)."""
     approvals: Approvals = field(default_factory=Approvals)
     """The transactions waiting for a technician's approval (:mod:`kiosk.approvals`)."""
+    tamper: Tamper | None = None
+    """The daemon's tamper latches (:mod:`kiosk.tamper`): a fraud or a cashbox removed that
+    a flow sees latches there; ``None`` where nothing latches (tests, benches)."""
     read_code: Callable[[], Awaitable[str]] | None = None
     """The code reader's next text, for a journey that asks the customer for a second code
     (an OTP shown only once the notes are in); ``None`` where there is no reader."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """The devices are held through the kiosk's boundary (:mod:`kiosk.devices`): a flow
+        meets only ``DeviceError``, whatever driver or test double it was given."""
+        guard = _GUARDS.get(name)
+        object.__setattr__(self, name, value if value is None or guard is None else guard(value))
 
     def client(self, provider: str) -> Any:
         """The provider's client; a journey only starts when it is configured."""
@@ -74,6 +85,13 @@ class Context:
                 self.journal, ops, clock_ms=self.clock_ms, ahead_ms=self.reachability.ahead_ms
             )
         return self.forwarder
+
+
+_GUARDS: dict[str, Callable[[Any], Any]] = {
+    "validator": devices.validator,
+    "printer": devices.printer,
+    "dispenser": devices.dispenser,
+}
 
 
 class Sources:

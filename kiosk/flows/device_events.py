@@ -7,10 +7,12 @@ after a journey stopped listening. Each is journaled before the device is answer
   settled as done, else a ``stray_note`` liability), then ``ack_credit``;
 - :class:`NoteReturned` ⇒ an unconfirmed stack effect of that value becomes ``failed`` and
   its ``unconfirmed_note`` liability is settled (the customer has the note back);
-- :class:`Fault` / :class:`FaultCleared` ⇒ out of service / back in service.
+- :class:`Fault` / :class:`FaultCleared` ⇒ out of service / back in service; a fraud or a
+  cashbox removed outside service mode also latches (:mod:`kiosk.tamper`): the kiosk stays
+  out of service after the validator recovers, until a technician clears it.
 
-No device error escapes: a :class:`DriverError` or :class:`OSError` puts the kiosk out of
-service with the reason logged.
+No device error escapes: a :class:`~kiosk.errors.DeviceError` puts the kiosk out of service
+with the reason logged.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from drivers.errors import DriverError
 from drivers.validator.base import (
     Fault,
     FaultCleared,
@@ -28,6 +29,7 @@ from drivers.validator.base import (
     NoteRejected,
     NoteReturned,
 )
+from kiosk.errors import DeviceError
 from kiosk.flows.context import Context
 from kiosk.journal import Effect, Tx
 
@@ -49,14 +51,23 @@ async def handle(ctx: Context, event: object) -> None:
         await j.call(j.sync.log, "note.rejected", {"reason": event.reason}, await _last_tx_id(ctx))
     elif isinstance(event, Fault):
         log.error("validator: %s: out of service", event.kind)
-        await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)})
-        ctx.fault = event.kind
-        ctx.out_of_service.set()
+        await fault(ctx, event)
     elif isinstance(event, FaultCleared):
         log.info("validator: recovered")
         await j.call(j.sync.log, "device.recovered")
         ctx.fault = None
         ctx.out_of_service.clear()
+
+
+async def fault(ctx: Context, event: Fault, tx_id: int | None = None) -> None:
+    """The validator reports a fault: journaled, out of service while it lasts, and latched
+    if it is a tamper (:meth:`kiosk.tamper.Tamper.seen`)."""
+    j = ctx.journal
+    await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)}, tx_id)
+    ctx.fault = event.kind
+    ctx.out_of_service.set()
+    if ctx.tamper is not None:
+        await ctx.tamper.seen(str(event.kind), event.detail, tx_id)
 
 
 async def drain(ctx: Context, timeout: float = DRAIN_S) -> None:
@@ -66,8 +77,8 @@ async def drain(ctx: Context, timeout: float = DRAIN_S) -> None:
             event = await asyncio.wait_for(ctx.validator.next_event(), timeout)
         except TimeoutError:
             return
-        except (DriverError, OSError) as exc:
-            out_of_service(ctx, f"validator: events failed: {exc}")
+        except DeviceError as exc:
+            out_of_service(ctx, f"validator: events failed: {exc.message}")
             return
         await handle(ctx, event)
 
@@ -82,14 +93,14 @@ async def return_stray(ctx: Context, note: Note) -> None:
     tx_id = await _last_tx_id(ctx)
     try:
         returned = await ctx.validator.return_note()
-    except (DriverError, OSError) as exc:
+    except DeviceError as exc:
         await j.call(
             j.sync.log,
             "note.return_failed",
-            {"value": note.value, "reason": "no_journey", "error": str(exc)},
+            {"value": note.value, "reason": "no_journey", "error": exc.message},
             tx_id,
         )
-        out_of_service(ctx, f"validator: a note in escrow could not be returned ({exc})")
+        out_of_service(ctx, f"validator: a note in escrow could not be returned ({exc.message})")
         return
     await j.call(
         j.sync.log, "note.returned", {"value": returned.value, "reason": "no_journey"}, tx_id
@@ -127,8 +138,8 @@ async def credit_stray(ctx: Context, note: Note) -> None:
         log.warning("%s: a stray note of %s credited: owed", last.ref, note.value)
     try:
         await ctx.validator.ack_credit()
-    except (DriverError, OSError) as exc:
-        out_of_service(ctx, f"validator: credit acknowledgement failed ({exc})")
+    except DeviceError as exc:
+        out_of_service(ctx, f"validator: credit acknowledgement failed ({exc.message})")
 
 
 def _cashin_journey() -> str:

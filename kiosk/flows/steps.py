@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.errors import DriverError
 from drivers.panel import PanelEvent, PanelState
 from drivers.printer.base import Document
 from drivers.validator.base import (
@@ -32,6 +31,7 @@ from drivers.validator.base import (
     NoteReturned,
 )
 from kiosk import receipts
+from kiosk.errors import DeviceError
 from kiosk.flows import device_events
 from kiosk.flows.context import Context, Sources
 from kiosk.journal import Call, Outcome, Tx
@@ -85,9 +85,11 @@ async def accept_notes(ctx: Context, tx: Tx, *, up_to: int, confirm_ends: bool =
     try:
         try:
             await v.enable()
-        except (DriverError, OSError) as exc:
-            log.error("%s: validator: enable failed (%s): out of service", tx.ref, exc)
-            await j.call(j.sync.log, "device.error", {"call": "enable", "error": str(exc)}, tx.id)
+        except DeviceError as exc:
+            log.error("%s: validator: enable failed (%s): out of service", tx.ref, exc.message)
+            await j.call(
+                j.sync.log, "device.error", {"call": "enable", "error": exc.message}, tx.id
+            )
             ctx.out_of_service.set()
             return "fault"
         panel.show(PanelState.INSERT_NOTES)
@@ -130,17 +132,15 @@ async def accept_notes(ctx: Context, tx: Tx, *, up_to: int, confirm_ends: bool =
                 await device_events.credit_stray(ctx, event.note)
                 credited = (await j.call(j.sync.get, tx.id)).credited
             elif isinstance(event, Fault):
-                await j.call(j.sync.log, "device.fault", {"kind": str(event.kind)}, tx.id)
-                ctx.fault = event.kind
-                ctx.out_of_service.set()
+                await device_events.fault(ctx, event, tx.id)
                 return "fault"
         return "complete"
     finally:
         left = await sources.close()
         try:
             await v.disable()
-        except (DriverError, OSError) as exc:
-            log.warning("validator: disable failed: %s", exc)
+        except DeviceError as exc:
+            log.warning("validator: disable failed: %s", exc.message)
         for name, event in left:
             if name == "validator":
                 await device_events.handle(ctx, event)
@@ -191,12 +191,12 @@ async def stack(ctx: Context, tx: Tx, note: Note) -> bool:
 
     try:
         await ctx.validator.stack(on_credit)
-    except DriverError as exc:
+    except DeviceError as exc:
         current = await j.call(j.sync.effect, eff.id)
         if current.status == "intent":
-            await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": str(exc)})
+            await j.call(j.sync.outcome, eff.id, "unknown", outcome={"error": exc.message})
         ctx.out_of_service.set()
-        log.error("%s: stacking failed: %s", tx.ref, exc)
+        log.error("%s: stacking failed: %s", tx.ref, exc.message)
         return False
     return True
 

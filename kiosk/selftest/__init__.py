@@ -36,8 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from drivers.errors import DriverError
-from kiosk.errors import KioskError
+from kiosk.errors import DeviceError, KioskError
 from kiosk.selftest.devices import (
     CAMERA_FIX,
     PRINTER_FIX,
@@ -123,9 +122,10 @@ async def run_step(s: Session, step: Step, skip: set[str]) -> Check:
             verdict = await step.run(s)
     except TimeoutError:
         return Check(step.name, False, f"no answer within {step.timeout_s:.0f} s", step.fix)
-    except (DriverError, KioskError, OSError) as exc:
+    except (KioskError, OSError) as exc:  # a DeviceError (its message: the device is the step's)
         log.debug("%s failed", step.name, exc_info=True)
-        return Check(step.name, False, str(exc) or type(exc).__name__, step.fix)
+        detail = exc.message if isinstance(exc, DeviceError) else str(exc) or type(exc).__name__
+        return Check(step.name, False, detail, step.fix)
     except Exception as exc:  # one check never stops the others, and never prints a traceback
         log.debug("%s failed", step.name, exc_info=True)
         detail = f"unexpected error ({type(exc).__name__}: {exc})"

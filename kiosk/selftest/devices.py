@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from drivers.errors import DecoderUnavailable, DeviceFault, DriverError
+from kiosk import devices
+from kiosk.errors import DecoderMissing, DeviceError, DeviceFaulted
 from kiosk.selftest.result import Verdict, failed, passed, skipped
 
 if TYPE_CHECKING:  # the rest is imported when a check runs (`kiosk`'s start-up time)
@@ -53,11 +54,11 @@ async def check_validator(s: Session) -> Verdict:
     v, cfg = s.devices.validator, s.config.validator
     try:
         report = await v.open()
-    except (DriverError, OSError) as exc:
-        s.validator_error = str(exc)
-        if isinstance(exc, DeviceFault) and exc.kind != "disconnected":
-            return failed(str(exc), OPEN_REFUSED_FIX)
-        return failed(str(exc), validator_fix(cfg.port))
+    except DeviceError as exc:
+        s.validator_error = exc.message
+        if isinstance(exc, DeviceFaulted) and exc.kind != "disconnected":
+            return failed(exc.message, OPEN_REFUSED_FIX)
+        return failed(exc.message, validator_fix(cfg.port))
     fault, stray = await _settle(v, 2 * cfg.poll_interval_s + 0.3)
     what = _describe(v)
     if fault is not None:
@@ -165,15 +166,15 @@ async def check_printer(s: Session) -> Verdict:
     printer, port = s.devices.printer, s.config.printer.port
     try:
         await printer.open()
-    except (DriverError, OSError) as exc:
-        return failed(str(exc), PRINTER_FIX["offline"][1].format(port=port))
+    except DeviceError as exc:
+        return failed(exc.message, PRINTER_FIX["offline"][1].format(port=port))
     status = await printer.status()
     if (kind := fault_kind(status)) is not None:
         return _printer_failed(kind, port)
     ref = f"{s.config.kiosk_id}-SELFTEST-{time.strftime('%Y%m%d%H%M%S')}"
     try:
         await printer.print(_test_page(s, ref, status))
-    except DeviceFault as exc:
+    except DeviceFaulted as exc:
         return _printer_failed(exc.kind, port, "test page not printed: ")
     near = (
         "; paper near its end: load a new roll soon" if status.paper == PaperState.NEAR_END else ""
@@ -219,14 +220,16 @@ async def check_camera(s: Session) -> Verdict:
     reader = s.devices.reader
     source = getattr(reader, "source", None)  # a CameraReader's frame source
     if source is not None:
+        source = devices.Guarded(source, "camera")  # the frame source's errors: DeviceError
         try:
             await source.open()
             try:
                 frame = await asyncio.wait_for(source.next_frame(), FRAME_TIMEOUT_S)
             finally:
                 await source.close()
-        except DeviceFault as exc:
-            return failed(str(exc), CAMERA_FIX if exc.kind != "picamera2-missing" else str(exc))
+        except DeviceFaulted as exc:
+            why = exc.message
+            return failed(why, CAMERA_FIX if exc.kind != "picamera2-missing" else why)
         except TimeoutError:
             return failed(f"no frame within {FRAME_TIMEOUT_S:.0f} s", CAMERA_FIX)
         return _judge_frame(f"{source.name}", frame)
@@ -285,14 +288,18 @@ async def check_decoder(s: Session) -> Verdict:
     if decoder is None:  # a scanner decodes by itself; the replay's default is zxing-cpp
         from drivers.reader.decoders import make_decoder
 
-        decoder = make_decoder(s.config.reader.decoder)
+        with devices.boundary(devices.READER):
+            decoder = make_decoder(s.config.reader.decoder)
     text = f"{TEST_CARD} {s.config.kiosk_id}"
     card = make_test_card(text)
     started = time.perf_counter()
     try:
-        texts = await asyncio.to_thread(decoder.decode, card)
-    except DecoderUnavailable as exc:
-        return failed(str(exc), "install what the message names, or set [hardware.reader] decoder")
+        with devices.boundary(devices.READER):
+            texts = await asyncio.to_thread(decoder.decode, card)
+    except DecoderMissing as exc:
+        return failed(
+            exc.message, "install what the message names, or set [hardware.reader] decoder"
+        )
     ms = (time.perf_counter() - started) * 1000
     if text not in texts:
         return failed(

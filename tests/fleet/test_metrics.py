@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kiosk.daemon import FAULT_WORDS
 from kiosk.fleet.metrics import GAUGES, REASON_SLUGS, Metrics, reason_slug, scrape_cpu_ms
-from kiosk.fleet.view import DeviceView, KioskView, ProviderView
+from kiosk.fleet.view import DeviceView, KioskView, ProviderView, TamperView
 from kiosk.journal import Journal
 
 NOW = 1_738_324_800.25
@@ -192,6 +192,9 @@ def test_an_open_door_is_down_even_when_the_view_calls_it_ok() -> None:
         ("printer: offline", "printer"),
         ("no payment provider answers (payby)", "providers_down"),
         ("a device failed during a journey (see the last errors)", "other"),
+        ("tamper: the bill validator detected a fraud attempt at 2026-01-01", "tamper"),
+        ("tamper: the cashbox was removed outside service mode at 2026-01-01", "tamper"),
+        ("the bill validator does not answer: its line sends garbage (9 bad", "validator_down"),
     ],
 )
 def test_reasons_in_words_map_to_slugs(words: str, slug: str) -> None:
@@ -206,6 +209,7 @@ def test_the_slugs_are_the_agreed_ones() -> None:
         "validator_fault",
         "printer",
         "providers_down",
+        "tamper",
         "other",
     }
 
@@ -214,7 +218,8 @@ def test_metrics_live_in_their_own_registry() -> None:
     a, b = Metrics("A", "d", "v"), Metrics("B", "d", "v")  # no duplicate-name clash
     assert b.registry is not a.registry
     names: set[str] = set()
-    for view in (make_view(), OUT_OF_SERVICE):
+    latched = make_view(tamper=(TamperView("fraud", "2026-12-03T15:00:00.000Z"),))
+    for view in (make_view(), OUT_OF_SERVICE, latched):
         a.update(view, last_sent=NOW)
         names |= {f.name for f in text_string_to_metric_families(a.exposition().decode())}
     assert REGISTRY.get_sample_value("kiosk_in_service") is None
