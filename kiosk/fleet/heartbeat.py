@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from kiosk.errors import MoneyError
-from kiosk.fleet.view import DeviceView, KioskView, ProviderView
+from kiosk.fleet.view import ApprovalView, DeviceView, KioskView, ProviderView
 from kiosk.money import Money
 
 SCHEMA: Final = "kiosk.heartbeat/1"
@@ -122,6 +122,16 @@ def _provider(p: ProviderView) -> dict[str, Any]:
     }
 
 
+def _approval(a: ApprovalView) -> dict[str, Any]:
+    return {
+        "reference": a.reference[:64],
+        "provider": a.provider[:32],
+        "amount": money(a.amount, a.currency),
+        "waiting_since": iso(a.since),
+        "expires_at": iso(a.expires_at),
+    }
+
+
 def build(view: KioskView, seq: int, missed: int) -> dict[str, Any]:
     """The heartbeat for ``view``: ``seq`` numbers heartbeats (monotonic per boot, the
     daemon's counter); ``missed`` is how many were not delivered since the last that was."""
@@ -159,4 +169,5 @@ def build(view: KioskView, seq: int, missed: int) -> dict[str, Any]:
         "disk_free_bytes": _count(view.disk_free_bytes),
         "cpu_temperature_c": _number(view.cpu_temperature_c),
         "missed": max(0, missed),
+        "approvals": [_approval(a) for a in view.approvals][:32],
     }
