@@ -628,3 +628,15 @@ def test_config_check_names_the_file_its_mode_and_the_fix(
     assert main(["config", "check", "--config", str(cfg.file)]) == 2
     err = capsys.readouterr().err
     assert f"chmod 600 {key}" in err and "mode 644" in err and "Traceback" not in err
+
+
+def test_kiosk_run_refuses_a_device_key_others_may_read_before_it_starts(
+    tmp_path: Path, payby_public_pem: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, _ = _sim(tmp_path, payby_public_pem)
+    key = cfg.fleet.identity_dir / "device.key"
+    key.chmod(0o604)
+    assert main(["run", "--simulate", "--config", str(cfg.file)]) == 2
+    err = capsys.readouterr().err
+    assert f"chmod 600 {key}" in err and "mode 604, readable by others" in err
+    assert "Traceback" not in err and not cfg.journal_path.exists()  # nothing started

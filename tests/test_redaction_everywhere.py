@@ -21,10 +21,12 @@ random digits turn up by chance among timestamps and hashes), in:
 - every receipt the printer simulator wrote (the text of each);
 - every member of the support bundle.
 
-What is a code *by design* on a receipt stays there: a pay slip shows the code the customer
-pays (Cashii's payment id, PayBy's order QR); those two are the provider's references of the
-kiosk's own payment request, kept in ``transactions.provider_ref`` to settle it, so the journal
-and the slip are not searched for them (the logs and the bundle are)."""
+What is a code *by design* somewhere stays there, and only there: a pay slip shows the code
+the customer pays with (PayBy's order QR, Cashii's payment id), the slip is queued in the
+journal's ``receipts`` for a reprint, and Cashii's payment id is also the provider's reference
+the kiosk settles its payment with (``transactions.provider_ref``, the create's effect and
+event, the final receipt's reference). Those are the kiosk's own payment requests, not a
+customer's credential; the logs and the bundle are searched for them too."""
 
 from __future__ import annotations
 
@@ -59,23 +61,38 @@ PHONE = "+971509876543"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # kiosk.cli's
 
 
+RAW_DB = r"(open )?file journal\.db(-wal)?"
+"""The database's own bytes hold every table's rows."""
+
+
 @dataclass
 class Forbidden:
-    """Values that must appear nowhere, by name (for the failure message)."""
+    """Values that must appear nowhere, by name (for the failure message), but where a
+    value's ``kept_in`` patterns (regular expressions of place names) allow it."""
 
     values: dict[str, str] = field(default_factory=dict)
-    everywhere_but_slip: dict[str, str] = field(default_factory=dict)
-    """Codes a slip shows by design and the journal keeps as the provider's reference."""
-
+    kept_in: dict[str, tuple[str, ...]] = field(default_factory=dict)
     whole: set[str] = field(default_factory=set)
     """Values looked for whole only (a URL: its host and path are no secret; its token is
     added on its own)."""
 
-    def add(self, name: str, value: str, *, on_slip: bool = False, whole: bool = False) -> None:
+    def add(
+        self, name: str, value: str, *, kept_in: tuple[str, ...] = (), whole: bool = False
+    ) -> None:
         assert value, name
-        (self.everywhere_but_slip if on_slip else self.values)[name] = value
+        self.values[name] = value
+        if kept_in:
+            self.kept_in[name] = kept_in
         if whole:
             self.whole.add(value)
+
+    def at(self, place: str) -> dict[str, str]:
+        """The values that must not be at ``place``."""
+        return {
+            name: value
+            for name, value in self.values.items()
+            if not any(re.fullmatch(p, place) for p in self.kept_in.get(name, ()))
+        }
 
 
 def _windows(value: str) -> set[str]:
@@ -229,8 +246,10 @@ async def journeys(r: Rig, bad: Forbidden) -> list[Tx]:
     qr = r.hook(f"payby/orders/{order_no}")
     qr_url = qr.get("tokenUrl") or qr.get("qrCode") or ""
     if qr_url:
-        bad.add("payby cash-out QR", qr_url, on_slip=True, whole=True)
-        bad.add("payby cash-out QR ft", _ft(qr_url), on_slip=True)
+        # the slip's QR (the customer pays it), and the slip queued for reprint
+        on_slip = (r"receipt KSK-DEMO-000002-slip\.txt", "journal table receipts", RAW_DB)
+        bad.add("payby cash-out QR", qr_url, kept_in=on_slip, whole=True)
+        bad.add("payby cash-out QR ft", _ft(qr_url), kept_in=on_slip)
     r.hook(f"payby/orders/{order_no}/app-pay", {"payer": "100000777777"})
     done.append(await task)
 
@@ -283,7 +302,16 @@ async def journeys(r: Rig, bad: Forbidden) -> list[Tx]:
     r.hook("cashii/accounts", {"account": "5550001112223334", "balance": 100000, "currency": "AED"})
     task = await _start(r.ctx, "kiosk:cashout?v=1&provider=cashii&amount=100.00&currency=AED")
     pid = await _pending_ref(r, task)
-    bad.add("cashii pay code", pid, on_slip=True)
+    # the slip's code, the final receipt's reference, and PayBy's order number kept to settle
+    bad.add(
+        "cashii pay code",
+        pid,
+        kept_in=(
+            r"receipt KSK-DEMO-000008-(slip|cashout)\.txt",
+            "journal table (transactions|events|effects|receipts)",
+            RAW_DB,
+        ),
+    )
     r.hook(f"cashii/payments/{pid}/pay", {"account": "5550001112223334"})
     done.append(await task)
 
@@ -297,6 +325,7 @@ async def journeys(r: Rig, bad: Forbidden) -> list[Tx]:
 def secrets_of(r: Rig, bad: Forbidden) -> None:
     raw = tomllib.loads(r.ctx.config.secrets_file.read_text())
     bad.add("journal key", raw["journal_key"])
+    bad.add("journal key bytes", bytes.fromhex(raw["journal_key"]).decode("latin-1"))
     body = [ln for ln in raw["payby"]["private_key"].splitlines() if ln and "-----" not in ln]
     bad.add("payby private key", "".join(body))
     for n, line in enumerate(body):
@@ -340,14 +369,6 @@ def bundle_members(path: Path) -> dict[str, str]:
     return out
 
 
-def check(places: dict[str, str], values: dict[str, str], whole: set[str]) -> list[str]:
-    return [
-        f"{place}: {', '.join(names)}"
-        for place, text in places.items()
-        if (names := leaks(text, values, whole))
-    ]
-
-
 def test_the_search_finds_a_value_whole_by_a_window_and_a_short_code_alone() -> None:
     values = {"key": "Qm7rT2vX9kLp4sWz", "code": "7305918264401937265518302746", "otp": "730419"}
     assert leaks("..9kLp4sWz..", values, set()) == ["key"]  # 8 characters of it
@@ -366,7 +387,6 @@ def test_no_secret_and_no_code_anywhere_after_every_journey(
     raw_log, written_log = logs
     bad = Forbidden()
     places: dict[str, str] = {}
-    slips: dict[str, str] = {}
 
     async def scenario() -> None:
         async with rig(tmp_path) as r:
@@ -381,7 +401,7 @@ def test_no_secret_and_no_code_anywhere_after_every_journey(
             )
             places.update(journal_rows(db))
             for p in sorted(r.ctx.config.receipts_dir.glob("*.txt")):
-                (slips if p.stem.endswith("-slip") else places)[f"receipt {p.name}"] = p.read_text()
+                places[f"receipt {p.name}"] = p.read_text()
             state = r.ctx.config.state_dir
         db = state / "journal.db"
         places.update(file_bytes(db, db.with_name(db.name + "-wal")))
@@ -404,17 +424,12 @@ def test_no_secret_and_no_code_anywhere_after_every_journey(
     places["log records raw"] = "\n".join(raw_log.lines)
     assert len(written_log.lines) > 50
 
-    everywhere = {**bad.values}
-    found = check(places, everywhere, bad.whole)
-    found += check(
-        {k: v for k, v in places.items() if k.startswith(("log", "bundle"))},
-        bad.everywhere_but_slip,
-        bad.whole,
-    )
-    found += check(slips, everywhere, bad.whole)
-    assert not found, (
-        "\n".join(found) + "\n" + _context(places, {**bad.values, **bad.everywhere_but_slip})
-    )
+    found = [
+        f"{place}: {', '.join(names)}"
+        for place, text in places.items()
+        if (names := leaks(text, bad.at(place), bad.whole))
+    ]
+    assert not found, "\n".join(found) + "\n" + _context(places, bad.values)
 
 
 def _context(places: dict[str, str], values: dict[str, str]) -> str:
