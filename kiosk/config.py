@@ -781,13 +781,26 @@ def check_fleet_key(cfg: Config) -> None:
 
 
 def check_key_files(cfg: Config, secrets: Secrets) -> None:
-    """Every key the config names, parsed with cryptography as it will be used: the fleet's
+    """Every key the config names, parsed with cryptography as it will be used, and its file's
+    mode and owner: the secrets file and the device key (``fleet.identity_dir/device.key``,
+    when provisioned) private to the service user (:func:`check_private_file`), the public
+    keys writable by their owner only (:func:`check_public_file`); the fleet's
     public key (:func:`check_fleet_key`) and each configured provider's keys (its section's
     ``local_check``: PayBy's public key file and the store's private key). ConfigError naming
     the file, the key and what to do: a key that only looks like PEM is found here, not by the
     daemon after it opened the devices. The one call for ``kiosk config check``, ``kiosk
     provision``'s check and ``kiosk run`` before it starts the daemon (its second half is the
     provider loop those run today)."""
+    check_private_file(cfg.secrets_file, "the secrets file")
+    from kiosk.identity import KEY_FILE
+
+    device_key = cfg.fleet.identity_dir / KEY_FILE
+    if device_key.exists():  # none before ``kiosk provision``: the fleet part then warns
+        check_private_file(device_key, "the device key")
+    if cfg.fleet.public_key_file is not None:
+        check_public_file(
+            cfg.fleet.public_key_file, "the fleet's public key", cfg.file, "fleet.public_key_file"
+        )
     check_fleet_key(cfg)
     check_tls_pins(cfg)
     from kiosk.providers.registry import sections
@@ -797,16 +810,101 @@ def check_key_files(cfg: Config, secrets: Secrets) -> None:
             section.local_check(cfg, secrets)
 
 
-def load_secrets(path: Path) -> Secrets:
-    """Read the secrets file, refusing one that group or others can read."""
+_GROUP_OTHERS = stat.S_IRWXG | stat.S_IRWXO
+_WRITE_GROUP_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+
+
+def _who(mode: int) -> str:
+    """Who besides the owner may read or write, in words: ``readable by the group, …``."""
+    parts = []
+    for whom, r, w in (
+        ("the group", stat.S_IRGRP, stat.S_IWGRP),
+        ("others", stat.S_IROTH, stat.S_IWOTH),
+    ):
+        can = [word for bit, word in ((r, "readable"), (w, "writable")) if mode & bit]
+        if not can and mode & (stat.S_IXGRP if whom == "the group" else stat.S_IXOTH):
+            can = ["executable"]
+        if can:
+            parts.append(f"{' and '.join(can)} by {whom}")
+    return ", ".join(parts)
+
+
+def _service_user() -> str:
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _check_owner(path: Path, st: os.stat_result, what: str, file: str, key: str) -> None:
+    """Owned by the user the kiosk runs as, or root: another user could read or replace it."""
+    if st.st_uid in (0, os.geteuid()):
+        return
+    import pwd
+
+    try:
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    me = _service_user()
+    raise ConfigError(
+        file,
+        key,
+        f"{what} {path} owned by the kiosk's service user ({me}) or root (it is owned by"
+        f" {owner}: run chown {me} {path}, or run the kiosk as that user)",
+    )
+
+
+def check_private_file(path: Path, what: str, file: str = "", key: str = "") -> None:
+    """``path`` (the secrets file, a private key) readable and writable by its owner only
+    (mode 600 or 400) and owned by the service user or root; ConfigError naming the file, its
+    mode and the fix (``chmod 600``, ``chown``). ``file``/``key``: where the config names it
+    (default: the file itself)."""
+    file = file or str(path)
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise ConfigError(str(path), "", "an existing secrets file (mode 600)") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(file, key, f"{what} {path} to exist (mode 600)") from None
+    except OSError as exc:
+        raise ConfigError(file, key, f"{what} {path} readable ({exc.strerror})") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & _GROUP_OTHERS:
         raise ConfigError(
-            str(path), "", f"mode 600 (it is {stat.S_IMODE(st.st_mode):o}: run chmod 600 {path})"
+            file,
+            key,
+            f"{what} {path} readable and writable by its owner only, mode 600 (it is mode"
+            f" {mode:03o}, {_who(mode)}: run chmod 600 {path})",
         )
+    _check_owner(path, st, what, file, key)
+
+
+def check_public_file(path: Path, what: str, file: Path | str, key: str) -> None:
+    """A public key file: anyone may read it, but only its owner (the service user or root)
+    may write it: whoever replaces PayBy's or the fleet's public key can forge their replies
+    or commands. ConfigError naming the file, its mode and the fix (``chmod 644``). A file
+    that is not there is left to the key's own check."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & _WRITE_GROUP_OTHERS:
+        raise ConfigError(
+            str(file),
+            key,
+            f"{what} {path} writable by its owner only, mode 644 (it is mode {mode:03o},"
+            f" {_who(mode & _WRITE_GROUP_OTHERS)}: run chmod 644 {path})",
+        )
+    _check_owner(path, st, what, str(file), key)
+
+
+def load_secrets(path: Path) -> Secrets:
+    """Read the secrets file, refusing one that group or others may read or write, or that
+    another user than the service user or root owns (:func:`check_private_file`)."""
+    check_private_file(path, "the secrets file")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

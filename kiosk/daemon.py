@@ -299,6 +299,7 @@ class Daemon:
         )
         for name, http in self._http.items():  # each provider's request times, by provider
             http.event_hooks = fleet.metrics.httpx_hooks(name)
+        ctx.approvals.on_open = fleet.nudge  # a wait for approval: a heartbeat now, not in 60 s
         try:
             await fleet.start()
         except OSError as exc:  # the port is taken: the kiosk serves customers all the same
@@ -356,7 +357,12 @@ class Daemon:
         )
         tamper = self.tamper.views() if self.tamper is not None else ()
         return Facts(
-            state=state, reasons=why, devices=tuple(devices), providers=providers, tamper=tamper
+            state=state,
+            reasons=why,
+            devices=tuple(devices),
+            providers=providers,
+            tamper=tamper,
+            approvals=ctx.approvals.views(),
         )
 
     async def _fleet_command(self, ctx: Context, cmd: dict[str, Any]) -> str:

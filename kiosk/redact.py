@@ -59,6 +59,8 @@ _PHONE = r"(?i)(?:(?<![A-Za-z0-9+])\+|%2B)[1-9][0-9]{6,14}(?![0-9])"
 _RESERVATION = r"(?<![0-9])[0-9]{4}(?: ?[0-9]{4}){6}(?![0-9])"  # Paysera, 28 digits
 _EVP = r"(?i)(?<![A-Za-z0-9])EVP[0-9]{12}(?![0-9])"  # Paysera cash-in
 _CARD16 = r"(?<![0-9])[0-9]{4}(?:[ -]?[0-9]{4}){3}(?![0-9])"  # Cashii pay codes
+# Rapyd's Open Session puts the customer's OTP in the path: POST /v1/pos/login/{pos_id}/{otp}
+_OTP_PATH = r"(?i)(?P<head>/login/[A-Za-z0-9._~%-]{1,64}/)[0-9]{4,10}(?![A-Za-z0-9])"
 _LONG = r"[A-Za-z0-9+/_=-]{32,}"
 _HEX = r"[0-9A-Fa-f]+"
 # what each rule below the literals needs to match at all (a cheap first look)
@@ -159,7 +161,8 @@ class Redactor:
     phone, pay URL/code; the ``code=``, ``otp=``, ``phone=``, ``ft=``, ``key=``, ``token=``
     parameters (kiosk envelopes, pay pages); the path and query of URLs (the host stays),
     unless the path is plain words without a query; phone numbers (``+`` and 7-15 digits,
-    ``%2B`` too); Paysera's 28-digit reservation codes and ``EVP`` codes; 16-digit codes
+    ``%2B`` too); the OTP in a Rapyd Open Session path (``/login/<pos id>/<otp>``);
+    Paysera's 28-digit reservation codes and ``EVP`` codes; 16-digit codes
     (Cashii's pay codes, also in groups of 4)."""
 
     literals: tuple[str, ...] = ()
@@ -172,6 +175,8 @@ class Redactor:
         pattern = _literal_pattern(self.literals)
         if pattern is not None:
             text = pattern.sub(_mark("secret"), text)
+        if "/login/" in text.lower():  # before the trigger: the path holds nothing else it sees
+            text = re.sub(_OTP_PATH, lambda m: m.group("head") + _mark("otp"), text)
         if not re.search(_TRIGGER, text):
             return text  # most journal values: states, kinds, timestamps, references
         text = re.sub(_AUTH, _auth, text)

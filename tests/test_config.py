@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -491,3 +492,151 @@ def test_check_key_files_runs_each_providers_check(
     cfg = config.load(_payby_kiosk(tmp_path, rsa_pair, public=LOOKALIKE_PUBLIC))
     with pytest.raises(ConfigError, match=r"payby\.public_key_file"):
         config.check_key_files(cfg, config.load_secrets(cfg.secrets_file))
+
+
+# --- secrets and keys readable only by the service user --------------------------------------
+
+_JKEY = f'journal_key = "{"ab" * 32}"\n'
+_ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o620, 0o610, 0o604, 0o602, 0o644, 0o660, 0o666])
+def test_a_secrets_file_group_or_others_may_read_or_write_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    path = write_secrets(tmp_path / "s.toml", _JKEY, mode=mode)
+    with pytest.raises(ConfigError) as err:
+        config.load_secrets(path)
+    text = str(err.value)
+    assert str(path) in text and f"mode {mode:03o}" in text and f"chmod 600 {path}" in text
+    assert ("by the group" in text) == bool(mode & 0o070)
+    assert ("by others" in text) == bool(mode & 0o007)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_secrets_file_for_its_owner_only_is_read(tmp_path: Path, mode: int) -> None:
+    path = write_secrets(tmp_path / "s.toml", _JKEY, mode=mode)
+    assert config.load_secrets(path).journal_key == bytes.fromhex("ab" * 32)
+
+
+@_ROOT_ONLY
+def test_a_secrets_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = write_secrets(tmp_path / "s.toml", _JKEY)
+    os.chown(path, 54321, -1)
+    with pytest.raises(ConfigError, match=rf"owned by uid 54321: run chown \S+ {path}"):
+        config.load_secrets(path)
+
+
+def test_a_secrets_file_owned_by_another_user_is_refused_as_that_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kiosk runs as another (non-root) user than the file's owner."""
+    path = write_secrets(tmp_path / "s.toml", _JKEY)
+    if path.stat().st_uid == 0:
+        pytest.skip("a root-owned file is always accepted")
+    monkeypatch.setattr(os, "geteuid", lambda: path.stat().st_uid + 1)
+    with pytest.raises(ConfigError, match="chown"):
+        config.load_secrets(path)
+
+
+@pytest.fixture(scope="module")
+def payby_public_pem() -> bytes:
+    from kiosk.providers.payby.wire import generate_key_pair
+
+    return generate_key_pair()[1]
+
+
+def _sim(tmp_path: Path, pem: bytes) -> tuple[config.Config, config.Secrets]:
+    from kiosk.simkiosk import write_kiosk
+
+    files = write_kiosk(tmp_path / "k", payby_url="http://127.0.0.1:9", payby_public_pem=pem)
+    cfg = config.load(files.config)
+    return cfg, config.load_secrets(cfg.secrets_file)
+
+
+def test_the_simulated_kiosk_writes_its_secrets_and_keys_for_its_owner_only(
+    tmp_path: Path, payby_public_pem: bytes
+) -> None:
+    cfg, secrets = _sim(tmp_path, payby_public_pem)
+    config.check_key_files(cfg, secrets)
+    etc = cfg.secrets_file.parent
+    for name in ("secrets.toml", "device.key"):
+        assert (etc / name).stat().st_mode & 0o777 == 0o600, name
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o620])
+def test_a_device_key_group_or_others_may_read_or_write_is_refused(
+    tmp_path: Path, payby_public_pem: bytes, mode: int
+) -> None:
+    cfg, secrets = _sim(tmp_path, payby_public_pem)
+    key = cfg.fleet.identity_dir / "device.key"
+    key.chmod(mode)
+    with pytest.raises(ConfigError) as err:
+        config.check_key_files(cfg, secrets)
+    text = str(err.value)
+    assert str(key) in text and f"mode {mode:03o}" in text and f"chmod 600 {key}" in text
+
+
+def test_a_secrets_file_made_readable_after_loading_is_refused_at_the_check(
+    tmp_path: Path, payby_public_pem: bytes
+) -> None:
+    cfg, secrets = _sim(tmp_path, payby_public_pem)
+    cfg.secrets_file.chmod(0o640)
+    with pytest.raises(
+        ConfigError, match=f"mode 640, readable by the group: run chmod 600 {cfg.secrets_file}"
+    ):
+        config.check_key_files(cfg, secrets)
+
+
+@_ROOT_ONLY
+def test_a_device_key_owned_by_another_user_is_refused(
+    tmp_path: Path, payby_public_pem: bytes
+) -> None:
+    cfg, secrets = _sim(tmp_path, payby_public_pem)
+    key = cfg.fleet.identity_dir / "device.key"
+    os.chown(key, 54321, -1)
+    with pytest.raises(ConfigError, match=f"the device key {key} owned by"):
+        config.check_key_files(cfg, secrets)
+
+
+@pytest.mark.parametrize(
+    ("mode", "ok"), [(0o644, True), (0o444, True), (0o664, False), (0o646, False)]
+)
+def test_a_public_key_may_be_world_readable_but_only_its_owner_may_write_it(
+    tmp_path: Path, payby_public_pem: bytes, mode: int, ok: bool
+) -> None:
+    cfg, secrets = _sim(tmp_path, payby_public_pem)
+    pub = cfg.providers["payby"].public_key_file
+    pub.chmod(mode)
+    if ok:
+        config.check_key_files(cfg, secrets)
+        return
+    with pytest.raises(ConfigError) as err:
+        config.check_key_files(cfg, secrets)
+    text = str(err.value)
+    assert "payby.public_key_file" in text and str(pub) in text
+    assert f"writable by its owner only, mode 644 (it is mode {mode:03o}" in text
+    assert f"chmod 644 {pub}" in text
+
+
+def test_config_check_names_the_file_its_mode_and_the_fix(
+    tmp_path: Path, payby_public_pem: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, _ = _sim(tmp_path, payby_public_pem)
+    key = cfg.fleet.identity_dir / "device.key"
+    key.chmod(0o644)
+    assert main(["config", "check", "--config", str(cfg.file)]) == 2
+    err = capsys.readouterr().err
+    assert f"chmod 600 {key}" in err and "mode 644" in err and "Traceback" not in err
+
+
+def test_kiosk_run_refuses_a_device_key_others_may_read_before_it_starts(
+    tmp_path: Path, payby_public_pem: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, _ = _sim(tmp_path, payby_public_pem)
+    key = cfg.fleet.identity_dir / "device.key"
+    key.chmod(0o604)
+    assert main(["run", "--simulate", "--config", str(cfg.file)]) == 2
+    err = capsys.readouterr().err
+    assert f"chmod 600 {key}" in err and "mode 604, readable by others" in err
+    assert "Traceback" not in err and not cfg.journal_path.exists()  # nothing started

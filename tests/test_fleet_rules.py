@@ -72,6 +72,8 @@ METRICS: dict[str, Labels] = {
     "kiosk_recycler_value_minor": {"currency": ANY},
     "kiosk_pending_transactions": {},
     "kiosk_pending_oldest_seconds": {},
+    "kiosk_approvals_waiting": {},
+    "kiosk_approval_oldest_wait_seconds": {},
     "kiosk_outbox_depth": {},
     "kiosk_outbox_oldest_seconds": {},
     "kiosk_liabilities_open": {},

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kiosk.redact import REDACTION_FAILED, RedactingFilter, literals_of
+from kiosk.redact import REDACTION_FAILED, RedactingFilter, literals_of, redact
 
 RESERVATION = "7305918264401937265518302746"  # Paysera, 28 digits
 OTP = "123456"
@@ -151,3 +151,17 @@ def test_a_record_it_cannot_redact_goes_out_as_redaction_failed(
         f"ERROR kiosk.test_redact: {REDACTION_FAILED}"
     ]
     assert capsys.readouterr().err == ""  # no "--- Logging error ---" with the arguments
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'sandbox: "POST /v1/pos/login/kiosk-sim-pos-0001/639898 HTTP/1.1" 200 -',
+        'HTTP Request: POST https://sandboxapi.rapyd.net/v1/pos/login/pos_1/639898 "HTTP/1.1 200"',
+        "POST /v1/POS/LOGIN/pos%2D1/639898?x=1",
+    ],
+)
+def test_the_otp_in_a_rapyd_login_path_goes_the_pos_id_stays(line: str) -> None:
+    out = redact(line)
+    assert "639898" not in out and "<redacted:otp>" in out, out
+    assert "pos" in out.lower()

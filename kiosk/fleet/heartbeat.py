@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from kiosk.errors import MoneyError
-from kiosk.fleet.view import DeviceView, KioskView, ProviderView, TamperView
+from kiosk.fleet.view import ApprovalView, DeviceView, KioskView, ProviderView, TamperView
 from kiosk.money import Money
 
 SCHEMA: Final = "kiosk.heartbeat/1"
@@ -127,6 +127,16 @@ def _tamper(t: TamperView) -> dict[str, Any]:
     return {"kind": t.kind[:32], "since": _iso_or_none(t.since), "detail": t.detail[:120]}
 
 
+def _approval(a: ApprovalView) -> dict[str, Any]:
+    return {
+        "reference": a.reference[:64],
+        "provider": a.provider[:32],
+        "amount": money(a.amount, a.currency),
+        "waiting_since": iso(a.since),
+        "expires_at": iso(a.expires_at),
+    }
+
+
 def build(view: KioskView, seq: int, missed: int) -> dict[str, Any]:
     """The heartbeat for ``view``: ``seq`` numbers heartbeats (monotonic per boot, the
     daemon's counter); ``missed`` is how many were not delivered since the last that was."""
@@ -165,4 +175,5 @@ def build(view: KioskView, seq: int, missed: int) -> dict[str, Any]:
         "disk_free_bytes": _count(view.disk_free_bytes),
         "cpu_temperature_c": _number(view.cpu_temperature_c),
         "missed": max(0, missed),
+        "approvals": [_approval(a) for a in view.approvals][:32],
     }

@@ -84,6 +84,8 @@ GAUGES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "kiosk_recycler_value_minor": ("Value held by the recycler, minor units", ("currency",)),
     "kiosk_pending_transactions": ("Transactions pending at a provider", ()),
     "kiosk_pending_oldest_seconds": ("Age of the oldest pending transaction (0: none)", ()),
+    "kiosk_approvals_waiting": ("Transactions waiting for a technician's approval", ()),
+    "kiosk_approval_oldest_wait_seconds": ("How long the oldest approval has waited (0: none)", ()),
     "kiosk_outbox_depth": ("Provider calls queued in the outbox", ()),
     "kiosk_outbox_oldest_seconds": ("Age of the oldest queued provider call (0: none)", ()),
     "kiosk_liabilities_open": ("Open liabilities to customers", ()),
@@ -220,6 +222,10 @@ class Metrics:
         b.set("kiosk_cashbox_value_minor", view.cashbox_value, view.currency)
         b.set("kiosk_pending_transactions", view.pending)
         b.set("kiosk_pending_oldest_seconds", view.pending_oldest_s)
+        b.set("kiosk_approvals_waiting", len(view.approvals))
+        oldest = view.approvals[0] if view.approvals else None
+        waited = max(0.0, view.now - oldest.since) if oldest is not None else 0.0
+        b.set("kiosk_approval_oldest_wait_seconds", waited)
         b.set("kiosk_outbox_depth", view.outbox_depth)
         b.set("kiosk_outbox_oldest_seconds", view.outbox_oldest_s)
         b.set("kiosk_liabilities_open", view.liabilities_count)

@@ -18,12 +18,16 @@ from typing import Any
 from kiosk import memory
 from kiosk.config import Config
 from kiosk.errors import KioskError
-from kiosk.fleet.view import DeviceView, KioskView, ProviderView, TamperView
+from kiosk.fleet.view import ApprovalView, DeviceView, KioskView, ProviderView, TamperView
 from kiosk.journal import AsyncJournal, Journal
 
 log = logging.getLogger("kiosk.fleet")
 
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
+APPROVAL_INTERVAL_S = 5.0
+"""The heartbeat's interval while a transaction waits for approval (when ``fleet.interval_s``
+is longer): the fleet's ``approve`` comes in a heartbeat's reply, so the customer waits
+seconds for it, not a minute."""
 
 
 def version() -> str:
@@ -52,6 +56,8 @@ class Facts:
     devices: tuple[DeviceView, ...] = ()
     providers: tuple[ProviderView, ...] = ()
     tamper: tuple[TamperView, ...] = ()
+    approvals: tuple[ApprovalView, ...] = ()
+    """Transactions waiting for a technician's approval (``Approvals.views``)."""
 
 
 def journal_figures(j: Journal) -> dict[str, Any]:
@@ -134,6 +140,7 @@ def view(
         liabilities_count=int(figures["liabilities_count"]),
         disk_free_bytes=free,
         cpu_temperature_c=cpu_temperature(),
+        approvals=facts.approvals,
     )
 
 
@@ -179,8 +186,11 @@ class Fleet:
     """The fleet's tasks beside the daemon: every ``fleet.interval_s`` the view is read, the
     metrics follow the journal, a heartbeat is built, signed and pushed (only the latest kept
     while the fleet is unreachable), the Pushgateway gets the metrics; the local endpoints
-    answer from the latest of each. ``facts``: the daemon's own state (no device I/O);
-    ``run_command``: what an accepted fleet command does (its result in words)."""
+    answer from the latest of each. :meth:`nudge` (a transaction starts waiting for approval)
+    runs the round at once instead of at the end of the interval, and while one waits the
+    rounds come every :data:`APPROVAL_INTERVAL_S` (the fleet's ``approve`` rides a reply).
+    ``facts``: the daemon's own state (no device I/O); ``run_command``: what an accepted fleet
+    command does (its result in words)."""
 
     def __init__(
         self,
@@ -216,6 +226,8 @@ class Fleet:
         self.server: asyncio.AbstractServer | None = None
         self.http: Any = None
         self.pusher: Any = None
+        self._nudged = asyncio.Event()
+        self.approval_interval_s = APPROVAL_INTERVAL_S
 
     @property
     def url(self) -> str:
@@ -244,7 +256,33 @@ class Fleet:
                 metrics=self.metrics.exposition,
             )
             log.info("fleet: /healthz /heartbeat /metrics on %s:%d", c.listen, c.port)
-        self.tasks.append(asyncio.create_task(every(c.interval_s, self.beat, "heartbeat")))
+        self.tasks.append(asyncio.create_task(self._beats(c.interval_s)))
+
+    def nudge(self) -> None:
+        """Push a heartbeat now rather than at the end of the interval (a transaction started
+        waiting for approval: the fleet sees it within the round trip). Only sets a flag: the
+        caller (a journey) never waits on the fleet; nudges while a round runs make one more
+        round right after it."""
+        self._nudged.set()
+
+    async def _beats(self, interval_s: float) -> None:
+        """:meth:`beat` every ``interval_s`` (every :attr:`approval_interval_s` while an
+        approval waits), or at once when nudged; an error is logged (once per kind) and the
+        loop goes on, as :func:`every`."""
+        said = ""
+        while True:
+            self._nudged.clear()  # a nudge from here on is seen by this round or the next
+            try:
+                await self.beat()
+                said = ""
+            except Exception as exc:  # a fleet task must survive everything but cancellation
+                if type(exc).__name__ != said:
+                    log.warning("fleet: heartbeat failed: %s: %s", type(exc).__name__, exc)
+                    said = type(exc).__name__
+            waiting = self.last_view is not None and bool(self.last_view.approvals)
+            wait_s = min(interval_s, self.approval_interval_s) if waiting else interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), wait_s)
 
     async def stop(self) -> None:
         await cancel_all(self.tasks)

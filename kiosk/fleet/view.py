@@ -38,6 +38,18 @@ class TamperView:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalView:
+    """A transaction waiting for a technician's approval (:mod:`kiosk.approvals`)."""
+
+    reference: str  # the transaction's reference, as on its receipts
+    provider: str
+    amount: int  # minor units of ``currency``
+    currency: str
+    since: float  # time.time() when it started waiting
+    expires_at: float  # time.time() when it is declined unless approved
+
+
+@dataclass(frozen=True, slots=True)
 class KioskView:
     kiosk_id: str
     device_id: str
@@ -61,3 +73,4 @@ class KioskView:
     disk_free_bytes: int
     cpu_temperature_c: float | None  # None off a Pi
     tamper: tuple[TamperView, ...] = ()  # the tamper latches in force
+    approvals: tuple[ApprovalView, ...] = ()  # waiting for approval, oldest first

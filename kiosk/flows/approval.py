@@ -55,7 +55,9 @@ async def ask(ctx: Context, tx: Tx, amount: int) -> Tx | None:
         {"amount": amount, "currency": tx.currency, "timeout_s": limits.approval_timeout_s},
         tx.id,
     )
-    granted = ctx.approvals.open(tx.ref, tx.id, money)
+    granted = ctx.approvals.open(
+        tx.ref, tx.id, money, provider=tx.provider or "", timeout_s=limits.approval_timeout_s
+    )  # the fleet is told at once (the heartbeat's ``approvals``)
     log.warning("%s: %s waits for a technician's approval", tx.ref, money)
     status = f"An attendant must approve {money} before the kiosk goes on."
     doc = await steps.receipt(ctx, dataclasses.replace(tx, amount_due=amount), "approval", status)

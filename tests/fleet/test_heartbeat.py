@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from kiosk.fleet import heartbeat
-from kiosk.fleet.view import DeviceView, KioskView, ProviderView
+from kiosk.fleet.view import ApprovalView, DeviceView, KioskView, ProviderView
 
 NOW = 1_738_324_800.25  # 2025-01-31T12:00:00.250Z
 
@@ -109,7 +109,40 @@ VARIANTS = {
         pending_oldest_s=-3.0,
     ),
     "no devices, no providers": make_view(devices=(), providers=()),
+    "approvals waiting": make_view(
+        state="busy",
+        approvals=(
+            ApprovalView("KSK-0001-000041", "paysera", 25000, "AED", NOW - 30.5, NOW + 89.5),
+            ApprovalView("KSK-0001-000042", "rapyd", 123456789, "BUSD", NOW - 1, NOW + 119),
+        ),
+    ),
 }
+
+
+def test_a_waiting_approval_is_in_the_heartbeat_with_its_amount_and_times_and_no_code(
+    validator: Draft202012Validator,
+) -> None:
+    doc = heartbeat.build(VARIANTS["approvals waiting"], seq=3, missed=0)
+    assert validator.is_valid(doc)
+    first, second = doc["approvals"]
+    assert first == {
+        "reference": "KSK-0001-000041",
+        "provider": "paysera",
+        "amount": {"currency": "AED", "minor": 25000, "amount": "250.00"},
+        "waiting_since": "2025-01-31T11:59:29.750Z",
+        "expires_at": "2025-01-31T12:01:29.750Z",
+    }
+    assert second["amount"]["amount"] == "1.23456789"
+    assert heartbeat.build(make_view(), seq=1, missed=0)["approvals"] == []
+    with_code = copy.deepcopy(doc)
+    with_code["approvals"][0]["code"] = "7305918264401937265518302746"
+    assert not validator.is_valid(with_code)  # additionalProperties: false
+    bad_ref = copy.deepcopy(doc)
+    bad_ref["approvals"][0]["reference"] = "KSK 1"
+    assert not validator.is_valid(bad_ref)
+    float_amount = copy.deepcopy(doc)
+    float_amount["approvals"][0]["amount"]["minor"] = 250.5
+    assert not validator.is_valid(float_amount)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -233,7 +266,7 @@ def test_canonical_is_sorted_compact_ascii_and_refuses_nan() -> None:
     assert (
         body == json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     )
-    assert body.isascii() and b": " not in body and body.startswith(b'{"cashbox":')
+    assert body.isascii() and b": " not in body and body.startswith(b'{"approvals":[],"cashbox":')
     with pytest.raises(ValueError):
         heartbeat.canonical({"x": float("nan")})
 

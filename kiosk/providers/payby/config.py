@@ -16,6 +16,7 @@ from kiosk.config import (
     Secrets,
     Table,
     amount_in,
+    check_public_file,
     path_in,
     seconds_in,
     str_list,
@@ -174,6 +175,7 @@ def local_check(cfg: Config, secrets: Secrets) -> None:
     p = of(cfg)
     if p is None:
         return
+    check_public_file(p.public_key_file, "PayBy's public key", cfg.file, "payby.public_key_file")
     read_public_key(p, cfg.file)
     s: PayBySecrets | None = secrets.providers.get("payby")
     if s is None:
