@@ -534,9 +534,10 @@ class Daemon:
         if (
             ctx.out_of_service.is_set()
             or self.service is not None
+            or self.fleet_hold is not None
             or self.lockout.reason()
             or latched
-        ):
+        ):  # (a printer out of paper is the journey's to refuse: it journals the reason)
             log.info("code refused: out of service")
             hw.panel.show(PanelState.REFUSED)
             await asyncio.sleep(RESULT_HOLD_S)

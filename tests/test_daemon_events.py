@@ -196,3 +196,24 @@ def test_the_watchdog_is_fed_only_while_the_main_loop_comes_round(
             task.cancel()
 
     run(scenario)
+
+
+def test_a_code_is_refused_while_the_fleet_holds_the_kiosk_out_of_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fleet's out_of_service hold refuses codes like the door or a lockout (it was missing:
+    the panel was red, yet a scanned code started a journey)."""
+    monkeypatch.setattr(daemon, "RESULT_HOLD_S", 0.0)
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            d, hw, _ = _daemon(r)
+            d.fleet_hold = "maintenance window"
+            before = await r.ctx.journal.call(r.ctx.journal.sync.transactions)
+            await d._code(r.ctx, hw, "EVP0123456789")
+            assert await r.ctx.journal.call(r.ctx.journal.sync.transactions) == before
+            assert r.panel.state is not None and r.panel.state.value == "refused"
+            d.fleet_hold = None
+            assert d.reasons(r.ctx) == []
+
+    run(scenario)
