@@ -163,6 +163,16 @@ class Guarded:
         object.__setattr__(self, "_garbled", [0])
 
     @property
+    def name(self) -> str:
+        """The driver's name of the unit (every interface has one)."""
+        name: str = self.inner.name
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:  # pragma: no cover - __setattr__ sets the driver's
+        self.inner.name = value
+
+    @property
     def line_errors(self) -> int:
         """Bad frames seen on the device's line so far: the driver's own count of frames it
         dropped and retried (``bad_frames``, reset when it opens again) plus the calls that
@@ -195,14 +205,6 @@ class GuardedValidator(Guarded):
 
     def __init__(self, inner: BillValidator, device: str = VALIDATOR) -> None:
         super().__init__(inner, device)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @name.setter
-    def name(self, value: str) -> None:  # pragma: no cover - __setattr__ sets the driver's
-        self.inner.name = value
 
     async def open(self) -> PowerUpReport:
         return await self._call(self.inner.open())
@@ -280,14 +282,6 @@ class GuardedPrinter(Guarded):
         super().__init__(inner, device)
 
     @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @name.setter
-    def name(self, value: str) -> None:  # pragma: no cover - __setattr__ sets the driver's
-        self.inner.name = value
-
-    @property
     def columns(self) -> int:
         return self.inner.columns
 
@@ -315,14 +309,6 @@ class GuardedReader(Guarded):
 
     def __init__(self, inner: CodeReader, device: str = READER) -> None:
         super().__init__(inner, device)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @name.setter
-    def name(self, value: str) -> None:  # pragma: no cover - __setattr__ sets the driver's
-        self.inner.name = value
 
     async def open(self) -> None:
         await self._call(self.inner.open())
