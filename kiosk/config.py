@@ -643,14 +643,12 @@ def _tls(t: _Table) -> TlsConfig:
 
 def check_tls_pins(cfg: Config) -> None:
     """Each pinned file loads as a trust store (PEM certificates), or ConfigError naming it."""
-    import ssl
-
     from kiosk.httpclient import pinned_context
 
     for name, path in cfg.tls.pins.items():
         try:
             pinned_context(path)
-        except (OSError, ssl.SSLError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no certificate"
             raise ConfigError(
                 str(cfg.file),

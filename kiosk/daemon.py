@@ -812,19 +812,20 @@ class Daemon:
     def _auth(self, reach: Reachability, name: str, said: str | None) -> None:
         """``name`` refused the kiosk's credentials (``said``: its words) or accepted them
         again (None): logged at ERROR once per change, journaled from the idle loop."""
-        if not reach.auth(name, said[:200] if said else None):
+        said = said[:200] if said is not None else None
+        if not reach.auth(name, said):
             return
         if said is not None:
             log.error(
                 "%s refuses the kiosk's credentials (%s): its journeys are out of service until"
                 " it accepts them; check the keys with: kiosk provider check %s",
                 name,
-                said[:200],
+                said,
                 name,
             )
         else:
             log.warning("%s accepts the kiosk's credentials again: back in service", name)
-        self._auth_news.append((name, said[:200] if said else None))
+        self._auth_news.append((name, said))
 
     async def _journal_auth_news(self, ctx: Context) -> None:
         j = ctx.journal

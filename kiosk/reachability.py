@@ -69,11 +69,7 @@ class Reachability:
             self._auth.pop(provider, None)
         else:
             self._auth[provider] = refused
-        return before != refused and (before is None or refused is None)
-
-    def auth_recorder(self, provider: str) -> Callable[[str | None], bool]:
-        """The callback the registry's watched client calls after each call (:meth:`auth`)."""
-        return lambda refused: self.auth(provider, refused)
+        return (before is None) != (refused is None)
 
     def auth_refused(self, provider: str) -> str | None:
         """What ``provider`` said when it refused the kiosk's credentials, while it does."""
